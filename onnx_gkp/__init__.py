@@ -1,0 +1,18 @@
+"""onnx_gkp: Grouped Kernel Pruning with a flexible group count, directly on ONNX models.
+
+``prune(model, ratio=0.5, groups="auto")`` returns the pruned ``onnx.ModelProto`` and a
+:class:`Report`; ``validate`` checks a pruned model against its masked reference.
+"""
+
+from .api import prune
+from .errors import GkpError, ValidationFailed
+from .plan import LayerPlan, PlanOptions, plan_layer
+from .reference import masked_reference
+from .report import Report
+from .validate import Validation, validate
+
+__all__ = [
+    "GkpError", "LayerPlan", "PlanOptions", "Report", "Validation", "ValidationFailed",
+    "masked_reference", "plan_layer", "prune", "validate",
+]
+__version__ = "0.1.0"

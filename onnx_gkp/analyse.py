@@ -1,0 +1,219 @@
+"""Find the Convs that can be pruned, read their weights, and say why the others cannot.
+
+Knows ONNX, not the math: it hands the planner numpy weights (:class:`ConvSite`) and records a
+reason for every Conv-like node left alone (:class:`Skip`). Shapes come from ONNX shape
+inference run on a copy whose dynamic input dims are fixed to the test shapes, so MACs are
+counted for the shape that validation runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import GkpError
+from .load import first_line
+
+CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+FLOAT_TYPES = (np.float16, np.float32, np.float64)
+
+
+@dataclass(frozen=True)
+class ConvSite:
+    """A prunable Conv: where it is, its constant weight and bias, and its per-sample MACs."""
+
+    node_index: int
+    node: str
+    weight: np.ndarray
+    bias: Optional[np.ndarray]
+    macs: Optional[int]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A Conv-like node left alone, and why."""
+
+    node_index: int
+    node: str
+    op_type: str
+    reason: str
+    macs: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    sites: list[ConvSite]
+    skipped: list[Skip]
+    input_shapes: dict[str, tuple[int, ...]]
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The inputs a caller feeds (initializers listed as inputs are not among them)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def resolve_input_shapes(
+    model: onnx.ModelProto, test_shapes: Optional[dict[str, tuple[int, ...]]] = None
+) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes for every input: given test shapes, else static dims, batch 1 if dynamic."""
+    test_shapes = dict(test_shapes or {})
+    shapes = {}
+    for value in graph_inputs(model):
+        if value.name in test_shapes:
+            shapes[value.name] = tuple(int(d) for d in test_shapes.pop(value.name))
+            continue
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            raise GkpError(f"input {value.name!r} has no tensor shape; give --test-shape {value.name}:d0,d1,...")
+        dims = []
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                dims.append(dim.dim_value)
+            elif axis == 0:
+                dims.append(1)
+            else:
+                name = dim.dim_param or "?"
+                raise GkpError(
+                    f"input {value.name!r} has dynamic dim {axis} ({name}); give --test-shape {value.name}:d0,d1,..."
+                )
+        shapes[value.name] = tuple(dims)
+    if test_shapes:
+        raise GkpError(f"--test-shape names no model input: {', '.join(sorted(test_shapes))}")
+    return shapes
+
+
+def constant_tensors(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Tensors fixed in the file: initializers (not overridable inputs) and Constant outputs."""
+    overridable = {i.name for i in model.graph.input}
+    found = {t.name: t for t in model.graph.initializer if t.name not in overridable}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    found[node.output[0]] = attr.t
+    return {name: numpy_helper.to_array(t) for name, t in found.items()}
+
+
+def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
+    for attr in node.attribute:
+        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for inner in graph.node:
+                yield inner
+                yield from _subgraph_nodes(inner)
+
+
+def tensor_uses(model: onnx.ModelProto) -> Counter:
+    """How many node inputs (subgraphs included) and graph outputs read each tensor name."""
+    uses: Counter = Counter(o.name for o in model.graph.output)
+    for node in model.graph.node:
+        uses.update(n for n in node.input if n)
+        for inner in _subgraph_nodes(node):
+            uses.update(n for n in inner.input if n)
+    return uses
+
+
+def inferred_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Static shapes of every tensor ONNX shape inference can resolve at the test shapes."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        if value.name in input_shapes:
+            shape = value.type.tensor_type.shape
+            shape.ClearField("dim")
+            for d in input_shapes[value.name]:
+                shape.dim.add().dim_value = d
+    try:
+        fixed = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError) as error:
+        raise GkpError(f"shape inference failed: {first_line(error)}") from None
+    shapes = {}
+    for value in list(fixed.graph.value_info) + list(fixed.graph.output) + list(fixed.graph.input):
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = tuple(d.dim_value for d in dims)
+    return shapes
+
+
+def conv_macs(weight_shape: tuple[int, ...], output_shape: Optional[tuple[int, ...]]) -> Optional[int]:
+    """Multiply-accumulates of one sample: ``C_out * C_in/group * prod(k) * prod(out spatial)``."""
+    if output_shape is None:
+        return None
+    return int(math.prod(weight_shape) * math.prod(output_shape[2:]))
+
+
+def _refusal(
+    node: onnx.NodeProto, consts: dict[str, np.ndarray], uses: Counter, min_in_channels: int
+) -> Optional[str]:
+    """Why this Conv cannot be pruned, or None."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
+        return f"{node.op_type} is not pruned"
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    weight = consts.get(node.input[1])
+    if group != 1:
+        depthwise = weight is not None and weight.shape[1] == 1
+        return f"{'depthwise' if depthwise else 'grouped'} Conv (group={group})"
+    if weight is None:
+        return "weight is not a constant (computed at run time or a graph input)"
+    if uses[node.input[1]] > 1:
+        return f"weight {node.input[1]!r} is shared with {uses[node.input[1]] - 1} other use(s)"
+    if weight.dtype.type not in FLOAT_TYPES or weight.ndim < 3:
+        return f"weight of dtype {weight.dtype} and rank {weight.ndim} is not a float Conv weight"
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in consts:
+        return "bias is not a constant"
+    if weight.shape[1] < min_in_channels:
+        return f"too few input channels to prune ({weight.shape[1]} < {min_in_channels})"
+    return None
+
+
+def analyse(
+    model: onnx.ModelProto,
+    include: Optional[str] = None,
+    exclude: Optional[str] = None,
+    test_shapes: Optional[dict[str, tuple[int, ...]]] = None,
+    min_in_channels: int = 4,
+) -> Analysis:
+    """Split the Conv-like nodes of the main graph into prunable sites and skips."""
+    try:
+        include_re = re.compile(include) if include else None
+        exclude_re = re.compile(exclude) if exclude else None
+    except re.error as error:
+        raise GkpError(f"bad --include/--exclude pattern: {error}") from None
+    input_shapes = resolve_input_shapes(model, test_shapes)
+    shapes = inferred_shapes(model, input_shapes)
+    consts = constant_tensors(model)
+    uses = tensor_uses(model)
+    sites: list[ConvSite] = []
+    skipped: list[Skip] = []
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in CONV_LIKE:
+            continue
+        weight = consts.get(node.input[1]) if len(node.input) > 1 else None
+        weight_shape = weight.shape if weight is not None else shapes.get(node.input[1])
+        macs = conv_macs(weight_shape, shapes.get(node.output[0])) if weight_shape and node.op_type == "Conv" else None
+        reason = _refusal(node, consts, uses, min_in_channels)
+        if reason is None and include_re and not include_re.search(node.name):
+            reason = "not matched by --include"
+        if reason is None and exclude_re and exclude_re.search(node.name):
+            reason = "matched by --exclude"
+        if reason is not None:
+            skipped.append(Skip(index, node.name, node.op_type, reason, macs))
+            continue
+        bias = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+        sites.append(ConvSite(index, node.name, weight, bias, macs))
+    return Analysis(sites, skipped, input_shapes)
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Elements of every float initializer and Constant tensor: the model's parameters."""
+    tensors = list(model.graph.initializer) + [
+        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    return sum(math.prod(t.dims) for t in tensors if t.data_type in float_types)

@@ -1,0 +1,102 @@
+"""``python -m onnx_gkp IN.onnx OUT.onnx``: prune, validate, write, print the table.
+
+Exit codes: 0 written; 1 validation failed or could not run (nothing written);
+2 bad input or usage (one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .api import prune
+from .errors import GkpError, ValidationFailed
+from .kernels import CRITERIA
+from .load import save_model
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, like every other refusal
+        raise GkpError(message)
+
+
+def _groups(text: str) -> object:
+    if text == "auto":
+        return "auto"
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"--groups must be 'auto' or a positive integer, not {text!r}")
+
+
+def _test_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, _, dims = text.rpartition(":")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not name or not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"--test-shape wants NAME:d0,d1,... with positive dims, not {text!r}")
+    return name, shape
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="onnx-gkp", description="Grouped Kernel Pruning with a flexible group count for ONNX CNNs.")
+    p.add_argument("input", type=Path, help="model to prune (never modified)")
+    p.add_argument("output", type=Path, help="where the pruned model is written")
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction of grouped kernels pruned per layer (default 0.5)")
+    p.add_argument("--groups", type=_groups, default="auto", help="'auto' (flexible, per layer) or one count N for every layer it divides")
+    p.add_argument("--criterion", choices=CRITERIA, default="combined", help="grouped-kernel score (default combined = L2 x geometric median)")
+    p.add_argument("--max-groups", type=int, default=16, help="largest group count 'auto' considers (default 16)")
+    p.add_argument("--group-cost", type=float, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
+    p.add_argument("--include", metavar="REGEX", help="prune only Convs whose node name matches")
+    p.add_argument("--exclude", metavar="REGEX", help="leave alone Convs whose node name matches")
+    p.add_argument("--min-in-channels", type=int, default=4, help="leave alone Convs with fewer input channels (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of clustering and validation inputs (default 0)")
+    p.add_argument("--test-shape", type=_test_shape, action="append", default=[], metavar="NAME:d0,d1,...", help="concrete shape for an input with dynamic dims (repeatable)")
+    p.add_argument("--report", type=Path, metavar="FILE.json", help="write the full report as JSON")
+    p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime check against the masked reference")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    return p
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.output.resolve() == args.input.resolve():
+        raise GkpError("OUT must differ from IN (the input is never modified)")
+    if args.output.exists() and not args.force:
+        raise GkpError(f"{args.output}: exists (use --force to overwrite)")
+    if not args.output.resolve().parent.is_dir():
+        raise GkpError(f"{args.output.parent}: no such folder for the output")
+    try:
+        model, report = prune(
+            args.input, ratio=args.ratio, groups=args.groups, criterion=args.criterion,
+            max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
+            exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
+            test_shapes=dict(args.test_shape), check=not args.no_validate, progress=True,
+        )
+    except ValidationFailed as failure:
+        if failure.report is not None and args.report:
+            args.report.write_text(failure.report.to_json())
+        raise
+    if not args.quiet:
+        print(report.table())
+    print(report.summary())
+    save_model(model, args.output, force=args.force)
+    if args.report:
+        args.report.write_text(report.to_json())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return run(argv)
+    except GkpError as error:
+        print(f"onnx-gkp: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("onnx-gkp: interrupted", file=sys.stderr)
+        return 130

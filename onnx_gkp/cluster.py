@@ -1,0 +1,48 @@
+"""Equal-size filter clustering: k-means++ seeding, then exact balanced assignment.
+
+A grouped convolution needs every group to hold the same number of filters ``n = C_out / G``.
+Plain k-means gives unequal clusters, so each Lloyd step replaces the nearest-centre rule by a
+linear assignment problem: every centre is offered ``n`` slots, and ``linear_sum_assignment``
+finds the assignment of filters to slots with the least total squared distance. Centres are
+then moved to the mean of their members; the loop stops when the assignment repeats or after
+``max_iter`` steps. Plain numpy, scikit-learn and scipy: nothing here knows about ONNX.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+from sklearn.cluster import kmeans_plusplus
+
+
+def balanced_kmeans(
+    points: np.ndarray, groups: int, seed: int = 0, max_iter: int = 30
+) -> list[np.ndarray]:
+    """Split the rows of ``points`` into ``groups`` equal clusters.
+
+    Returns ``groups`` sorted index arrays; the clusters are ordered by their smallest member,
+    so the result is a canonical function of the partition (and deterministic for a seed).
+    """
+    count = points.shape[0]
+    if groups < 1 or count % groups:
+        raise ValueError(f"{groups} groups do not divide {count} points")
+    size = count // groups
+    if groups == 1:
+        return [np.arange(count)]
+    if groups == count:
+        return [np.array([i]) for i in range(count)]
+    data = points.astype(np.float64, copy=False)
+    centres, _ = kmeans_plusplus(data, groups, random_state=seed)
+    labels = np.full(count, -1)
+    for _ in range(max_iter):
+        cost = cdist(data, centres, "sqeuclidean")
+        # Column j of the slot matrix is a copy of centre j // size.
+        _, slots = linear_sum_assignment(np.repeat(cost, size, axis=1))
+        new_labels = slots // size
+        if np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        centres = np.stack([data[labels == g].mean(axis=0) for g in range(groups)])
+    clusters = [np.flatnonzero(labels == g) for g in range(groups)]
+    return sorted(clusters, key=lambda members: int(members[0]))

@@ -1,0 +1,37 @@
+"""The flexible group count: which ``G`` each layer gets.
+
+Parameters and MACs of a pruned layer depend only on the kept count ``m``, not on ``G``, so
+the choice is between quality and what a larger ``G`` costs at run time.
+
+Quality, data-free: the *pruned energy* ``p(G) = ||W - W_masked||^2 / ||W||^2``. For an input
+of independent unit-variance channels it is the layer's expected relative output error, so it
+is what a post-pruning evaluation of each candidate can measure without data. A larger ``G``
+lets each group keep the channels its own filters need, so ``p`` falls as ``G`` grows:
+minimised alone it always picks the largest candidate.
+
+Cost: a larger ``G`` widens the input gather (``G * m`` channels) and moves onnxruntime onto
+slower grouped-Conv kernels (``docs/method.md``). We price one doubling of ``G`` at a fixed
+fraction ``beta`` of the error, and pick
+
+    G* = argmin_G  p(G) * (1 + beta * log2 G)
+
+so a doubling is taken only when it cuts the pruned energy by more than about ``beta``
+(relative). ``beta = 0`` is quality-only; ties go to the smaller ``G``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def candidate_counts(c_out: int, max_groups: int) -> list[int]:
+    """Divisors of ``c_out`` up to ``max_groups``, ascending."""
+    return [g for g in range(1, min(c_out, max_groups) + 1) if c_out % g == 0]
+
+
+def choose_group_count(pruned_energy: dict[int, float], beta: float) -> int:
+    """The candidate minimising ``p(G) * (1 + beta * log2 G)``; the smaller ``G`` on ties."""
+    counts = sorted(pruned_energy)
+    objective = [pruned_energy[g] * (1.0 + beta * np.log2(g)) for g in counts]
+    best = min(objective)
+    return next(g for g, value in zip(counts, objective) if value <= best * (1 + 1e-12))

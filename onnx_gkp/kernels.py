@@ -1,0 +1,49 @@
+"""Grouped-kernel scores and selection inside one filter group.
+
+For a filter group ``S`` the grouped kernel at input channel ``c`` is the vector
+``v_c = W[S, c].ravel()``. Two criteria score it:
+
+* L2 norm ``||v_c||``: a small kernel contributes little to the group's outputs.
+* Geometric-median distance (FPGM): ``d_c = sum_c' ||v_c - v_c'||``. The kernel nearest the
+  geometric median of its peers is the one best stood in for by the others, so a small
+  ``d_c`` marks it redundant.
+
+``combined`` ranks by the product of the two scores, each divided by its mean over the
+group's channels: scale-free, equal weight, no parameter to tune (a log-sum of the two).
+Every group keeps the ``m`` best channels, ties broken by channel index.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from sklearn.metrics.pairwise import euclidean_distances
+
+Criterion = Literal["combined", "l2", "gm"]
+CRITERIA: tuple[str, ...] = ("combined", "l2", "gm")
+
+
+def grouped_kernels(weight: np.ndarray, filters: np.ndarray) -> np.ndarray:
+    """``[C_in, n * prod(k)]`` matrix whose row ``c`` is the grouped kernel ``W[filters, c]``."""
+    block = weight[filters].astype(np.float64, copy=False)
+    return np.swapaxes(block, 0, 1).reshape(weight.shape[1], -1)
+
+
+def kernel_scores(kernels: np.ndarray, criterion: Criterion = "combined") -> np.ndarray:
+    """Importance of each grouped kernel (row); higher means keep."""
+    l2 = np.linalg.norm(kernels, axis=1)
+    if criterion == "l2":
+        return l2
+    gm = euclidean_distances(kernels).sum(axis=1)
+    if criterion == "gm":
+        return gm
+    if criterion != "combined":
+        raise ValueError(f"unknown kernel criterion {criterion!r}; choose from {CRITERIA}")
+    return (l2 / max(l2.mean(), 1e-30)) * (gm / max(gm.mean(), 1e-30))
+
+
+def select_channels(scores: np.ndarray, keep: int) -> np.ndarray:
+    """Sorted indices of the ``keep`` highest scores (stable: lower index wins a tie)."""
+    order = np.argsort(-scores, kind="stable")
+    return np.sort(order[:keep])

@@ -1,0 +1,152 @@
+"""Per-layer pruning plans: cluster filters, select grouped kernels, choose the group count.
+
+A :class:`LayerPlan` is plain data: ``G`` lists of original filter indices (``filter_groups``,
+concatenated = the new output order) and ``G`` sorted lists of kept input channels
+(``kept_channels``), all of length ``m``. From them alone follow the dense rewrite
+
+    in_index  = concat(K_1, ..., K_G)                    (input gather, G*m channels)
+    W'[g*n + i, j] = W[S_g[i], K_g[j]]                   (Conv weight, group = G)
+    out_index[f] = position of filter f in concat(S_g)   (output gather back to filter order)
+
+and the masked reference (``W`` with ``W[f, c] = 0`` unless ``c`` is kept by ``f``'s group).
+Plain numpy: nothing here knows about ONNX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+import numpy as np
+
+from .cluster import balanced_kmeans
+from .group_count import candidate_counts, choose_group_count
+from .kernels import CRITERIA, Criterion, grouped_kernels, kernel_scores, select_channels
+
+Groups = Union[int, Literal["auto"]]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the planner needs besides the weight; the CLI and the API build one."""
+
+    ratio: float = 0.5
+    groups: Groups = "auto"
+    criterion: Criterion = "combined"
+    max_groups: int = 16
+    group_cost: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"ratio must be in [0, 1), got {self.ratio}")
+        if self.groups != "auto" and (not isinstance(self.groups, int) or self.groups < 1):
+            raise ValueError(f"groups must be 'auto' or a positive integer, got {self.groups!r}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}")
+        if self.max_groups < 1:
+            raise ValueError(f"max_groups must be positive, got {self.max_groups}")
+        if self.group_cost < 0:
+            raise ValueError(f"group_cost must be >= 0, got {self.group_cost}")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one Conv is regrouped; every derived index follows from the two lists."""
+
+    filter_groups: tuple[tuple[int, ...], ...]
+    kept_channels: tuple[tuple[int, ...], ...]
+    pruned_energy: float = 0.0
+    candidates: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> int:
+        return len(self.filter_groups)
+
+    @property
+    def kept_per_group(self) -> int:
+        return len(self.kept_channels[0])
+
+    @property
+    def filter_order(self) -> np.ndarray:
+        """Original filter index of each new output channel."""
+        return np.concatenate([np.asarray(g, dtype=np.int64) for g in self.filter_groups])
+
+    @property
+    def in_index(self) -> np.ndarray:
+        """Input channels gathered in front of the grouped Conv (``G * m`` entries)."""
+        return np.concatenate([np.asarray(k, dtype=np.int64) for k in self.kept_channels])
+
+    @property
+    def out_index(self) -> np.ndarray:
+        """``out_index[f]`` = new position of original filter ``f``."""
+        return np.argsort(self.filter_order, kind="stable").astype(np.int64)
+
+    def keep_mask(self, c_in: int) -> np.ndarray:
+        """Boolean ``[C_out, C_in]``: True where kernel ``W[f, c]`` survives."""
+        order = self.filter_order
+        mask = np.zeros((order.size, c_in), dtype=bool)
+        rows = np.repeat(np.arange(self.groups), order.size // self.groups)
+        kept = np.asarray(self.kept_channels, dtype=np.int64)
+        mask[order[:, None], kept[rows]] = True
+        return mask
+
+    def masked_weight(self, weight: np.ndarray) -> np.ndarray:
+        """The original weight with every pruned kernel zeroed (the masked reference)."""
+        mask = self.keep_mask(weight.shape[1]).reshape(weight.shape[:2] + (1,) * (weight.ndim - 2))
+        return np.where(mask, weight, np.zeros((), dtype=weight.dtype))
+
+    def grouped_weight(self, weight: np.ndarray) -> np.ndarray:
+        """``W'[g*n + i, j] = W[S_g[i], K_g[j]]``, shape ``[C_out, m, *k]``."""
+        order = self.filter_order
+        rows = np.repeat(np.arange(self.groups), order.size // self.groups)
+        kept = np.asarray(self.kept_channels, dtype=np.int64)
+        return np.ascontiguousarray(weight[order[:, None], kept[rows]])
+
+    def permuted_bias(self, bias: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(bias[self.filter_order])
+
+
+def kept_count(c_in: int, ratio: float) -> int:
+    """``m = round((1 - ratio) * C_in)``, at least 1."""
+    return max(1, int(round((1.0 - ratio) * c_in)))
+
+
+def filter_features(weight: np.ndarray) -> np.ndarray:
+    """Per-filter profile of kernel energies ``||W[f, c]||^2`` over input channels.
+
+    Grouped-kernel pruning keeps, per group, the channels that carry most of its filters'
+    energy, so filters are clustered by where their energy sits, normalised per filter so a
+    filter's overall scale does not decide its group.
+    """
+    energy = (weight.astype(np.float64) ** 2).reshape(weight.shape[0], weight.shape[1], -1).sum(-1)
+    return energy / np.maximum(energy.sum(axis=1, keepdims=True), 1e-30)
+
+
+def plan_for_count(weight: np.ndarray, groups: int, keep: int, options: PlanOptions) -> LayerPlan:
+    """Cluster into ``groups`` equal filter groups and keep ``keep`` channels in each."""
+    clusters = balanced_kmeans(filter_features(weight), groups, seed=options.seed)
+    kept = []
+    for members in clusters:
+        scores = kernel_scores(grouped_kernels(weight, members), options.criterion)
+        kept.append(select_channels(scores, keep))
+    plan = LayerPlan(
+        filter_groups=tuple(tuple(int(f) for f in g) for g in clusters),
+        kept_channels=tuple(tuple(int(c) for c in k) for k in kept),
+    )
+    total = float(np.sum(weight.astype(np.float64) ** 2))
+    removed = total - float(np.sum(plan.masked_weight(weight).astype(np.float64) ** 2))
+    energy = removed / total if total > 0 else 0.0
+    return LayerPlan(plan.filter_groups, plan.kept_channels, energy, {groups: energy})
+
+
+def plan_layer(weight: np.ndarray, options: PlanOptions) -> LayerPlan:
+    """Plan one Conv weight ``[C_out, C_in, *k]``: the fixed ``G`` or the flexible choice."""
+    c_out, c_in = weight.shape[:2]
+    keep = kept_count(c_in, options.ratio)
+    if options.groups != "auto":
+        return plan_for_count(weight, int(options.groups), keep, options)
+    plans = {g: plan_for_count(weight, g, keep, options) for g in candidate_counts(c_out, options.max_groups)}
+    energies = {g: p.pruned_energy for g, p in plans.items()}
+    best = plans[choose_group_count(energies, options.group_cost)]
+    return LayerPlan(best.filter_groups, best.kept_channels, best.pruned_energy, energies)

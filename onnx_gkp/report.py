@@ -1,0 +1,151 @@
+"""The audit record of one run: what was pruned and how, what was left and why, what it gave.
+
+A :class:`Report` is plain data. Its JSON form is enough to redo the pruning without this
+package: for each layer, zero ``W[f, c]`` unless ``c`` is in ``kept_channels[g]`` for the
+group ``g`` whose ``filter_groups[g]`` holds ``f``; the rewritten Conv's output channel
+``g * n + i`` is filter ``filter_groups[g][i]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from .analyse import ConvSite, Skip
+from .plan import LayerPlan
+from .validate import Validation
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    node: str
+    node_index: int
+    weight_shape: list[int]
+    groups: int
+    kept_per_group: int
+    filter_groups: list[list[int]]
+    kept_channels: list[list[int]]
+    macs_before: Optional[int]
+    macs_after: Optional[int]
+    params_before: int
+    params_after: int
+    pruned_energy: float
+    candidates: dict[str, float]
+
+    @classmethod
+    def of(cls, site: ConvSite, plan: LayerPlan) -> "LayerReport":
+        c_out, c_in, *kernel = site.weight.shape
+        bias = c_out if site.bias is not None else 0
+        m = plan.kept_per_group
+        return cls(
+            node=site.node,
+            node_index=site.node_index,
+            weight_shape=list(site.weight.shape),
+            groups=plan.groups,
+            kept_per_group=m,
+            filter_groups=[list(g) for g in plan.filter_groups],
+            kept_channels=[list(k) for k in plan.kept_channels],
+            macs_before=site.macs,
+            macs_after=None if site.macs is None else site.macs * m // c_in,
+            params_before=c_out * c_in * math.prod(kernel) + bias,
+            params_after=c_out * m * math.prod(kernel) + bias,
+            pruned_energy=round(plan.pruned_energy, 6),
+            candidates={str(g): round(e, 6) for g, e in sorted(plan.candidates.items())},
+        )
+
+
+@dataclass
+class Report:
+    options: dict[str, Any]
+    input_shapes: dict[str, list[int]]
+    layers: list[LayerReport]
+    skipped: list[Skip]
+    totals: dict[str, Any]
+    validation: Optional[Validation] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "options": self.options,
+            "input_shapes": self.input_shapes,
+            "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "skipped": [dataclasses.asdict(skip) for skip in self.skipped],
+            "totals": self.totals,
+            "validation": None if self.validation is None else dataclasses.asdict(self.validation),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def table(self) -> str:
+        """Per-layer table: one row per pruned Conv, then the skipped ones with their reasons."""
+        rows = [("node", "weight", "G", "kept/group", "MACs before", "MACs after", "pruned energy")]
+        for layer in self.layers:
+            rows.append((
+                layer.node or f"#{layer.node_index}",
+                "x".join(map(str, layer.weight_shape)),
+                str(layer.groups),
+                f"{layer.kept_per_group}/{layer.weight_shape[1]}",
+                _count(layer.macs_before),
+                _count(layer.macs_after),
+                f"{layer.pruned_energy:.3f}",
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        lines.extend(f"skipped {s.node or f'#{s.node_index}'} ({s.op_type}): {s.reason}" for s in self.skipped)
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        t = self.totals
+        lines = [
+            f"pruned {t['pruned_layers']} Conv, skipped {t['skipped_layers']}, added {t['gathers_added']} Gather",
+            f"Conv MACs {_count(t['conv_macs_before'])} -> {_count(t['conv_macs_after'])} ({_ratio(t['conv_macs_after'], t['conv_macs_before'])}); "
+            f"params {_count(t['params_before'])} -> {_count(t['params_after'])} ({_ratio(t['params_after'], t['params_before'])})",
+        ]
+        v = self.validation
+        if v is None:
+            lines.append("validation: skipped (--no-validate)")
+            return "\n".join(lines)
+        verdict = "passed" if v.passed else "FAILED"
+        lines.append(f"validation {verdict}: max |pruned - masked reference| = {v.masked_max_abs_diff:.3g} "
+                     f"(relative {v.masked_max_rel_diff:.3g}, tolerance {v.rtol:g})")
+        if v.output_cosine:
+            lines.append("cosine(original, pruned): " + ", ".join(f"{k} {c:.4f}" for k, c in v.output_cosine.items()))
+        if v.latency_ms:
+            o, p = v.latency_ms["original"], v.latency_ms["pruned"]
+            lines.append(f"median latency (onnxruntime {v.onnxruntime}, 1 thread): original {o:.3f} ms, "
+                         f"pruned {p:.3f} ms, speed-up {o / p:.2f}x")
+        return "\n".join(lines)
+
+
+def totals(
+    layers: Sequence[LayerReport], skipped: Sequence[Skip], params_before: int, params_after: int, gathers: int
+) -> dict[str, Any]:
+    """Whole-model figures: Conv MACs (None if some Conv shape is unknown) and parameters."""
+    before = [l.macs_before for l in layers] + [s.macs for s in skipped if s.op_type == "Conv"]
+    after = [l.macs_after for l in layers] + [s.macs for s in skipped if s.op_type == "Conv"]
+    known = all(m is not None for m in before)
+    return {
+        "pruned_layers": len(layers),
+        "skipped_layers": len(skipped),
+        "gathers_added": gathers,
+        "conv_macs_before": sum(before) if known else None,
+        "conv_macs_after": sum(after) if known else None,
+        "params_before": params_before,
+        "params_after": params_after,
+    }
+
+
+def _count(value: Optional[int]) -> str:
+    if value is None:
+        return "?"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.2f}{unit}"
+    return str(value)
+
+
+def _ratio(after: Optional[int], before: Optional[int]) -> str:
+    return "?" if not before or after is None else f"{after / before:.1%}"

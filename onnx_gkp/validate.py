@@ -1,0 +1,143 @@
+"""Run-time validation with onnxruntime: exactness, output drift and side-by-side latency.
+
+* Exactness: the pruned model against the masked reference on the same seeded random inputs,
+  both with graph optimisations off. Passes when ``max|pruned - masked| <= rtol * max|masked|
+  + atol`` for every output (``rtol = 1e-4``, ``atol = 1e-5`` by default).
+* Drift: cosine similarity, per output, between the original (unmasked) and pruned outputs.
+* Speed: median latency of the original and pruned models, optimisations on, one thread,
+  runs interleaved so both see the same machine state.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .analyse import graph_inputs, resolve_input_shapes
+from .errors import ValidationFailed
+from .load import first_line
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The verdict and its figures; ``passed`` is what the CLI turns into its exit code."""
+
+    passed: bool
+    masked_max_abs_diff: float
+    masked_max_rel_diff: float
+    output_cosine: dict[str, float]
+    latency_ms: dict[str, float]
+    onnxruntime: str
+    rtol: float
+    atol: float
+
+
+def random_inputs(
+    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Seeded standard-normal feeds for float inputs, zeros for others, at the given shapes."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in graph_inputs(model):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        shape = shapes[value.name]
+        if np.issubdtype(dtype, np.floating):
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[value.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises several unrelated types here
+        raise ValidationFailed(f"onnxruntime cannot load the model: {first_line(error)}") from None
+
+
+def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    try:
+        return sess.run(None, feeds)
+    except Exception as error:
+        raise ValidationFailed(f"onnxruntime cannot run the model: {first_line(error)}") from None
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
+
+
+def median_latency_ms(
+    models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], runs: int, threads: int = 1
+) -> dict[str, float]:
+    """Median wall time per run of each model, interleaved run by run."""
+    sessions = {name: session(m, optimise=True, threads=threads) for name, m in models.items()}
+    for sess in sessions.values():
+        run(sess, feeds)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(runs):
+        for name, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, feeds)
+            times[name].append(time.perf_counter() - start)
+    return {name: round(1000 * statistics.median(t), 4) for name, t in times.items()}
+
+
+def validate(
+    pruned: onnx.ModelProto,
+    masked: onnx.ModelProto,
+    original: Optional[onnx.ModelProto] = None,
+    shapes: Optional[dict[str, tuple[int, ...]]] = None,
+    seed: int = 0,
+    latency_runs: int = 20,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> Validation:
+    """Check ``pruned`` against ``masked`` (and measure drift and speed against ``original``)."""
+    if shapes is None:
+        shapes = resolve_input_shapes(pruned)
+    feeds = random_inputs(pruned, shapes, seed)
+    names = [o.name for o in pruned.graph.output]
+    got = run(session(pruned, optimise=False), feeds)
+    want = run(session(masked, optimise=False), feeds)
+    max_abs, max_rel, passed = 0.0, 0.0, True
+    for a, b in zip(got, want):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a64.shape != b64.shape:
+            raise ValidationFailed(f"output shapes differ from the masked reference: {a64.shape} vs {b64.shape}")
+        diff = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+        scale = float(np.max(np.abs(b64))) if b64.size else 0.0
+        passed &= bool(np.isfinite(a64).all()) and diff <= rtol * scale + atol
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / scale if scale > 0 else diff)
+    cosines: dict[str, float] = {}
+    latency: dict[str, float] = {}
+    if original is not None:
+        dense = run(session(original, optimise=False), feeds)
+        cosines = {n: round(cosine(a, b), 6) for n, a, b in zip(names, dense, got)}
+        if latency_runs > 0:
+            latency = median_latency_ms({"original": original, "pruned": pruned}, feeds, latency_runs)
+    return Validation(
+        passed=passed,
+        masked_max_abs_diff=max_abs,
+        masked_max_rel_diff=max_rel,
+        output_cosine=cosines,
+        latency_ms=latency,
+        onnxruntime=ort.__version__,
+        rtol=rtol,
+        atol=atol,
+    )
