@@ -14,7 +14,7 @@ module that touches onnx-graphsurgeon; it knows nothing of how plans are made.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx
@@ -24,13 +24,23 @@ from .analyse import ConvSite
 from .plan import LayerPlan
 
 
+def _intermediate(name: str, like: gs.Tensor, channels: Optional[int]) -> gs.Variable:
+    """A new tensor shaped like ``like`` (``channels`` on axis 1); typed only if its shape is known.
+
+    onnx.checker rejects a value_info with a type but no shape, so unknown stays unknown.
+    """
+    if like.shape is None or len(like.shape) < 2:
+        return gs.Variable(name)
+    shape = list(like.shape)
+    if channels is not None:
+        shape[1] = channels
+    return gs.Variable(name, dtype=like.dtype, shape=shape)
+
+
 def _regroup(graph: gs.Graph, conv: gs.Node, site: ConvSite, plan: LayerPlan, base: str) -> int:
     """Rewrite one Conv in place; returns the number of Gather nodes added."""
     x, y = conv.inputs[0], conv.outputs[0]
-    gathered_shape = None
-    if x.shape is not None and len(x.shape) > 1:
-        gathered_shape = [x.shape[0], int(plan.in_index.size), *x.shape[2:]]
-    gathered = gs.Variable(f"{base}/gkp_gathered", dtype=x.dtype, shape=gathered_shape)
+    gathered = _intermediate(f"{base}/gkp_gathered", x, int(plan.in_index.size))
     in_index = gs.Constant(f"{base}/gkp_in_index", plan.in_index)
     graph.nodes.append(
         gs.Node("Gather", f"{base}/gkp_gather_in", {"axis": 1}, inputs=[x, in_index], outputs=[gathered])
@@ -43,7 +53,7 @@ def _regroup(graph: gs.Graph, conv: gs.Node, site: ConvSite, plan: LayerPlan, ba
     out_index = plan.out_index
     if np.array_equal(out_index, np.arange(out_index.size)):
         return 1
-    grouped = gs.Variable(f"{base}/gkp_grouped", dtype=y.dtype, shape=y.shape)
+    grouped = _intermediate(f"{base}/gkp_grouped", y, None)
     conv.outputs[0] = grouped
     graph.nodes.append(
         gs.Node(

@@ -1,0 +1,63 @@
+"""Shared helpers: tiny models from ONNX text with seeded random weights, and onnxruntime runs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+
+def make_model(text: str, weights: dict[str, tuple[int, ...]], seed: int = 0) -> onnx.ModelProto:
+    """Parse ``text`` and add a standard-normal float32 initializer per name in ``weights``."""
+    model = onnx.parser.parse_model(text)
+    rng = np.random.default_rng(seed)
+    for name, shape in weights.items():
+        array = rng.standard_normal(shape).astype(np.float32)
+        model.graph.initializer.append(numpy_helper.from_array(array, name))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Outputs of ``model`` in onnxruntime on CPU, graph optimisations off."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def feeds_for(model: onnx.ModelProto, seed: int = 1, shapes: Optional[dict] = None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in model.graph.input:
+        dims = (shapes or {}).get(value.name) or [d.dim_value or 1 for d in value.type.tensor_type.shape.dim]
+        feeds[value.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def assert_close(got: list[np.ndarray], want: list[np.ndarray], rtol: float = 1e-4) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        scale = float(np.abs(b).max())
+        assert float(np.abs(a - b).max()) <= rtol * scale + 1e-5
+
+
+CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+chain (float[1,8,10,10] x) => (float[1,16,10,10] y) {
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r = Relu(a)
+  y = Conv <pads=[1,1,1,1]> (r, w2)
+}
+"""
+CHAIN_WEIGHTS = {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (16, 32, 3, 3)}
+
+
+@pytest.fixture
+def chain_model() -> onnx.ModelProto:
+    return make_model(CHAIN, CHAIN_WEIGHTS)
