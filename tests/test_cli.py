@@ -1,0 +1,146 @@
+"""The command line through a subprocess: exit codes, one-line errors, nothing written on failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from conftest import CHAIN, CHAIN_WEIGHTS, make_model
+
+
+def cli(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "onnx_gkp", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_refused(result: subprocess.CompletedProcess, code: int, words: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("onnx-gkp: error:") and words in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def chain_path(tmp_path: Path) -> Path:
+    path = tmp_path / "chain.onnx"
+    onnx.save(make_model(CHAIN, CHAIN_WEIGHTS), path)
+    return path
+
+
+def test_prune_writes_model_and_report(chain_path: Path, tmp_path: Path) -> None:
+    before = chain_path.read_bytes()
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    result = cli(chain_path, out, "--ratio", "0.5", "--groups", "2", "--report", report)
+    assert result.returncode == 0, result.stderr
+    assert "validation passed" in result.stdout and "kept/group" in result.stdout
+    assert chain_path.read_bytes() == before
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    data = json.loads(report.read_text())
+    assert set(data) == {"options", "input_shapes", "layers", "skipped", "totals", "validation"}
+    layer = data["layers"][0]
+    for key in ("node", "node_index", "weight_shape", "groups", "kept_per_group", "filter_groups",
+                "kept_channels", "macs_before", "macs_after", "params_before", "params_after"):
+        assert key in layer
+    assert set(data["validation"]) >= {"masked_max_abs_diff", "output_cosine", "latency_ms", "onnxruntime"}
+    assert data["options"]["seed"] == 0 and data["options"]["groups"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_same_seed_gives_identical_bytes(chain_path: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    assert cli(chain_path, a, "--seed", "4", "--no-validate").returncode == 0
+    assert cli(chain_path, b, "--seed", "4", "--no-validate").returncode == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_existing_output_needs_force(chain_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"keep me")
+    assert_refused(cli(chain_path, out), 2, "exists")
+    assert out.read_bytes() == b"keep me"
+    assert cli(chain_path, out, "--force", "--no-validate").returncode == 0
+    assert onnx.load(out).graph.node
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--ratio", "1.5"], "ratio"),
+        (["--ratio", "x"], "--ratio"),
+        (["--groups", "0"], "--groups"),
+        (["--groups", "3"], "divides"),
+        (["--include", "("], "pattern"),
+        (["--test-shape", "nope"], "--test-shape"),
+        (["--test-shape", "y:1,2"], "names no model input"),
+        (["--criterion", "best"], "criterion"),
+    ],
+)
+def test_bad_options(chain_path: Path, tmp_path: Path, args: list, words: str) -> None:
+    out = tmp_path / "out.onnx"
+    assert_refused(cli(chain_path, out, *args), 2, words)
+    assert not out.exists()
+
+
+def test_bad_inputs(tmp_path: Path, chain_path: Path) -> None:
+    out = tmp_path / "out.onnx"
+    assert_refused(cli(tmp_path / "missing.onnx", out), 2, "no such file")
+    assert_refused(cli(tmp_path, out), 2, "not a file")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    assert_refused(cli(empty, out), 2, "empty")
+    noise = tmp_path / "noise.onnx"
+    noise.write_bytes(bytes(range(256)) * 8)
+    assert_refused(cli(noise, out), 2, "not an ONNX model")
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(chain_path.read_bytes()[:700])
+    assert_refused(cli(truncated, out), 2, "")
+    assert_refused(cli(chain_path, chain_path), 2, "differ")
+    assert_refused(cli(chain_path, tmp_path / "nowhere" / "out.onnx"), 2, "no such folder")
+    assert not out.exists()
+
+
+DYNAMIC = """
+<ir_version: 8, opset_import: ["" : 17]>
+dyn (float[N,8,H,W] x) => (float[N,16,H,W] y) {
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r = Relu(a)
+  y = Conv <pads=[1,1,1,1]> (r, w2)
+}
+"""
+
+
+def test_dynamic_dims_need_a_test_shape(tmp_path: Path) -> None:
+    path, out = tmp_path / "dyn.onnx", tmp_path / "out.onnx"
+    onnx.save(make_model(DYNAMIC, CHAIN_WEIGHTS), path)
+    assert_refused(cli(path, out), 2, "--test-shape x:")
+    result = cli(path, out, "--test-shape", "x:2,8,12,9")
+    assert result.returncode == 0, result.stderr
+    dims = onnx.load(out).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ["N", "", "H", "W"]
+
+
+CUSTOM_OP = """
+<ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+custom (float[1,8,10,10] x) => (float[1,16,10,10] y) {
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r = com.example.Mystery (a)
+  y = Conv <pads=[1,1,1,1]> (r, w2)
+}
+"""
+
+
+def test_validation_that_cannot_run_exits_1_and_writes_nothing(tmp_path: Path) -> None:
+    model = onnx.parser.parse_model(CUSTOM_OP)
+    path, out = tmp_path / "custom.onnx", tmp_path / "out.onnx"
+    seeded = make_model(CHAIN, CHAIN_WEIGHTS)
+    model.graph.initializer.extend(seeded.graph.initializer)
+    onnx.save(model, path)
+    assert_refused(cli(path, out), 1, "onnxruntime cannot")
+    assert not out.exists()
+    assert cli(path, out, "--no-validate").returncode == 0
