@@ -89,16 +89,24 @@ def resolve_input_shapes(
     return shapes
 
 
-def constant_tensors(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Tensors fixed in the file: initializers (not overridable inputs) and Constant outputs."""
+def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors fixed in the file, and which of them are ``Identity`` copies of which.
+
+    Fixed means: initializers (not overridable graph inputs), ``Constant`` outputs, and
+    ``Identity`` of those (exporters deduplicate parameters that way).
+    """
     overridable = {i.name for i in model.graph.input}
     found = {t.name: t for t in model.graph.initializer if t.name not in overridable}
+    copies: dict[str, str] = {}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             for attr in node.attribute:
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
                     found[node.output[0]] = attr.t
-    return {name: numpy_helper.to_array(t) for name, t in found.items()}
+        elif node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input[0] in found:
+            found[node.output[0]] = found[node.input[0]]
+            copies[node.output[0]] = node.input[0]
+    return {name: numpy_helper.to_array(t) for name, t in found.items()}, copies
 
 
 def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
@@ -148,8 +156,17 @@ def conv_macs(weight_shape: tuple[int, ...], output_shape: Optional[tuple[int, .
     return int(math.prod(weight_shape) * math.prod(output_shape[2:]))
 
 
+def _sharing(name: str, copies: dict[str, str], uses: Counter) -> int:
+    """Other readers of a tensor, counted along its chain of Identity copies."""
+    others = uses[name] - 1
+    while name in copies:
+        name = copies[name]
+        others += uses[name] - 1
+    return others
+
+
 def _refusal(
-    node: onnx.NodeProto, consts: dict[str, np.ndarray], uses: Counter, min_in_channels: int
+    node: onnx.NodeProto, consts: dict[str, np.ndarray], copies: dict[str, str], uses: Counter, min_in_channels: int
 ) -> Optional[str]:
     """Why this Conv cannot be pruned, or None."""
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
@@ -161,8 +178,9 @@ def _refusal(
         return f"{'depthwise' if depthwise else 'grouped'} Conv (group={group})"
     if weight is None:
         return "weight is not a constant (computed at run time or a graph input)"
-    if uses[node.input[1]] > 1:
-        return f"weight {node.input[1]!r} is shared with {uses[node.input[1]] - 1} other use(s)"
+    shared = _sharing(node.input[1], copies, uses)
+    if shared:
+        return f"weight {node.input[1]!r} is shared with {shared} other use(s)"
     if weight.dtype.type not in FLOAT_TYPES or weight.ndim < 3:
         return f"weight of dtype {weight.dtype} and rank {weight.ndim} is not a float Conv weight"
     if len(node.input) > 2 and node.input[2] and node.input[2] not in consts:
@@ -187,7 +205,7 @@ def analyse(
         raise GkpError(f"bad --include/--exclude pattern: {error}") from None
     input_shapes = resolve_input_shapes(model, test_shapes)
     shapes = inferred_shapes(model, input_shapes)
-    consts = constant_tensors(model)
+    consts, copies = constant_tensors(model)
     uses = tensor_uses(model)
     sites: list[ConvSite] = []
     skipped: list[Skip] = []
@@ -197,7 +215,7 @@ def analyse(
         weight = consts.get(node.input[1]) if len(node.input) > 1 else None
         weight_shape = weight.shape if weight is not None else shapes.get(node.input[1])
         macs = conv_macs(weight_shape, shapes.get(node.output[0])) if weight_shape and node.op_type == "Conv" else None
-        reason = _refusal(node, consts, uses, min_in_channels)
+        reason = _refusal(node, consts, copies, uses, min_in_channels)
         if reason is None and include_re and not include_re.search(node.name):
             reason = "not matched by --include"
         if reason is None and exclude_re and exclude_re.search(node.name):

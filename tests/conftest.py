@@ -47,6 +47,26 @@ def assert_close(got: list[np.ndarray], want: list[np.ndarray], rtol: float = 1e
         assert float(np.abs(a - b).max()) <= rtol * scale + 1e-5
 
 
+def reference_from_report(original: onnx.ModelProto, report: dict) -> onnx.ModelProto:
+    """The original with kernels zeroed as the JSON report says, in plain numpy."""
+    model = onnx.ModelProto()
+    model.CopyFrom(original)
+    tensors = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            tensors[node.output[0]] = node.attribute[0].t
+    for layer in report["layers"]:
+        tensor = tensors[model.graph.node[layer["node_index"]].input[1]]
+        weight = numpy_helper.to_array(tensor).copy()
+        assert list(weight.shape) == layer["weight_shape"]
+        keep = np.zeros(weight.shape[:2], dtype=bool)
+        for filters, channels in zip(layer["filter_groups"], layer["kept_channels"]):
+            keep[np.ix_(filters, channels)] = True
+        weight[~keep] = 0
+        tensor.CopyFrom(numpy_helper.from_array(weight, tensor.name))
+    return model
+
+
 CHAIN = """
 <ir_version: 8, opset_import: ["" : 17]>
 chain (float[1,8,10,10] x) => (float[1,16,10,10] y) {

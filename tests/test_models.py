@@ -7,29 +7,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, feeds_for, make_model, run
+from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, feeds_for, make_model, reference_from_report, run
 import onnx_gkp
 from onnx_gkp import GkpError
-
-
-def reference_from_report(original: onnx.ModelProto, report: dict) -> onnx.ModelProto:
-    """The original with kernels zeroed as the JSON report says, in plain numpy."""
-    model = onnx.ModelProto()
-    model.CopyFrom(original)
-    tensors = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            tensors[node.output[0]] = node.attribute[0].t
-    for layer in report["layers"]:
-        tensor = tensors[model.graph.node[layer["node_index"]].input[1]]
-        weight = numpy_helper.to_array(tensor).copy()
-        assert list(weight.shape) == layer["weight_shape"]
-        keep = np.zeros(weight.shape[:2], dtype=bool)
-        for filters, channels in zip(layer["filter_groups"], layer["kept_channels"]):
-            keep[np.ix_(filters, channels)] = True
-        weight[~keep] = 0
-        tensor.CopyFrom(numpy_helper.from_array(weight, tensor.name))
-    return model
 
 
 def check_pruned(original: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, dict]:

@@ -12,28 +12,16 @@ Usage: python tools/train_fashion_mnist.py --epochs 8 --out models/resnet20_fash
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
-MEAN, STD = 0.2860, 0.3530
-
-
-def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split of the idx files into (N, 1, 28, 28) float32 images and int64 labels."""
-    with gzip.open(DATA_DIR / f"{split}-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(DATA_DIR / f"{split}-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    x = (images.astype(np.float32) / 255.0 - MEAN) / STD
-    return x, labels.astype(np.int64)
+from fashion_mnist import load_split
 
 
 class BasicBlock(nn.Module):

@@ -1,0 +1,32 @@
+"""The bundled Fashion-MNIST ResNet end to end, as the README runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from conftest import assert_close, feeds_for, reference_from_report, run
+from test_cli import cli
+
+BUNDLED = Path(__file__).resolve().parents[1] / "models" / "resnet20_fashion_mnist.onnx"
+
+
+@pytest.mark.parametrize("ratio", [0.375, 0.5])
+def test_bundled_model_prunes_into_grouped_convs(tmp_path: Path, ratio: float) -> None:
+    out, report_path = tmp_path / "pruned.onnx", tmp_path / "report.json"
+    result = cli(BUNDLED, out, "--ratio", ratio, "--report", report_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    pruned, original = onnx.load(out), onnx.load(BUNDLED)
+    groups = [a.i for n in pruned.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+    assert max(groups) > 1
+    totals = report["totals"]
+    assert totals["conv_macs_after"] < totals["conv_macs_before"]
+    assert totals["params_after"] < totals["params_before"]
+    assert report["validation"]["passed"]
+    assert [s["reason"] for s in report["skipped"]] == ["too few input channels to prune (1 < 4)"]
+    feeds = feeds_for(original, shapes={"input": [4, 1, 28, 28]})
+    assert_close(run(pruned, feeds), run(reference_from_report(original, report), feeds))
