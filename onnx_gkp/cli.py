@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .api import prune
-from .errors import GkpError, ValidationFailed
+from .errors import GkpError
 from .kernels import CRITERIA
 from .load import save_model
 
@@ -70,17 +70,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise GkpError(f"{args.output}: exists (use --force to overwrite)")
     if not args.output.resolve().parent.is_dir():
         raise GkpError(f"{args.output.parent}: no such folder for the output")
-    try:
-        model, report = prune(
-            args.input, ratio=args.ratio, groups=args.groups, criterion=args.criterion,
-            max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
-            exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
-            test_shapes=dict(args.test_shape), check=not args.no_validate, progress=True,
-        )
-    except ValidationFailed as failure:
-        if failure.report is not None and args.report:
-            args.report.write_text(failure.report.to_json())
-        raise
+    model, report = prune(
+        args.input, ratio=args.ratio, groups=args.groups, criterion=args.criterion,
+        max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
+        exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
+        test_shapes=dict(args.test_shape), check=not args.no_validate, progress=True,
+    )
     if not args.quiet:
         print(report.table())
     print(report.summary())
