@@ -20,7 +20,7 @@ from .validate import validate
 def prune(
     model: ModelLike,
     *,
-    ratio: float = 0.5,
+    ratio: float = 0.25,
     groups: Groups = "auto",
     criterion: str = "combined",
     max_groups: int = 16,

@@ -30,7 +30,7 @@ Groups = Union[int, Literal["auto"]]
 class PlanOptions:
     """What the planner needs besides the weight; the CLI and the API build one."""
 
-    ratio: float = 0.5
+    ratio: float = 0.25
     groups: Groups = "auto"
     criterion: Criterion = "combined"
     max_groups: int = 16

@@ -26,10 +26,17 @@ def test_geometric_median_prunes_the_central_kernel() -> None:
     np.testing.assert_array_equal(select_channels(scores, 4), [0, 1, 3, 4])
 
 
-def test_combined_is_product_of_normalised_scores() -> None:
+def test_combined_is_energy_discounted_by_redundancy() -> None:
     kernels = np.random.default_rng(0).standard_normal((6, 4))
     l2, gm = kernel_scores(kernels, "l2"), kernel_scores(kernels, "gm")
-    np.testing.assert_allclose(kernel_scores(kernels), (l2 / l2.mean()) * (gm / gm.mean()))
+    np.testing.assert_allclose(kernel_scores(kernels), l2**2 * gm / gm.mean())
+
+
+def test_combined_drops_the_redundant_of_two_equal_norms() -> None:
+    # Kernels 0 and 1 have the same norm; 1 duplicates kernel 2, so it is the one to go.
+    kernels = np.array([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 3.1, 0.0], [0.0, 0.0, 3.2]])
+    assert kernel_scores(kernels, "l2")[0] == kernel_scores(kernels, "l2")[1]
+    np.testing.assert_array_equal(select_channels(kernel_scores(kernels), 3), [0, 2, 3])
 
 
 def test_zero_kernels_go_first_and_ties_keep_lower_index() -> None:

@@ -6,12 +6,13 @@ the original, the group counts chosen) for the flexible count and fixed counts.
 No fine-tuning, no calibration: what the pass does to a trained model on its own.
 
 Usage: python tools/eval_fashion_mnist.py [--model models/resnet20_fashion_mnist.onnx]
-       [--ratios 0.25,0.375,0.5] [--groups auto,1,2,4,8]
+       [--ratios 0.25,0.375,0.5] [--groups auto,1,2,4,8] [--criteria l2,gm,combined]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet20_fashion_mnist.onnx")
     parser.add_argument("--ratios", default="0.25,0.375,0.5")
     parser.add_argument("--groups", default="auto,1,2,4,8")
+    parser.add_argument("--criteria", default="combined", help="kernel criteria to compare, comma-separated")
     parser.add_argument("--group-cost", type=float, default=0.05)
     parser.add_argument("--max-groups", type=int, default=16)
     parser.add_argument("--latency-runs", type=int, default=200)
@@ -47,18 +49,19 @@ def main() -> None:
     dense = predict(original, images)
     print(f"unpruned: top-1 {np.mean(dense == labels):.4f}")
     one = {"input": images[:1]}
-    print(f"{'groups':>6} {'ratio':>6} {'MACs kept':>9} {'top-1':>6} {'agree':>6} {'speed-up':>8}  chosen G (count)")
+    print(f"{'criterion':>9} {'groups':>6} {'ratio':>6} {'MACs kept':>9} {'top-1':>6} {'agree':>6} {'speed-up':>8}  chosen G (count)")
     for ratio in (float(r) for r in args.ratios.split(",")):
-        for groups in args.groups.split(","):
+        for groups, criterion in itertools.product(args.groups.split(","), args.criteria.split(",")):
             g = groups if groups == "auto" else int(groups)
             pruned, report = onnx_gkp.prune(
-                original, ratio=ratio, groups=g, group_cost=args.group_cost, max_groups=args.max_groups, latency_runs=0
+                original, ratio=ratio, groups=g, criterion=criterion, group_cost=args.group_cost,
+                max_groups=args.max_groups, latency_runs=0,
             )
             pred = predict(pruned, images)
             t = report.totals
             chosen = Counter(layer.groups for layer in report.layers)
             ms = median_latency_ms({"original": original, "pruned": pruned}, one, args.latency_runs)
-            print(f"{groups:>6} {ratio:>6} {t['conv_macs_after'] / t['conv_macs_before']:>9.3f} "
+            print(f"{criterion:>9} {groups:>6} {ratio:>6} {t['conv_macs_after'] / t['conv_macs_before']:>9.3f} "
                   f"{np.mean(pred == labels):>6.4f} {np.mean(pred == dense):>6.4f} {ms['original'] / ms['pruned']:>7.2f}x  "
                   + ", ".join(f"{k}:{v}" for k, v in sorted(chosen.items())), flush=True)
 
