@@ -144,3 +144,9 @@ def test_validation_that_cannot_run_exits_1_and_writes_nothing(tmp_path: Path) -
     assert_refused(cli(path, out), 1, "onnxruntime cannot")
     assert not out.exists()
     assert cli(path, out, "--no-validate").returncode == 0
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("onnx-gkp")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--groups" in result.stdout
