@@ -7,10 +7,10 @@ from typing import Optional
 import onnx
 from tqdm import tqdm
 
-from .analyse import ConvSite, Skip, analyse, count_params
+from .analyse import Analysis, ConvSite, Skip, analyse, count_params
 from .errors import GkpError, ValidationFailed
 from .load import ModelLike, first_line, load_model
-from .plan import Groups, PlanOptions, kept_count, plan_layer
+from .plan import Groups, PlanOptions, plan_layer
 from .reference import masked_reference
 from .report import LayerReport, Report, totals
 from .rewrite import rewrite
@@ -46,18 +46,7 @@ def prune(
         raise GkpError(str(error)) from None
     original = load_model(model)
     analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
-    sites, skipped = [], list(analysis.skipped)
-    for site in analysis.sites:
-        c_out, c_in = site.weight.shape[:2]
-        if groups != "auto" and c_out % int(groups):
-            skipped.append(_skip(site, f"--groups {groups} does not divide C_out={c_out}"))
-        elif kept_count(c_in, ratio) == c_in:
-            skipped.append(_skip(site, f"ratio {ratio} prunes no channel of {c_in}"))
-        else:
-            sites.append(site)
-    if groups != "auto" and analysis.sites and not sites:
-        raise GkpError(f"--groups {groups} divides the output channels of no prunable Conv")
-    skipped.sort(key=lambda s: s.node_index)
+    sites, skipped = _apply_plan_limits(analysis, options)
     plans = [plan_layer(s.weight, options) for s in tqdm(sites, desc="planning", unit="Conv", disable=not progress)]
     pruned, gathers = rewrite(original, sites, plans)
     try:
@@ -88,5 +77,15 @@ def prune(
     return pruned, report
 
 
-def _skip(site: ConvSite, reason: str) -> Skip:
-    return Skip(site.node_index, site.node, "Conv", reason, site.macs)
+def _apply_plan_limits(analysis: Analysis, options: PlanOptions) -> tuple[list[ConvSite], list[Skip]]:
+    """Move the sites the options cannot plan (G not dividing C_out, nothing to prune) to skips."""
+    sites, skipped = [], list(analysis.skipped)
+    for site in analysis.sites:
+        reason = options.refusal(*site.weight.shape[:2])
+        if reason is None:
+            sites.append(site)
+        else:
+            skipped.append(Skip(site.node_index, site.node, "Conv", reason, site.macs))
+    if options.groups != "auto" and analysis.sites and not sites:
+        raise GkpError(f"--groups {options.groups} divides the output channels of no prunable Conv")
+    return sites, sorted(skipped, key=lambda s: s.node_index)

@@ -15,7 +15,7 @@ Plain numpy: nothing here knows about ONNX.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 
@@ -48,6 +48,15 @@ class PlanOptions:
             raise ValueError(f"max_groups must be positive, got {self.max_groups}")
         if self.group_cost < 0:
             raise ValueError(f"group_cost must be >= 0, got {self.group_cost}")
+
+
+    def refusal(self, c_out: int, c_in: int) -> Optional[str]:
+        """Why a layer of this size cannot be planned with these options, or None."""
+        if self.groups != "auto" and c_out % int(self.groups):
+            return f"--groups {self.groups} does not divide C_out={c_out}"
+        if kept_count(c_in, self.ratio) == c_in:
+            return f"ratio {self.ratio} prunes no channel of {c_in}"
+        return None
 
 
 @dataclass(frozen=True)
