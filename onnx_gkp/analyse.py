@@ -2,8 +2,9 @@
 
 Knows ONNX, not the math: it hands the planner numpy weights (:class:`ConvSite`) and records a
 reason for every Conv-like node left alone (:class:`Skip`). Shapes come from ONNX shape
-inference run on a copy whose dynamic input dims are fixed to the test shapes, so MACs are
-counted for the shape that validation runs.
+inference run on a copy whose dynamic input dims are fixed to the test shapes (and, for Conv
+outputs it cannot resolve, from one onnxruntime run), so MACs are counted for the shape that
+validation runs.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import GkpError
+from .errors import GkpError, ValidationFailed
 from .load import first_line
+from .runtime import graph_inputs, random_inputs, run, session
 
 CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
@@ -52,12 +54,6 @@ class Analysis:
     sites: list[ConvSite]
     skipped: list[Skip]
     input_shapes: dict[str, tuple[int, ...]]
-
-
-def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    """The inputs a caller feeds (initializers listed as inputs are not among them)."""
-    initializers = {t.name for t in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in initializers]
 
 
 def resolve_input_shapes(
@@ -146,7 +142,30 @@ def inferred_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, .
         dims = value.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = tuple(d.dim_value for d in dims)
+    missing = [n.output[0] for n in model.graph.node if n.op_type in CONV_LIKE and n.output[0] not in shapes]
+    if missing:
+        shapes.update(measured_shapes(model, input_shapes, missing))
     return shapes
+
+
+def measured_shapes(
+    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]], names: list[str]
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of ``names`` read off one onnxruntime run, where static inference gave up.
+
+    Empty if the model cannot run (an unknown op, say): MACs then stay unknown.
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    extra = [n for n in names if n not in known]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra)
+    try:
+        outputs = run(session(probe, optimise=False), random_inputs(probe, input_shapes))
+    except ValidationFailed:
+        return {}
+    produced = dict(zip([o.name for o in probe.graph.output], outputs))
+    return {n: tuple(produced[n].shape) for n in names}
 
 
 def conv_macs(weight_shape: tuple[int, ...], output_shape: Optional[tuple[int, ...]]) -> Optional[int]:

@@ -19,9 +19,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .analyse import graph_inputs, resolve_input_shapes
-from .errors import ValidationFailed
-from .load import first_line
+from .analyse import resolve_input_shapes
+from .runtime import random_inputs, run, session
 
 
 @dataclass(frozen=True)
@@ -36,43 +35,6 @@ class Validation:
     onnxruntime: str
     rtol: float
     atol: float
-
-
-def random_inputs(
-    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Seeded standard-normal feeds for float inputs, zeros for others, at the given shapes."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for value in graph_inputs(model):
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        shape = shapes[value.name]
-        if np.issubdtype(dtype, np.floating):
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[value.name] = np.zeros(shape, dtype=dtype)
-    return feeds
-
-
-def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises several unrelated types here
-        raise ValidationFailed(f"onnxruntime cannot load the model: {first_line(error)}") from None
-
-
-def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    try:
-        return sess.run(None, feeds)
-    except Exception as error:
-        raise ValidationFailed(f"onnxruntime cannot run the model: {first_line(error)}") from None
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
