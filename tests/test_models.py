@@ -171,3 +171,21 @@ def test_validate_catches_a_wrong_model(chain_model: onnx.ModelProto) -> None:
     masked = reference_from_report(chain_model, report.to_dict())
     assert onnx_gkp.validate(pruned, masked, latency_runs=0).passed
     assert not onnx_gkp.validate(wrong, masked, latency_runs=0).passed
+
+
+RUNTIME_SHAPED = """
+<ir_version: 8, opset_import: ["" : 17]>
+shaped (float[1,8,10,10] x) => (float[1,16,10,10] y) {
+  f = Constant <value = float[4] {1.0, 8.0, 10.0, 10.0}> ()
+  g = Floor (f)
+  s = Cast <to = 7> (g)
+  r = Reshape (x, s)
+  y = Conv <pads=[1,1,1,1]> (r, w)
+}
+"""
+
+
+def test_macs_of_convs_static_inference_cannot_shape() -> None:
+    model = make_model(RUNTIME_SHAPED, {"w": (16, 8, 3, 3)})
+    _, report = check_pruned(model, ratio=0.5, groups=2)
+    assert report["layers"][0]["macs_before"] == 16 * 8 * 9 * 100
