@@ -46,3 +46,38 @@ def balanced_kmeans(
         centres = np.stack([data[labels == g].mean(axis=0) for g in range(groups)])
     clusters = [np.flatnonzero(labels == g) for g in range(groups)]
     return sorted(clusters, key=lambda members: int(members[0]))
+
+
+def refine_for_retention(
+    energy: np.ndarray, clusters: list[np.ndarray], keep: int, max_iter: int = 20
+) -> list[np.ndarray]:
+    """Move filters between equal groups so the kept grouped kernels hold more energy.
+
+    ``energy[f, c] = ||W[f, c]||^2``. Alternates two exact steps: each group keeps the ``keep``
+    channels with the most energy summed over its filters; then every filter goes to the
+    group whose kept channels hold most of its own energy, by a balanced assignment. Each
+    step is optimal given the other, so the retained energy never falls; stops when it no
+    longer rises (or after ``max_iter`` rounds).
+    """
+    count, groups = energy.shape[0], len(clusters)
+    if groups in (1, count):
+        return clusters
+    size = count // groups
+    labels = np.empty(count, dtype=np.int64)
+    for g, members in enumerate(clusters):
+        labels[members] = g
+    retained = -np.inf
+    for _ in range(max_iter):
+        kept = np.zeros((groups, energy.shape[1]))
+        for g in range(groups):
+            column = energy[labels == g].sum(axis=0)
+            kept[g, np.argsort(-column, kind="stable")[:keep]] = 1.0
+        gain = energy @ kept.T
+        current = float(gain[np.arange(count), labels].sum())
+        if current <= retained * (1 + 1e-12):
+            break
+        retained = current
+        _, slots = linear_sum_assignment(-np.repeat(gain, size, axis=1))
+        labels = slots // size
+    clusters = [np.flatnonzero(labels == g) for g in range(groups)]
+    return sorted(clusters, key=lambda members: int(members[0]))

@@ -19,7 +19,7 @@ from typing import Literal, Optional, Union
 
 import numpy as np
 
-from .cluster import balanced_kmeans
+from .cluster import balanced_kmeans, refine_for_retention
 from .group_count import candidate_counts, choose_group_count
 from .kernels import CRITERIA, Criterion, grouped_kernels, kernel_scores, select_channels
 
@@ -121,20 +121,26 @@ def kept_count(c_in: int, ratio: float) -> int:
     return max(1, int(round((1.0 - ratio) * c_in)))
 
 
-def filter_features(weight: np.ndarray) -> np.ndarray:
-    """Per-filter profile of kernel energies ``||W[f, c]||^2`` over input channels.
+def kernel_energy(weight: np.ndarray) -> np.ndarray:
+    """``[C_out, C_in]`` matrix of kernel energies ``||W[f, c]||^2``."""
+    return (weight.astype(np.float64) ** 2).reshape(weight.shape[0], weight.shape[1], -1).sum(-1)
+
+
+def filter_features(energy: np.ndarray) -> np.ndarray:
+    """Per-filter profile of where its energy sits over the input channels.
 
     Grouped-kernel pruning keeps, per group, the channels that carry most of its filters'
-    energy, so filters are clustered by where their energy sits, normalised per filter so a
-    filter's overall scale does not decide its group.
+    energy, so filters are clustered by that profile, normalised per filter so a filter's
+    overall scale does not decide its group.
     """
-    energy = (weight.astype(np.float64) ** 2).reshape(weight.shape[0], weight.shape[1], -1).sum(-1)
     return energy / np.maximum(energy.sum(axis=1, keepdims=True), 1e-30)
 
 
 def plan_for_count(weight: np.ndarray, groups: int, keep: int, options: PlanOptions) -> LayerPlan:
     """Cluster into ``groups`` equal filter groups and keep ``keep`` channels in each."""
-    clusters = balanced_kmeans(filter_features(weight), groups, seed=options.seed)
+    energy = kernel_energy(weight)
+    clusters = balanced_kmeans(filter_features(energy), groups, seed=options.seed)
+    clusters = refine_for_retention(energy, clusters, keep)
     kept = []
     for members in clusters:
         scores = kernel_scores(grouped_kernels(weight, members), options.criterion)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnx_gkp.cluster import balanced_kmeans
+from onnx_gkp.cluster import balanced_kmeans, refine_for_retention
 
 
 @pytest.mark.parametrize("count,groups", [(12, 1), (12, 3), (12, 4), (32, 8), (12, 12)])
@@ -42,3 +42,31 @@ def test_balances_unequal_natural_clusters() -> None:
 def test_rejects_a_count_that_does_not_divide() -> None:
     with pytest.raises(ValueError):
         balanced_kmeans(np.zeros((10, 2)), 3)
+
+
+def _retained(energy: np.ndarray, clusters: list, keep: int) -> float:
+    total = 0.0
+    for members in clusters:
+        column = energy[members].sum(axis=0)
+        total += float(np.sort(column)[::-1][:keep].sum())
+    return total
+
+
+@pytest.mark.parametrize("groups", [2, 4, 8])
+def test_refinement_keeps_equal_groups_and_never_loses_energy(groups: int) -> None:
+    energy = np.random.default_rng(groups).random((32, 12)) ** 3
+    start = balanced_kmeans(energy, groups, seed=0)
+    refined = refine_for_retention(energy, start, keep=5)
+    assert {len(c) for c in refined} == {32 // groups}
+    assert sorted(np.concatenate(refined).tolist()) == list(range(32))
+    assert _retained(energy, refined, 5) >= _retained(energy, start, 5) - 1e-9
+
+
+def test_refinement_finds_disjoint_channel_families() -> None:
+    # Filters 0-3 live on channels 0-2, filters 4-7 on channels 3-5; start from a bad split.
+    energy = np.zeros((8, 6))
+    energy[:4, :3] = 1.0
+    energy[4:, 3:] = 1.0
+    bad = [np.array([0, 1, 2, 4]), np.array([3, 5, 6, 7])]
+    refined = refine_for_retention(energy, bad, keep=3)
+    assert sorted(c.tolist() for c in refined) == [[0, 1, 2, 3], [4, 5, 6, 7]]
