@@ -21,7 +21,7 @@ from onnx import numpy_helper
 
 from .errors import GkpError, ValidationFailed
 from .load import first_line
-from .runtime import graph_inputs, random_inputs, run, session
+from .runtime import graph_inputs, random_inputs, run, session, with_outputs
 
 CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
@@ -155,11 +155,7 @@ def measured_shapes(
 
     Empty if the model cannot run (an unknown op, say): MACs then stay unknown.
     """
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    extra = [n for n in names if n not in known]
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra)
+    probe = with_outputs(model, names)
     try:
         outputs = run(session(probe, optimise=False), random_inputs(probe, input_shapes))
     except ValidationFailed:

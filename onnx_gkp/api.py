@@ -67,7 +67,10 @@ def prune(
     )
     if check:
         masked = masked_reference(original, sites, plans)
-        report.validation = validate(pruned, masked, original, analysis.input_shapes, seed, latency_runs)
+        probes = [original.graph.node[s.node_index].output[0] for s in sites]
+        report.validation = validate(
+            pruned, masked, original, analysis.input_shapes, seed, latency_runs, probes=probes
+        )
         if not report.validation.passed:
             raise ValidationFailed(
                 f"the pruned model differs from its masked reference by {report.validation.masked_max_abs_diff:.3g} "

@@ -1,7 +1,7 @@
 """Run-time validation with onnxruntime: exactness, output drift and side-by-side latency.
 
 * Exactness: the pruned model against the masked reference on the same seeded random inputs,
-  both with graph optimisations off. Passes when ``max|pruned - masked| <= rtol * max|masked|
+  both with graph optimisations off, at every graph output and every pruned Conv's output. Passes when ``max|pruned - masked| <= rtol * max|masked|
   + atol`` for every output (``rtol = 1e-4``, ``atol = 1e-5`` by default).
 * Drift: cosine similarity, per output, between the original (unmasked) and pruned outputs.
 * Speed: median latency of the original and pruned models, optimisations on, one thread,
@@ -13,14 +13,14 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from .analyse import resolve_input_shapes
-from .runtime import random_inputs, run, session
+from .runtime import random_inputs, run, session, with_outputs
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,20 @@ def validate(
     latency_runs: int = 20,
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    probes: Sequence[str] = (),
 ) -> Validation:
-    """Check ``pruned`` against ``masked`` (and measure drift and speed against ``original``)."""
+    """Check ``pruned`` against ``masked`` (and measure drift and speed against ``original``).
+
+    ``probes`` names inner tensors present in both models (the pruned Convs' outputs keep
+    their names) that are compared too: a model whose outputs saturate on random inputs
+    (a sigmoid map near zero, say) would otherwise hide a wrong layer.
+    """
     if shapes is None:
         shapes = resolve_input_shapes(pruned)
     feeds = random_inputs(pruned, shapes, seed)
     names = [o.name for o in pruned.graph.output]
-    got = run(session(pruned, optimise=False), feeds)
-    want = run(session(masked, optimise=False), feeds)
+    got = run(session(with_outputs(pruned, probes), optimise=False), feeds)
+    want = run(session(with_outputs(masked, probes), optimise=False), feeds)
     max_abs, max_rel, passed = 0.0, 0.0, True
     for a, b in zip(got, want):
         a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -90,7 +96,7 @@ def validate(
     latency: dict[str, float] = {}
     if original is not None:
         dense = run(session(original, optimise=False), feeds)
-        cosines = {n: round(cosine(a, b), 6) for n, a, b in zip(names, dense, got)}
+        cosines = {n: round(cosine(a, b), 6) for n, a, b in zip(names, dense, got[: len(names)])}
         if latency_runs > 0:
             latency = median_latency_ms({"original": original, "pruned": pruned}, feeds, latency_runs)
     return Validation(

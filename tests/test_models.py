@@ -189,3 +189,27 @@ def test_macs_of_convs_static_inference_cannot_shape() -> None:
     model = make_model(RUNTIME_SHAPED, {"w": (16, 8, 3, 3)})
     _, report = check_pruned(model, ratio=0.5, groups=2)
     assert report["layers"][0]["macs_before"] == 16 * 8 * 9 * 100
+
+
+SATURATING = """
+<ir_version: 8, opset_import: ["" : 17]>
+saturating (float[1,8,6,6] x) => (float[1,8,6,6] y) {
+  a = Conv (x, w1)
+  big = Constant <value = float[1] {-1000.0}> ()
+  b = Add (a, big)
+  y = Sigmoid (b)
+}
+"""
+
+
+def test_inner_probes_catch_what_a_saturated_output_hides() -> None:
+    model = make_model(SATURATING, {"w1": (8, 8, 1, 1)})
+    pruned, report = onnx_gkp.prune(model, ratio=0.5, groups=2, check=False)
+    wrong = onnx.ModelProto()
+    wrong.CopyFrom(pruned)
+    conv = next(t for t in wrong.graph.initializer if t.name.endswith("gkp_weight"))
+    conv.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(conv) * 2, conv.name))
+    masked = reference_from_report(model, report.to_dict())
+    assert onnx_gkp.validate(wrong, masked, latency_runs=0).passed, "the output alone is blind here"
+    assert not onnx_gkp.validate(wrong, masked, latency_runs=0, probes=["a"]).passed
+    assert onnx_gkp.validate(pruned, masked, latency_runs=0, probes=["a"]).passed
