@@ -49,7 +49,6 @@ class PlanOptions:
         if self.group_cost < 0:
             raise ValueError(f"group_cost must be >= 0, got {self.group_cost}")
 
-
     def refusal(self, c_out: int, c_in: int) -> Optional[str]:
         """Why a layer of this size cannot be planned with these options, or None."""
         if self.groups != "auto" and c_out % int(self.groups):
