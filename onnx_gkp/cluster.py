@@ -5,7 +5,9 @@ Plain k-means gives unequal clusters, so each Lloyd step replaces the nearest-ce
 linear assignment problem: every centre is offered ``n`` slots, and ``linear_sum_assignment``
 finds the assignment of filters to slots with the least total squared distance. Centres are
 then moved to the mean of their members; the loop stops when the assignment repeats or after
-``max_iter`` steps. Plain numpy, scikit-learn and scipy: nothing here knows about ONNX.
+``max_iter`` steps. ``refine_for_retention`` then moves filters between the equal groups
+towards what grouped-kernel pruning keeps. Plain numpy, scikit-learn and scipy: nothing here
+knows about ONNX.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from sklearn.cluster import kmeans_plusplus
+
+from .kernels import select_channels
+
+
+def _clusters(labels: np.ndarray, groups: int) -> list[np.ndarray]:
+    """Members of each label, clusters ordered by their smallest member (a canonical form)."""
+    return sorted((np.flatnonzero(labels == g) for g in range(groups)), key=lambda members: int(members[0]))
 
 
 def balanced_kmeans(
@@ -44,8 +53,7 @@ def balanced_kmeans(
             break
         labels = new_labels
         centres = np.stack([data[labels == g].mean(axis=0) for g in range(groups)])
-    clusters = [np.flatnonzero(labels == g) for g in range(groups)]
-    return sorted(clusters, key=lambda members: int(members[0]))
+    return _clusters(labels, groups)
 
 
 def refine_for_retention(
@@ -70,8 +78,7 @@ def refine_for_retention(
     for _ in range(max_iter):
         kept = np.zeros((groups, energy.shape[1]))
         for g in range(groups):
-            column = energy[labels == g].sum(axis=0)
-            kept[g, np.argsort(-column, kind="stable")[:keep]] = 1.0
+            kept[g, select_channels(energy[labels == g].sum(axis=0), keep)] = 1.0
         gain = energy @ kept.T
         current = float(gain[np.arange(count), labels].sum())
         if current <= retained * (1 + 1e-12):
@@ -79,5 +86,4 @@ def refine_for_retention(
         retained = current
         _, slots = linear_sum_assignment(-np.repeat(gain, size, axis=1))
         labels = slots // size
-    clusters = [np.flatnonzero(labels == g) for g in range(groups)]
-    return sorted(clusters, key=lambda members: int(members[0]))
+    return _clusters(labels, groups)

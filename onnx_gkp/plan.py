@@ -14,7 +14,7 @@ Plain numpy: nothing here knows about ONNX.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Optional, Union
 
 import numpy as np
@@ -135,32 +135,32 @@ def filter_features(energy: np.ndarray) -> np.ndarray:
     return energy / np.maximum(energy.sum(axis=1, keepdims=True), 1e-30)
 
 
-def plan_for_count(weight: np.ndarray, groups: int, keep: int, options: PlanOptions) -> LayerPlan:
-    """Cluster into ``groups`` equal filter groups and keep ``keep`` channels in each."""
-    energy = kernel_energy(weight)
+def plan_for_count(
+    weight: np.ndarray, energy: np.ndarray, groups: int, keep: int, options: PlanOptions
+) -> LayerPlan:
+    """Cluster into ``groups`` equal filter groups and keep ``keep`` channels in each.
+
+    ``energy`` is ``kernel_energy(weight)``, computed once per layer by the caller.
+    """
     clusters = balanced_kmeans(filter_features(energy), groups, seed=options.seed)
     clusters = refine_for_retention(energy, clusters, keep)
-    kept = []
-    for members in clusters:
-        scores = kernel_scores(grouped_kernels(weight, members), options.criterion)
-        kept.append(select_channels(scores, keep))
+    kept = [select_channels(kernel_scores(grouped_kernels(weight, m), options.criterion), keep) for m in clusters]
     plan = LayerPlan(
         filter_groups=tuple(tuple(int(f) for f in g) for g in clusters),
         kept_channels=tuple(tuple(int(c) for c in k) for k in kept),
     )
-    total = float(np.sum(weight.astype(np.float64) ** 2))
-    removed = total - float(np.sum(plan.masked_weight(weight).astype(np.float64) ** 2))
-    energy = removed / total if total > 0 else 0.0
-    return LayerPlan(plan.filter_groups, plan.kept_channels, energy, {groups: energy})
+    total = float(energy.sum())
+    pruned = float(energy[~plan.keep_mask(energy.shape[1])].sum()) / total if total > 0 else 0.0
+    return replace(plan, pruned_energy=pruned, candidates={groups: pruned})
 
 
 def plan_layer(weight: np.ndarray, options: PlanOptions) -> LayerPlan:
     """Plan one Conv weight ``[C_out, C_in, *k]``: the fixed ``G`` or the flexible choice."""
     c_out, c_in = weight.shape[:2]
     keep = kept_count(c_in, options.ratio)
+    energy = kernel_energy(weight)
     if options.groups != "auto":
-        return plan_for_count(weight, int(options.groups), keep, options)
-    plans = {g: plan_for_count(weight, g, keep, options) for g in candidate_counts(c_out, options.max_groups)}
+        return plan_for_count(weight, energy, int(options.groups), keep, options)
+    plans = {g: plan_for_count(weight, energy, g, keep, options) for g in candidate_counts(c_out, options.max_groups)}
     energies = {g: p.pruned_energy for g, p in plans.items()}
-    best = plans[choose_group_count(energies, options.group_cost)]
-    return LayerPlan(best.filter_groups, best.kept_channels, best.pruned_energy, energies)
+    return replace(plans[choose_group_count(energies, options.group_cost)], candidates=energies)
