@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .costs import ConvGeometry, geometry_of
 from .errors import GkpError, ValidationFailed
 from .load import first_line
 from .runtime import graph_inputs, random_inputs, run, session, with_outputs
@@ -29,13 +30,15 @@ FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
 @dataclass(frozen=True)
 class ConvSite:
-    """A prunable Conv: where it is, its constant weight and bias, and its per-sample MACs."""
+    """A prunable Conv: where it is, its constant weight and bias, its per-sample MACs, and
+    its geometry at the test shape (None where the input shape is unknown)."""
 
     node_index: int
     node: str
     weight: np.ndarray
     bias: Optional[np.ndarray]
     macs: Optional[int]
+    geometry: Optional[ConvGeometry] = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ def inferred_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, .
         dims = value.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = tuple(d.dim_value for d in dims)
-    missing = [n.output[0] for n in model.graph.node if n.op_type in CONV_LIKE and n.output[0] not in shapes]
+    ends = [name for n in model.graph.node if n.op_type in CONV_LIKE for name in (n.input[0], n.output[0])]
+    missing = [name for name in dict.fromkeys(ends) if name not in shapes]
     if missing:
         shapes.update(measured_shapes(model, input_shapes, missing))
     return shapes
@@ -239,8 +243,17 @@ def analyse(
             skipped.append(Skip(index, node.name, node.op_type, reason, macs))
             continue
         bias = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
-        sites.append(ConvSite(index, node.name, weight, bias, macs))
+        attributes = {a.name: _plain(onnx.helper.get_attribute_value(a)) for a in node.attribute}
+        geometry = geometry_of(shapes.get(node.input[0]), weight, attributes, bias is not None)
+        sites.append(ConvSite(index, node.name, weight, bias, macs, geometry))
     return Analysis(sites, skipped, input_shapes)
+
+
+def _plain(value: object) -> object:
+    """Attribute values as JSON-friendly Python: lists of ints, str for bytes."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def count_params(model: onnx.ModelProto) -> int:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
 
 import onnx
 from tqdm import tqdm
 
 from .analyse import Analysis, ConvSite, Skip, analyse, count_params
+from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
+from .group_count import candidate_counts
 from .load import ModelLike, first_line, load_model
-from .plan import Groups, PlanOptions, plan_layer
+from .plan import Groups, LayerPlan, PlanOptions, kept_count, plan_layer
 from .reference import masked_reference
 from .report import LayerReport, Report, totals
 from .rewrite import rewrite
@@ -30,47 +35,83 @@ def prune(
     min_in_channels: int = 4,
     test_shapes: Optional[dict[str, tuple[int, ...]]] = None,
     seed: int = 0,
+    runtime_aware: bool = True,
+    speed_slack: float = 0.05,
+    threads: int = 1,
+    cost_cache: Optional[Path] = None,
     check: bool = True,
     latency_runs: int = 20,
     progress: bool = False,
 ) -> tuple[onnx.ModelProto, Report]:
     """Prune every eligible Conv of ``model`` (a ModelProto or a path; never modified).
 
+    With ``groups="auto"`` and ``runtime_aware`` (the default), each layer's candidate counts
+    are timed on this machine's onnxruntime with ``threads`` threads (cached in ``cost_cache``,
+    default :func:`~onnx_gkp.costs.default_cache_path`): a layer is never rewritten into
+    something slower than it was, and ``G`` is chosen for quality among the counts within
+    ``speed_slack`` of the fastest.
+
     Returns the pruned model and its :class:`Report`. With ``check`` (the default) the result
     is validated against the masked reference in onnxruntime and :class:`ValidationFailed`
     is raised if they disagree; bad input raises :class:`GkpError`.
     """
     try:
-        options = PlanOptions(ratio, groups, criterion, max_groups, group_cost, seed)  # type: ignore[arg-type]
+        options = PlanOptions(ratio, groups, criterion, max_groups, group_cost, seed, speed_slack)  # type: ignore[arg-type]
     except ValueError as error:
         raise GkpError(str(error)) from None
-    original = load_model(model)
-    analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
-    sites, skipped = _apply_plan_limits(analysis, options)
-    plans = [plan_layer(s.weight, options) for s in tqdm(sites, desc="planning", unit="Conv", disable=not progress)]
-    pruned, gathers = rewrite(original, sites, plans)
-    try:
-        onnx.checker.check_model(pruned, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        raise ValidationFailed(f"the pruned model fails onnx.checker: {first_line(error)}") from None
+    if threads < 1:
+        raise GkpError(f"threads must be positive, got {threads}")
+    clock = Stopwatch()
+    with clock("load"):
+        original = load_model(model)
+    with clock("analyse"):
+        analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
+        sites, skipped = _apply_plan_limits(analysis, options)
+    with clock("measure"):
+        costs = CostTable(threads, cost_cache or default_cache_path()) if runtime_aware and groups == "auto" else None
+        timed = [_candidate_times(s, options, costs) for s in tqdm(sites, desc="timing", unit="Conv", disable=not progress)]
+        if costs is not None:
+            costs.save()
+    with clock("plan"):
+        planned: list[tuple[ConvSite, LayerPlan]] = []
+        for site, times in zip(tqdm(sites, desc="planning", unit="Conv", disable=not progress), timed):
+            plan = plan_layer(site.weight, options, *times)
+            if plan is None:
+                skipped.append(Skip(site.node_index, site.node, "Conv", _slower_reason(*times), site.macs))
+            else:
+                planned.append((site, plan))
+        skipped.sort(key=lambda s: s.node_index)
+        sites, plans = [s for s, _ in planned], [p for _, p in planned]
+    with clock("rewrite"):
+        probes = [original.graph.node[s.node_index].output[0] for s in sites] if check else []
+        rewritten = rewrite(original, sites, plans, probes)
+        pruned = rewritten.model
+    with clock("check"):
+        try:
+            onnx.checker.check_model(pruned, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+            raise ValidationFailed(f"the pruned model fails onnx.checker: {first_line(error)}") from None
     layers = [LayerReport.of(s, p) for s, p in zip(sites, plans)]
     report = Report(
         options={
             "ratio": ratio, "groups": groups, "criterion": criterion, "max_groups": max_groups,
             "group_cost": group_cost, "include": include, "exclude": exclude,
-            "min_in_channels": min_in_channels, "seed": seed,
+            "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
+            "speed_slack": speed_slack, "threads": threads,
         },
         input_shapes={k: list(v) for k, v in analysis.input_shapes.items()},
         layers=layers,
         skipped=skipped,
-        totals=totals(layers, skipped, count_params(original), count_params(pruned), gathers),
+        totals=totals(layers, skipped, count_params(original), count_params(pruned), rewritten.gathers),
+        timings=clock.seconds,
     )
     if check:
-        masked = masked_reference(original, sites, plans)
-        probes = [original.graph.node[s.node_index].output[0] for s in sites]
-        report.validation = validate(
-            pruned, masked, original, analysis.input_shapes, seed, latency_runs, probes=probes
-        )
+        with clock("validate"):
+            masked = masked_reference(original, sites, plans)
+            report.validation = validate(
+                pruned, masked, original, analysis.input_shapes, seed, latency_runs,
+                probes=probes, threads=threads, probed=rewritten.probed,
+            )
         if not report.validation.passed:
             raise ValidationFailed(
                 f"the pruned model differs from its masked reference by {report.validation.masked_max_abs_diff:.3g} "
@@ -78,6 +119,45 @@ def prune(
                 report,
             )
     return pruned, report
+
+
+class Stopwatch:
+    """Wall-clock seconds per pipeline stage, for ``--verbose`` and the report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
+Timing = tuple[Optional[dict[int, float]], Optional[float]]
+
+
+def _candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTable]) -> Timing:
+    """Measured seconds of every candidate count at this layer's kept count, and of the dense Conv.
+
+    ``(None, None)`` when nothing is measured: a fixed ``--groups``, quality-only runs, or a
+    layer whose input shape is unknown.
+    """
+    if costs is None or site.geometry is None:
+        return None, None
+    c_out, c_in = site.weight.shape[:2]
+    keep = kept_count(c_in, options.ratio)
+    counts = candidate_counts(c_out, options.max_groups)
+    measured = costs.times(site.geometry, [(g, keep) for g in counts])
+    return {g: measured[(g, keep)] for g in counts}, measured[site.geometry.dense]
+
+
+def _slower_reason(times: dict[int, float], dense: float) -> str:
+    best = min(times, key=times.__getitem__)
+    return (f"every grouped variant is slower here (fastest G={best}: {times[best] * 1e6:.0f} us, "
+            f"dense Conv: {dense * 1e6:.0f} us)")
 
 
 def _apply_plan_limits(analysis: Analysis, options: PlanOptions) -> tuple[list[ConvSite], list[Skip]]:

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criterion", choices=CRITERIA, default="combined", help="grouped-kernel score (default combined = energy x geometric-median distance)")
     p.add_argument("--max-groups", type=int, default=16, help="largest group count 'auto' considers (default 16)")
     p.add_argument("--group-cost", type=float, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
+    p.add_argument("--quality-only", action="store_true", help="choose G for accuracy alone; by default each layer's candidates are timed on this machine's onnxruntime and no layer is made slower")
+    p.add_argument("--speed-slack", type=float, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
+    p.add_argument("--cost-cache", type=Path, metavar="FILE.json", help="measured layer times (default $ONNX_GKP_CACHE or ~/.cache/onnx_gkp/conv_costs.json)")
     p.add_argument("--include", metavar="REGEX", help="prune only Convs whose node name matches")
     p.add_argument("--exclude", metavar="REGEX", help="leave alone Convs whose node name matches")
     p.add_argument("--min-in-channels", type=int, default=4, help="leave alone Convs with fewer input channels (default 4)")
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime check against the masked reference")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--verbose", action="store_true", help="also print the time each stage took")
     return p
 
 
@@ -75,10 +80,14 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
         exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
         test_shapes=dict(args.test_shape), check=not args.no_validate, progress=True,
+        runtime_aware=not args.quality_only, speed_slack=args.speed_slack, threads=args.threads,
+        cost_cache=args.cost_cache,
     )
     if not args.quiet:
         print(report.table())
     print(report.summary())
+    if args.verbose:
+        print("stages: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in report.timings.items()))
     save_model(model, args.output, force=args.force)
     if args.report:
         args.report.write_text(report.to_json())

@@ -17,6 +17,11 @@ fraction ``beta`` of the error, and pick
 
 so a doubling is taken only when it cuts the pruned energy by more than about ``beta``
 (relative). ``beta = 0`` is quality-only; ties go to the smaller ``G``.
+
+Run time, measured (``costs.py``): with per-candidate times on the target runtime, only the
+counts measured faster than the dense Conv and within ``1 + slack`` of the fastest such count
+compete on quality (:func:`fast_counts`); if none is faster than the dense Conv the layer is
+better left whole.
 """
 
 from __future__ import annotations
@@ -35,3 +40,19 @@ def choose_group_count(pruned_energy: dict[int, float], beta: float) -> int:
     objective = [pruned_energy[g] * (1.0 + beta * np.log2(g)) for g in counts]
     best = min(objective)
     return next(g for g, value in zip(counts, objective) if value <= best * (1 + 1e-12))
+
+
+NOISE_GUARD = 0.03
+
+
+def fast_counts(times: dict[int, float], dense: float, slack: float) -> list[int]:
+    """Counts measured faster than ``dense`` and within ``1 + slack`` of the fastest of them.
+
+    "Faster" means by more than ``NOISE_GUARD`` (3%): a layer whose best variant is within
+    timing noise of the dense Conv is better left whole, since its gathers cost time too.
+    """
+    allowed = {g: t for g, t in times.items() if t <= dense * (1.0 - NOISE_GUARD)}
+    if not allowed:
+        return []
+    fastest = min(allowed.values())
+    return sorted(g for g, t in allowed.items() if t <= fastest * (1.0 + slack))

@@ -20,7 +20,7 @@ from typing import Literal, Optional, Union
 import numpy as np
 
 from .cluster import balanced_kmeans, refine_for_retention
-from .group_count import candidate_counts, choose_group_count
+from .group_count import candidate_counts, choose_group_count, fast_counts
 from .kernels import CRITERIA, Criterion, grouped_kernels, kernel_scores, select_channels
 
 Groups = Union[int, Literal["auto"]]
@@ -36,6 +36,7 @@ class PlanOptions:
     max_groups: int = 16
     group_cost: float = 0.05
     seed: int = 0
+    speed_slack: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -48,6 +49,8 @@ class PlanOptions:
             raise ValueError(f"max_groups must be positive, got {self.max_groups}")
         if self.group_cost < 0:
             raise ValueError(f"group_cost must be >= 0, got {self.group_cost}")
+        if self.speed_slack < 0:
+            raise ValueError(f"speed_slack must be >= 0, got {self.speed_slack}")
 
     def refusal(self, c_out: int, c_in: int) -> Optional[str]:
         """Why a layer of this size cannot be planned with these options, or None."""
@@ -66,6 +69,8 @@ class LayerPlan:
     kept_channels: tuple[tuple[int, ...], ...]
     pruned_energy: float = 0.0
     candidates: dict[int, float] = field(default_factory=dict)
+    times: dict[int, float] = field(default_factory=dict)
+    dense_time: Optional[float] = None
 
     @property
     def groups(self) -> int:
@@ -154,13 +159,29 @@ def plan_for_count(
     return replace(plan, pruned_energy=pruned, candidates={groups: pruned})
 
 
-def plan_layer(weight: np.ndarray, options: PlanOptions) -> LayerPlan:
-    """Plan one Conv weight ``[C_out, C_in, *k]``: the fixed ``G`` or the flexible choice."""
+def plan_layer(
+    weight: np.ndarray,
+    options: PlanOptions,
+    times: Optional[dict[int, float]] = None,
+    dense_time: Optional[float] = None,
+) -> Optional[LayerPlan]:
+    """Plan one Conv weight ``[C_out, C_in, *k]``: the fixed ``G`` or the flexible choice.
+
+    With measured ``times`` (seconds per candidate ``G``) and ``dense_time``, ``auto`` only
+    considers the counts :func:`fast_counts` lets through, and returns None (leave the layer
+    whole) when every candidate is slower than the dense Conv.
+    """
     c_out, c_in = weight.shape[:2]
     keep = kept_count(c_in, options.ratio)
     energy = kernel_energy(weight)
+    timing = {"times": dict(times or {}), "dense_time": dense_time}
     if options.groups != "auto":
-        return plan_for_count(weight, energy, int(options.groups), keep, options)
-    plans = {g: plan_for_count(weight, energy, g, keep, options) for g in candidate_counts(c_out, options.max_groups)}
+        return replace(plan_for_count(weight, energy, int(options.groups), keep, options), **timing)
+    counts = candidate_counts(c_out, options.max_groups)
+    if times is not None and dense_time is not None:
+        counts = fast_counts({g: times[g] for g in counts}, dense_time, options.speed_slack)
+        if not counts:
+            return None
+    plans = {g: plan_for_count(weight, energy, g, keep, options) for g in counts}
     energies = {g: p.pruned_energy for g, p in plans.items()}
-    return replace(plans[choose_group_count(energies, options.group_cost)], candidates=energies)
+    return replace(plans[choose_group_count(energies, options.group_cost)], candidates=energies, **timing)

@@ -34,6 +34,8 @@ class LayerReport:
     params_after: int
     pruned_energy: float
     candidates: dict[str, float]
+    dense_us: Optional[float] = None
+    candidate_us: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, site: ConvSite, plan: LayerPlan) -> "LayerReport":
@@ -54,6 +56,8 @@ class LayerReport:
             params_after=c_out * m * math.prod(kernel) + bias,
             pruned_energy=round(plan.pruned_energy, 6),
             candidates={str(g): round(e, 6) for g, e in sorted(plan.candidates.items())},
+            dense_us=None if plan.dense_time is None else round(plan.dense_time * 1e6, 1),
+            candidate_us={str(g): round(t * 1e6, 1) for g, t in sorted(plan.times.items())},
         )
 
 
@@ -64,6 +68,7 @@ class Report:
     layers: list[LayerReport]
     skipped: list[Skip]
     totals: dict[str, Any]
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
     validation: Optional[Validation] = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +78,7 @@ class Report:
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "skipped": [dataclasses.asdict(skip) for skip in self.skipped],
             "totals": self.totals,
+            "timings_s": self.timings,
             "validation": None if self.validation is None else dataclasses.asdict(self.validation),
         }
 
@@ -81,7 +87,7 @@ class Report:
 
     def table(self) -> str:
         """Per-layer table: one row per pruned Conv, then the skipped ones with their reasons."""
-        rows = [("node", "weight", "G", "kept/group", "MACs before", "MACs after", "pruned energy")]
+        rows = [("node", "weight", "G", "kept/group", "MACs before", "MACs after", "pruned energy", "us dense -> G")]
         for layer in self.layers:
             rows.append((
                 layer.node or f"#{layer.node_index}",
@@ -91,6 +97,7 @@ class Report:
                 _count(layer.macs_before),
                 _count(layer.macs_after),
                 f"{layer.pruned_energy:.3f}",
+                "" if layer.dense_us is None else f"{layer.dense_us:.0f} -> {layer.candidate_us[str(layer.groups)]:.0f}",
             ))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
@@ -115,7 +122,8 @@ class Report:
             lines.append("cosine(original, pruned): " + ", ".join(f"{k} {c:.4f}" for k, c in v.output_cosine.items()))
         if v.latency_ms:
             o, p = v.latency_ms["original"], v.latency_ms["pruned"]
-            lines.append(f"median latency (onnxruntime {v.onnxruntime}, 1 thread): original {o:.3f} ms, "
+            threads = self.options.get("threads", 1)
+            lines.append(f"median latency (onnxruntime {v.onnxruntime}, {threads} thread(s)): original {o:.3f} ms, "
                          f"pruned {p:.3f} ms, speed-up {o / p:.2f}x")
         return "\n".join(lines)
 

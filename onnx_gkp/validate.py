@@ -71,18 +71,22 @@ def validate(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     probes: Sequence[str] = (),
+    threads: int = 1,
+    probed: Optional[onnx.ModelProto] = None,
 ) -> Validation:
     """Check ``pruned`` against ``masked`` (and measure drift and speed against ``original``).
 
     ``probes`` names inner tensors present in both models (the pruned Convs' outputs keep
     their names) that are compared too: a model whose outputs saturate on random inputs
-    (a sigmoid map near zero, say) would otherwise hide a wrong layer.
+    (a sigmoid map near zero, say) would otherwise hide a wrong layer. ``probed`` is
+    ``pruned`` already exposing them (the rewrite makes it where a tensor only exists in
+    permuted order); by default they are added as outputs here.
     """
     if shapes is None:
         shapes = resolve_input_shapes(pruned)
     feeds = random_inputs(pruned, shapes, seed)
     names = [o.name for o in pruned.graph.output]
-    got = run(session(with_outputs(pruned, probes), optimise=False), feeds)
+    got = run(session(probed if probed is not None else with_outputs(pruned, probes), optimise=False), feeds)
     want = run(session(with_outputs(masked, probes), optimise=False), feeds)
     max_abs, max_rel, passed = 0.0, 0.0, True
     for a, b in zip(got, want):
@@ -100,7 +104,7 @@ def validate(
         dense = run(session(original, optimise=False), feeds)
         cosines = {n: round(cosine(a, b), 6) for n, a, b in zip(names, dense, got[: len(names)])}
         if latency_runs > 0:
-            latency = median_latency_ms({"original": original, "pruned": pruned}, feeds, latency_runs)
+            latency = median_latency_ms({"original": original, "pruned": pruned}, feeds, latency_runs, threads)
     return Validation(
         passed=passed,
         masked_max_abs_diff=max_abs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -76,6 +77,12 @@ chain (float[1,8,10,10] x) => (float[1,16,10,10] y) {
 }
 """
 CHAIN_WEIGHTS = {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (16, 32, 3, 3)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cost_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Layer timings go to a cache of the test session, never the user's (CLI runs inherit it)."""
+    os.environ["ONNX_GKP_CACHE"] = str(tmp_path_factory.mktemp("costs") / "conv_costs.json")
 
 
 @pytest.fixture

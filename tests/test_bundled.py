@@ -17,7 +17,7 @@ BUNDLED = Path(__file__).resolve().parents[1] / "models" / "resnet20_fashion_mni
 @pytest.mark.parametrize("ratio", [0.375, 0.5])
 def test_bundled_model_prunes_into_grouped_convs(tmp_path: Path, ratio: float) -> None:
     out, report_path = tmp_path / "pruned.onnx", tmp_path / "report.json"
-    result = cli(BUNDLED, out, "--ratio", ratio, "--report", report_path)
+    result = cli(BUNDLED, out, "--ratio", ratio, "--quality-only", "--report", report_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(report_path.read_text())
     pruned, original = onnx.load(out), onnx.load(BUNDLED)
@@ -30,3 +30,21 @@ def test_bundled_model_prunes_into_grouped_convs(tmp_path: Path, ratio: float) -
     assert [s["reason"] for s in report["skipped"]] == ["too few input channels to prune (1 < 4)"]
     feeds = feeds_for(original, shapes={"input": [4, 1, 28, 28]})
     assert_close(run(pruned, feeds), run(reference_from_report(original, report), feeds))
+
+
+def test_default_never_picks_a_variant_measured_slower(tmp_path: Path) -> None:
+    out, report_path = tmp_path / "pruned.onnx", tmp_path / "report.json"
+    result = cli(BUNDLED, out, "--ratio", "0.5", "--report", report_path, "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert "stages: load" in result.stdout and "measure" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["validation"]["passed"]
+    for layer in report["layers"]:
+        chosen = layer["candidate_us"][str(layer["groups"])]
+        assert chosen <= 0.97 * layer["dense_us"] + 1e-9
+        assert chosen <= 1.05 * min(layer["candidate_us"].values()) + 1e-9
+    for skip in report["skipped"][1:]:
+        assert skip["reason"].startswith("every grouped variant is slower here")
+    original = onnx.load(BUNDLED)
+    feeds = feeds_for(original, shapes={"input": [2, 1, 28, 28]})
+    assert_close(run(onnx.load(out), feeds), run(reference_from_report(original, report), feeds))

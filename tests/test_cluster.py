@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnx_gkp.cluster import balanced_kmeans, refine_for_retention
+from onnx_gkp.cluster import balanced_assignment, balanced_kmeans, refine_for_retention
 
 
 @pytest.mark.parametrize("count,groups", [(12, 1), (12, 3), (12, 4), (32, 8), (12, 12)])
@@ -70,3 +70,21 @@ def test_refinement_finds_disjoint_channel_families() -> None:
     bad = [np.array([0, 1, 2, 4]), np.array([3, 5, 6, 7])]
     refined = refine_for_retention(energy, bad, keep=3)
     assert sorted(c.tolist() for c in refined) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+@pytest.mark.parametrize("count,groups,seed", [(12, 3, 0), (64, 4, 1), (96, 8, 2), (128, 16, 3), (60, 2, 4)])
+def test_balanced_assignment_is_optimal(count: int, groups: int, seed: int) -> None:
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.random.default_rng(seed).random((count, groups)) ** 2
+    labels = balanced_assignment(cost)
+    assert np.bincount(labels, minlength=groups).tolist() == [count // groups] * groups
+    # The same problem as an assignment of filters to count//groups copies of each group.
+    rows, slots = linear_sum_assignment(np.repeat(cost, count // groups, axis=1))
+    assert cost[np.arange(count), labels].sum() == pytest.approx(cost[rows, slots // (count // groups)].sum(), rel=1e-12)
+
+
+def test_balanced_assignment_keeps_an_optimal_start() -> None:
+    cost = np.random.default_rng(5).random((32, 4))
+    best = balanced_assignment(cost)
+    assert np.array_equal(balanced_assignment(cost, best), best)

@@ -1,6 +1,9 @@
 import pytest
 
-from onnx_gkp.group_count import candidate_counts, choose_group_count
+import numpy as np
+
+from onnx_gkp.group_count import candidate_counts, choose_group_count, fast_counts
+from onnx_gkp.plan import PlanOptions, plan_layer
 
 
 def test_candidates_are_bounded_divisors() -> None:
@@ -28,3 +31,44 @@ def test_ties_go_to_the_smaller_count() -> None:
 def test_choice_is_a_candidate(beta: float) -> None:
     energies = {1: 0.5, 3: 0.45, 5: 0.2, 15: 0.1}
     assert choose_group_count(energies, beta) in energies
+
+
+def test_fast_counts_never_slower_than_dense_and_near_the_fastest() -> None:
+    times = {1: 1.00, 2: 1.04, 4: 1.20, 8: 3.0}
+    assert fast_counts(times, dense=2.0, slack=0.05) == [1, 2]
+    assert fast_counts(times, dense=2.0, slack=0.25) == [1, 2, 4]
+    assert fast_counts(times, dense=1.02, slack=10.0) == []  # within the noise guard of dense
+    assert fast_counts({1: 2.5, 2: 1.5}, dense=2.0, slack=0.0) == [2]
+
+
+def test_planner_leaves_a_layer_whole_when_every_variant_is_slower() -> None:
+    weight = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32)
+    options = PlanOptions(ratio=0.5)
+    assert plan_layer(weight, options, {1: 2.0, 2: 3.0, 4: 4.0, 8: 5.0}, dense_time=1.0) is None
+    plan = plan_layer(weight, options, {1: 0.5, 2: 0.51, 4: 0.9, 8: 5.0}, dense_time=1.0)
+    assert plan is not None and plan.groups in (1, 2) and set(plan.candidates) == {1, 2}
+    quality = plan_layer(weight, options)
+    assert quality is not None and set(quality.candidates) == {1, 2, 4, 8}
+
+
+def test_measured_costs_drive_the_pass(tmp_path) -> None:
+    """A cost table that makes every grouped variant slower leaves every layer whole."""
+    from conftest import CHAIN, CHAIN_WEIGHTS, make_model
+
+    import onnx_gkp
+    from onnx_gkp.analyse import analyse
+    from onnx_gkp.costs import CostTable
+
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    path = tmp_path / "costs.json"
+    table = CostTable(1, path)
+    for site in analyse(model).sites:
+        c_out = site.weight.shape[0]
+        table.record(site.geometry, site.geometry.dense, 1e-3)
+        for g in candidate_counts(c_out, 16):
+            table.record(site.geometry, (g, site.weight.shape[1] // 2), 2e-3)
+    table.save()
+    pruned, report = onnx_gkp.prune(model, ratio=0.5, cost_cache=path, latency_runs=0)
+    assert report.layers == []
+    assert all("slower" in s.reason for s in report.skipped)
+    assert not any(n.op_type == "Gather" for n in pruned.graph.node)

@@ -13,6 +13,8 @@ from onnx_gkp import GkpError
 
 
 def check_pruned(original: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, dict]:
+    """Graph handling under test, so G is chosen for quality alone (no timing noise)."""
+    options.setdefault("runtime_aware", False)
     pruned, report = onnx_gkp.prune(original, latency_runs=2, **options)
     data = report.to_dict()
     assert data["validation"]["passed"]

@@ -77,7 +77,7 @@ def test_rewrite_equals_masked_reference(rank: int, attr_index: int, bias: bool)
     for groups in [1, 2, 3, 4, 6, 12]:
         keep = int(rng.integers(1, c_in))
         plan = random_plan(c_out, c_in, groups, keep, rng)
-        pruned, _ = rewrite(model, [site], [plan])
+        pruned = rewrite(model, [site], [plan]).model
         onnx.checker.check_model(pruned, full_check=True)
         conv = next(n for n in pruned.graph.node if n.op_type == "Conv")
         assert helper.get_attribute_value(next(a for a in conv.attribute if a.name == "group")) == groups
@@ -90,7 +90,8 @@ def test_rewrite_keeps_names_versions_and_metadata() -> None:
     helper.set_model_props(model, {"licence": "MIT"})
     site = analyse(model).sites[0]
     plan = random_plan(8, 8, 4, 3, np.random.default_rng(0))
-    pruned, gathers = rewrite(model, [site], [plan])
+    rewritten = rewrite(model, [site], [plan])
+    pruned, gathers = rewritten.model, rewritten.gathers
     assert gathers == 2
     assert pruned.ir_version == 8
     assert [(o.domain, o.version) for o in pruned.opset_import] == [("", 17)]
@@ -105,6 +106,7 @@ def test_identity_filter_order_needs_no_output_gather() -> None:
     model = single_conv(2, 8, 8, False, {}, seed=1)
     site = analyse(model).sites[0]
     plan = LayerPlan(((0, 1, 2, 3), (4, 5, 6, 7)), ((0, 1), (2, 3)))
-    pruned, gathers = rewrite(model, [site], [plan])
+    rewritten = rewrite(model, [site], [plan])
+    pruned, gathers = rewritten.model, rewritten.gathers
     assert gathers == 1
     assert [n.op_type for n in pruned.graph.node] == ["Gather", "Conv"]

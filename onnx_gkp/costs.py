@@ -1,0 +1,202 @@
+"""What each way of rewriting a Conv costs on this machine's onnxruntime, measured and cached.
+
+A grouped Conv's speed on onnxruntime CPU depends on more than its MACs: the blocked-layout
+fast path takes it only when the channels per group line up with the vector blocks, and the
+fallback is slow for small groups (``docs/method.md``). So instead of modelling the runtime we
+ask it: for each distinct layer geometry, one tiny model per variant ``(G, m)`` (the input
+Gather, the grouped Conv and, for ``1 < G < C_out``, the output Gather, between two dense
+neighbours), timed side by side with the dense Conv in the same setting, median of
+interleaved runs. Only differences between variants of one layer are used.
+
+Figures are cached in a JSON file keyed by onnxruntime version, CPU, thread count and
+geometry, so a second run measures nothing and plans the same model byte-identically. The
+table is plain data the planner queries (``{G: seconds}`` per layer); it knows nothing of
+pruning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from .runtime import session
+
+GEOMETRY_ATTRS = ("strides", "pads", "dilations", "auto_pad")
+Variant = tuple[int, int]  # (G, m); (1, C_in) is the dense Conv
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything about a Conv that decides its run time, and nothing else."""
+
+    input_shape: tuple[int, ...]
+    weight_shape: tuple[int, ...]
+    attributes: tuple[tuple[str, object], ...]
+    dtype: str
+    bias: bool
+
+    @property
+    def key(self) -> str:
+        attrs = ",".join(f"{k}={v}" for k, v in self.attributes)
+        return f"{self.dtype} x{list(self.input_shape)} w{list(self.weight_shape)} {attrs} bias={int(self.bias)}"
+
+    @property
+    def dense(self) -> Variant:
+        return (1, self.weight_shape[1])
+
+
+def _indices(geometry: ConvGeometry, groups: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Representative gather indices: each group keeps ``keep`` channels, spread over C_in."""
+    c_out, c_in = geometry.weight_shape[:2]
+    rng = np.random.default_rng(groups * 7919 + keep)
+    in_index = np.concatenate([np.sort(rng.permutation(c_in)[:keep]) for _ in range(groups)])
+    return in_index.astype(np.int64), rng.permutation(c_out).astype(np.int64)
+
+
+def variant_model(geometry: ConvGeometry, groups: int, keep: int) -> onnx.ModelProto:
+    """The layer as the pass writes it, between two dense 1x1 Convs standing for its neighbours.
+
+    ``Gather -> Conv(group=G) [-> Gather]``, or the dense Conv alone for ``(1, C_in)``. The
+    neighbours matter: onnxruntime runs chains of aligned Convs in a blocked layout, and a
+    Gather or a misaligned grouped Conv in the chain costs layout conversions on both sides,
+    which a Conv timed alone would not show.
+    """
+    c_out, c_in, *kernel = geometry.weight_shape
+    dtype = np.dtype(geometry.dtype)
+    elem = helper.np_dtype_to_tensor_dtype(dtype)
+    ones = [1] * len(kernel)
+
+    def init(name: str, values: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(values, name))
+        return name
+
+    inits: list[onnx.TensorProto] = []
+    dense = (groups, keep) == geometry.dense
+    in_index, out_index = _indices(geometry, groups, keep)
+    # Values do not change the run time; constants are quick to build for large layers.
+    nodes = [
+        helper.make_node("Conv", ["x", init("w_pre", np.full((c_in, c_in, *ones), 1.0 / c_in, dtype))], ["pre"]),
+        helper.make_node("Relu", ["pre"], ["a"]),
+    ]
+    conv_inputs = ["a" if dense else "ag", init("w", np.full((c_out, keep, *kernel), 0.01, dtype))]
+    if geometry.bias:
+        conv_inputs.append(init("b", np.full(c_out, 0.01, dtype)))
+    if not dense:
+        nodes.append(helper.make_node("Gather", ["a", init("in_index", in_index)], ["ag"], axis=1))
+    regather = 1 < groups < c_out
+    nodes.append(helper.make_node("Conv", conv_inputs, ["yg" if regather else "y"], group=groups, **dict(geometry.attributes)))
+    if regather:
+        nodes.append(helper.make_node("Gather", ["yg", init("out_index", out_index)], ["y"], axis=1))
+    nodes.append(helper.make_node("Conv", ["y", init("w_post", np.full((c_out, c_out, *ones), 1.0 / c_out, dtype))], ["z"]))
+    graph = helper.make_graph(
+        nodes, "gkp_cost", [helper.make_tensor_value_info("x", elem, list(geometry.input_shape))],
+        [helper.make_tensor_value_info("z", elem, None)], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def measure(
+    geometry: ConvGeometry, variants: Sequence[Variant], threads: int = 1, budget_s: float = 0.1
+) -> dict[Variant, float]:
+    """Median seconds of each variant, runs interleaved so drift hits all of them alike."""
+    feeds = {"x": np.random.default_rng(0).standard_normal(geometry.input_shape).astype(geometry.dtype)}
+    sessions = {v: session(variant_model(geometry, *v), optimise=True, threads=threads) for v in variants}
+    first = {}
+    for v, sess in sessions.items():
+        sess.run(None, feeds)
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        first[v] = time.perf_counter() - start
+    rounds = int(np.clip(budget_s / max(sum(first.values()), 1e-6), 5, 101))
+    times: dict[Variant, list[float]] = {v: [] for v in sessions}
+    for _ in range(rounds):
+        for v, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, feeds)
+            times[v].append(time.perf_counter() - start)
+    return {v: float(np.median(t)) for v, t in times.items()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_cache_path() -> Path:
+    """``$ONNX_GKP_CACHE`` if set, else ``~/.cache/onnx_gkp/conv_costs.json``."""
+    if "ONNX_GKP_CACHE" in os.environ:
+        return Path(os.environ["ONNX_GKP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onnx_gkp" / "conv_costs.json"
+
+
+class CostTable:
+    """Seconds per (layer geometry, variant), measured on first use and kept in a JSON cache."""
+
+    def __init__(self, threads: int = 1, path: Optional[Path] = None) -> None:
+        self.threads = threads
+        self.path = path
+        self.prefix = f"onnxruntime {ort.__version__} | {_cpu_name()} | {threads} thread(s) | "
+        self.entries: dict[str, float] = {}
+        self.measured = 0
+        if path is not None and path.is_file():
+            try:
+                self.entries = {k: float(v) for k, v in json.loads(path.read_text()).items()}
+            except (OSError, ValueError, AttributeError):
+                self.entries = {}  # a damaged cache is only lost time: measure again
+
+    def _key(self, geometry: ConvGeometry, variant: Variant) -> str:
+        return f"{self.prefix}{geometry.key} | G={variant[0]} m={variant[1]}"
+
+    def record(self, geometry: ConvGeometry, variant: Variant, seconds: float) -> None:
+        """Set one figure by hand (a table carried from another run, or a test)."""
+        self.entries[self._key(geometry, variant)] = seconds
+        self.measured += 1
+
+    def times(self, geometry: ConvGeometry, variants: Sequence[Variant]) -> dict[Variant, float]:
+        """Seconds of the dense Conv and each variant, measuring the ones not yet known."""
+        wanted = [geometry.dense] + [v for v in variants if v != geometry.dense]
+        missing = [v for v in wanted if self._key(geometry, v) not in self.entries]
+        if missing:
+            fresh = measure(geometry, wanted if geometry.dense in missing else [geometry.dense] + missing, self.threads)
+            for v in missing:
+                self.entries[self._key(geometry, v)] = fresh[v]
+            self.measured += len(missing)
+        return {v: self.entries[self._key(geometry, v)] for v in wanted}
+
+    def save(self) -> None:
+        """Write the cache atomically; failure to write it is not an error of the run."""
+        if self.path is None or not self.measured:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(dict(sorted(self.entries.items())), indent=0) + "\n")
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+def geometry_of(
+    input_shape: Optional[Sequence[int]], weight: np.ndarray, attributes: dict[str, object], bias: bool
+) -> Optional[ConvGeometry]:
+    """The geometry of a Conv whose input shape is known, else None (its cost cannot be measured)."""
+    if input_shape is None or any(not isinstance(d, int) or d < 1 for d in input_shape):
+        return None
+    attrs = tuple((k, attributes[k]) for k in GEOMETRY_ATTRS if k in attributes)
+    return ConvGeometry(tuple(input_shape), tuple(weight.shape), attrs, str(weight.dtype), bias)
+
