@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 import numpy as np
@@ -25,13 +25,26 @@ from .load import first_line
 from .runtime import graph_inputs, random_inputs, run, session, with_outputs
 
 CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+# Nodes whose output channel c depends on input channel c alone (given constant parameters):
+# permutations pass through them, and unread channels can be dropped through them.
+UNARY = {
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
+    "Softplus", "Softsign", "Gelu", "Mish", "Erf", "Clip", "Identity", "Neg", "Abs", "Exp", "Sqrt",
+    "Reciprocal", "Floor", "Ceil", "Round", "Cast",
+}
+BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "PRelu"}
+SPATIAL = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"}
+CHANNELWISE = UNARY | BINARY | SPATIAL | {"BatchNormalization", "Conv"}  # Conv: depthwise only
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
 
 @dataclass(frozen=True)
 class ConvSite:
-    """A prunable Conv: where it is, its constant weight and bias, its per-sample MACs, and
-    its geometry at the test shape (None where the input shape is unknown)."""
+    """A prunable Conv: where it is, its constant weight and bias, its per-sample MACs, its
+    geometry at the test shape (None where the input shape is unknown), and its ``source``:
+    ``(producer, chain)`` node indices when its input comes from another prunable Conv
+    through single-reader channel-wise nodes only, so channels it never reads need not be
+    computed at all (``rewrite`` drops them when both end up with ``G = 1``)."""
 
     node_index: int
     node: str
@@ -39,17 +52,21 @@ class ConvSite:
     bias: Optional[np.ndarray]
     macs: Optional[int]
     geometry: Optional[ConvGeometry] = None
+    source: Optional[tuple[int, tuple[int, ...]]] = None
 
 
 @dataclass(frozen=True)
 class Skip:
-    """A Conv-like node left alone, and why."""
+    """A Conv-like node left alone, and why. A Conv left whole may still stop computing
+    ``dead_filters`` that no kept kernel downstream reads (``macs_after`` then says so)."""
 
     node_index: int
     node: str
     op_type: str
     reason: str
     macs: Optional[int] = None
+    dead_filters: tuple[int, ...] = ()
+    macs_after: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +263,31 @@ def analyse(
         attributes = {a.name: _plain(onnx.helper.get_attribute_value(a)) for a in node.attribute}
         geometry = geometry_of(shapes.get(node.input[0]), weight, attributes, bias is not None)
         sites.append(ConvSite(index, node.name, weight, bias, macs, geometry))
-    return Analysis(sites, skipped, input_shapes)
+    return Analysis(_with_sources(model, sites, uses, consts), skipped, input_shapes)
+
+
+def _with_sources(model: onnx.ModelProto, sites: list[ConvSite], uses: Counter, consts: dict) -> list[ConvSite]:
+    """Each site with its ``source`` filled in where one exists."""
+    nodes = model.graph.node
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    prunable = {s.node_index for s in sites}
+    found = []
+    for site in sites:
+        chain: list[int] = []
+        tensor, source = nodes[site.node_index].input[0], None
+        while uses[tensor] == 1 and tensor in producer:
+            index = producer[tensor]
+            if index in prunable:
+                source = (index, tuple(reversed(chain)))
+                break
+            node = nodes[index]
+            variables = [n for n in node.input[1:] if n and n not in consts]
+            if node.op_type not in CHANNELWISE or node.domain not in ("", "ai.onnx") or variables or not node.input:
+                break
+            chain.append(index)
+            tensor = node.input[0]
+        found.append(replace(site, source=source))
+    return found
 
 
 def _plain(value: object) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -67,31 +68,41 @@ def prune(
     with clock("analyse"):
         analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
         sites, skipped = _apply_plan_limits(analysis, options)
-    with clock("measure"):
-        costs = CostTable(threads, cost_cache or default_cache_path()) if runtime_aware and groups == "auto" else None
-        timed = [_candidate_times(s, options, costs) for s in tqdm(sites, desc="timing", unit="Conv", disable=not progress)]
-        if costs is not None:
-            costs.save()
-    with clock("plan"):
-        planned: list[tuple[ConvSite, LayerPlan]] = []
-        for site, times in zip(tqdm(sites, desc="planning", unit="Conv", disable=not progress), timed):
+    costs = CostTable(threads, cost_cache or default_cache_path()) if runtime_aware and groups == "auto" else None
+    planned: dict[int, LayerPlan] = {}
+    whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
+    spent: dict[int, Optional[float]] = {}  # measured time of what each site became
+    for site in tqdm(sites, desc="planning", unit="Conv", disable=not progress):
+        # Sites come in graph order, so a source's plan is known before its reader's.
+        source = site.source[0] if site.source is not None else None
+        trims = source is not None and (getattr(planned.get(source), "groups", 0) == 1 or source in spent)
+        with clock("measure"):
+            times = _candidate_times(site, options, costs, trims, spent.get(source))
+        with clock("plan"):
             plan = plan_layer(site.weight, options, *times)
-            if plan is None:
-                skipped.append(Skip(site.node_index, site.node, "Conv", _slower_reason(*times), site.macs))
-            else:
-                planned.append((site, plan))
-        skipped.sort(key=lambda s: s.node_index)
-        sites, plans = [s for s, _ in planned], [p for _, p in planned]
+        if plan is None:
+            skipped.append(Skip(site.node_index, site.node, "Conv", _slower_reason(*times), site.macs))
+            whole.append(site)
+            spent[site.node_index] = times[1]
+        else:
+            planned[site.node_index] = plan
+            spent[site.node_index] = plan.times.get(plan.groups) if plan.groups == 1 else None
+    if costs is not None:
+        costs.save()
+    skipped.sort(key=lambda s: s.node_index)
+    sites = [s for s in sites if s.node_index in planned]
+    plans = [planned[s.node_index] for s in sites]
     with clock("rewrite"):
         probes = [original.graph.node[s.node_index].output[0] for s in sites] if check else []
-        rewritten = rewrite(original, sites, plans, probes)
+        rewritten = rewrite(original, sites, plans, probes, whole=whole)
+        skipped = [_trimmed(s, rewritten.dead_filters, whole) for s in skipped]
         pruned = rewritten.model
     with clock("check"):
         try:
             onnx.checker.check_model(pruned, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
             raise ValidationFailed(f"the pruned model fails onnx.checker: {first_line(error)}") from None
-    layers = [LayerReport.of(s, p) for s, p in zip(sites, plans)]
+    layers = [LayerReport.of(s, p, rewritten.dead_filters.get(s.node_index, ())) for s, p in zip(sites, plans)]
     report = Report(
         options={
             "ratio": ratio, "groups": groups, "criterion": criterion, "max_groups": max_groups,
@@ -110,7 +121,7 @@ def prune(
             masked = masked_reference(original, sites, plans)
             report.validation = validate(
                 pruned, masked, original, analysis.input_shapes, seed, latency_runs,
-                probes=probes, threads=threads, probed=rewritten.probed,
+                probes=rewritten.probes, threads=threads, probed=rewritten.probed,
             )
         if not report.validation.passed:
             raise ValidationFailed(
@@ -139,19 +150,36 @@ class Stopwatch:
 Timing = tuple[Optional[dict[int, float]], Optional[float]]
 
 
-def _candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTable]) -> Timing:
+def _candidate_times(
+    site: ConvSite, options: PlanOptions, costs: Optional[CostTable], trims: bool, source_time: Optional[float]
+) -> Timing:
     """Measured seconds of every candidate count at this layer's kept count, and of the dense Conv.
 
-    ``(None, None)`` when nothing is measured: a fixed ``--groups``, quality-only runs, or a
-    layer whose input shape is unknown.
+    With ``trims`` (the source Conv is pruned with ``G = 1`` or left whole), ``G = 1`` needs no
+    input gather, and the source stops computing the channels left out: ``G = 1`` is credited
+    that share of the source's measured time (``source_time``). ``(None, None)`` when nothing
+    is measured: a fixed ``--groups``, quality-only runs, or a layer whose input shape is unknown.
     """
     if costs is None or site.geometry is None:
         return None, None
     c_out, c_in = site.weight.shape[:2]
     keep = kept_count(c_in, options.ratio)
-    counts = candidate_counts(c_out, options.max_groups)
-    measured = costs.times(site.geometry, [(g, keep) for g in counts])
-    return {g: measured[(g, keep)] for g in counts}, measured[site.geometry.dense]
+    variants = {g: (g, keep, not (trims and g == 1)) for g in candidate_counts(c_out, options.max_groups)}
+    measured = costs.times(site.geometry, list(variants.values()))
+    times = {g: measured[v] for g, v in variants.items()}
+    if trims and source_time is not None:
+        times[1] = max(times[1] - source_time * (1 - keep / c_in), 0.0)
+    return times, measured[site.geometry.dense]
+
+
+def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], whole: list[ConvSite]) -> Skip:
+    """A Conv left whole whose unread filters the rewrite dropped, with its MACs after."""
+    dead = dead_filters.get(skip.node_index)
+    if not dead:
+        return skip
+    c_out = next(w.weight.shape[0] for w in whole if w.node_index == skip.node_index)
+    after = None if skip.macs is None else skip.macs * (c_out - len(dead)) // c_out
+    return replace(skip, dead_filters=tuple(dead), macs_after=after)
 
 
 def _slower_reason(times: dict[int, float], dense: float) -> str:

@@ -32,7 +32,7 @@ from onnx import helper, numpy_helper
 from .runtime import session
 
 GEOMETRY_ATTRS = ("strides", "pads", "dilations", "auto_pad")
-Variant = tuple[int, int]  # (G, m); (1, C_in) is the dense Conv
+Variant = tuple[int, int, bool]  # (G, m, input gathered); (1, C_in, False) is the dense Conv
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class ConvGeometry:
 
     @property
     def dense(self) -> Variant:
-        return (1, self.weight_shape[1])
+        return (1, self.weight_shape[1], False)
 
 
 def _indices(geometry: ConvGeometry, groups: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,13 +63,14 @@ def _indices(geometry: ConvGeometry, groups: int, keep: int) -> tuple[np.ndarray
     return in_index.astype(np.int64), rng.permutation(c_out).astype(np.int64)
 
 
-def variant_model(geometry: ConvGeometry, groups: int, keep: int) -> onnx.ModelProto:
+def variant_model(geometry: ConvGeometry, groups: int, keep: int, gathered: bool = True) -> onnx.ModelProto:
     """The layer as the pass writes it, between two dense 1x1 Convs standing for its neighbours.
 
-    ``Gather -> Conv(group=G) [-> Gather]``, or the dense Conv alone for ``(1, C_in)``. The
-    neighbours matter: onnxruntime runs chains of aligned Convs in a blocked layout, and a
-    Gather or a misaligned grouped Conv in the chain costs layout conversions on both sides,
-    which a Conv timed alone would not show.
+    ``Gather -> Conv(group=G) [-> Gather]``; without ``gathered``, the Conv reads the ``m``
+    channels straight from its neighbour (the gather folded back into it, ``rewrite._trim``),
+    as the dense Conv does with all ``C_in``. The neighbours matter: onnxruntime runs chains of
+    aligned Convs in a blocked layout, and a Gather or a misaligned grouped Conv in the chain
+    costs layout conversions on both sides, which a Conv timed alone would not show.
     """
     c_out, c_in, *kernel = geometry.weight_shape
     dtype = np.dtype(geometry.dtype)
@@ -81,17 +82,17 @@ def variant_model(geometry: ConvGeometry, groups: int, keep: int) -> onnx.ModelP
         return name
 
     inits: list[onnx.TensorProto] = []
-    dense = (groups, keep) == geometry.dense
     in_index, out_index = _indices(geometry, groups, keep)
+    made = c_in if gathered else keep  # channels the neighbour computes
     # Values do not change the run time; constants are quick to build for large layers.
     nodes = [
-        helper.make_node("Conv", ["x", init("w_pre", np.full((c_in, c_in, *ones), 1.0 / c_in, dtype))], ["pre"]),
+        helper.make_node("Conv", ["x", init("w_pre", np.full((made, c_in, *ones), 1.0 / c_in, dtype))], ["pre"]),
         helper.make_node("Relu", ["pre"], ["a"]),
     ]
-    conv_inputs = ["a" if dense else "ag", init("w", np.full((c_out, keep, *kernel), 0.01, dtype))]
+    conv_inputs = ["ag" if gathered else "a", init("w", np.full((c_out, keep, *kernel), 0.01, dtype))]
     if geometry.bias:
         conv_inputs.append(init("b", np.full(c_out, 0.01, dtype)))
-    if not dense:
+    if gathered:
         nodes.append(helper.make_node("Gather", ["a", init("in_index", in_index)], ["ag"], axis=1))
     regather = 1 < groups < c_out
     nodes.append(helper.make_node("Conv", conv_inputs, ["yg" if regather else "y"], group=groups, **dict(geometry.attributes)))
@@ -160,7 +161,7 @@ class CostTable:
                 self.entries = {}  # a damaged cache is only lost time: measure again
 
     def _key(self, geometry: ConvGeometry, variant: Variant) -> str:
-        return f"{self.prefix}{geometry.key} | G={variant[0]} m={variant[1]}"
+        return f"{self.prefix}{geometry.key} | G={variant[0]} m={variant[1]}{'' if variant[2] else ' ungathered'}"
 
     def record(self, geometry: ConvGeometry, variant: Variant, seconds: float) -> None:
         """Set one figure by hand (a table carried from another run, or a test)."""

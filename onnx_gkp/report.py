@@ -36,11 +36,14 @@ class LayerReport:
     candidates: dict[str, float]
     dense_us: Optional[float] = None
     candidate_us: dict[str, float] = dataclasses.field(default_factory=dict)
+    dead_filters: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def of(cls, site: ConvSite, plan: LayerPlan) -> "LayerReport":
+    def of(cls, site: ConvSite, plan: LayerPlan, dead_filters: Sequence[int] = ()) -> "LayerReport":
+        """``dead_filters``: filters no longer computed at all, as no kept kernel downstream reads them."""
         c_out, c_in, *kernel = site.weight.shape
-        bias = c_out if site.bias is not None else 0
+        live = c_out - len(dead_filters)
+        bias = live if site.bias is not None else 0
         m = plan.kept_per_group
         return cls(
             node=site.node,
@@ -51,13 +54,14 @@ class LayerReport:
             filter_groups=[list(g) for g in plan.filter_groups],
             kept_channels=[list(k) for k in plan.kept_channels],
             macs_before=site.macs,
-            macs_after=None if site.macs is None else site.macs * m // c_in,
-            params_before=c_out * c_in * math.prod(kernel) + bias,
-            params_after=c_out * m * math.prod(kernel) + bias,
+            macs_after=None if site.macs is None else site.macs * m * live // (c_in * c_out),
+            params_before=c_out * c_in * math.prod(kernel) + (c_out if site.bias is not None else 0),
+            params_after=live * m * math.prod(kernel) + bias,
             pruned_energy=round(plan.pruned_energy, 6),
             candidates={str(g): round(e, 6) for g, e in sorted(plan.candidates.items())},
             dense_us=None if plan.dense_time is None else round(plan.dense_time * 1e6, 1),
             candidate_us={str(g): round(t * 1e6, 1) for g, t in sorted(plan.times.items())},
+            dead_filters=list(dead_filters),
         )
 
 
@@ -101,7 +105,11 @@ class Report:
             ))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-        lines.extend(f"skipped {s.node or f'#{s.node_index}'} ({s.op_type}): {s.reason}" for s in self.skipped)
+        lines.extend(
+            f"skipped {s.node or f'#{s.node_index}'} ({s.op_type}): {s.reason}"
+            + (f"; still stops computing {len(s.dead_filters)} unread filters" if s.dead_filters else "")
+            for s in self.skipped
+        )
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -133,7 +141,9 @@ def totals(
 ) -> dict[str, Any]:
     """Whole-model figures: Conv MACs (None if some Conv shape is unknown) and parameters."""
     before = [l.macs_before for l in layers] + [s.macs for s in skipped if s.op_type == "Conv"]
-    after = [l.macs_after for l in layers] + [s.macs for s in skipped if s.op_type == "Conv"]
+    after = [l.macs_after for l in layers] + [
+        s.macs if s.macs_after is None else s.macs_after for s in skipped if s.op_type == "Conv"
+    ]
     known = all(m is not None for m in before)
     return {
         "pruned_layers": len(layers),

@@ -29,25 +29,22 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .analyse import ConvSite
+from .analyse import BINARY, SPATIAL, UNARY, ConvSite
 from .plan import LayerPlan
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
-UNARY = {
-    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
-    "Softplus", "Softsign", "Gelu", "Mish", "Erf", "Clip", "Identity", "Neg", "Abs", "Exp", "Sqrt",
-    "Reciprocal", "Floor", "Ceil", "Round", "Cast",
-}
-BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "PRelu"}
 
 
 @dataclass(frozen=True)
 class Rewritten:
-    """The pruned model, the same model exposing the ``probes`` tensors, and its Gather count."""
+    """The pruned model, the same model exposing the ``probes`` tensors, its Gather count, and per
+    trimmed layer (by node index) the filters no longer computed because nothing reads them."""
 
     model: onnx.ModelProto
     probed: Optional[onnx.ModelProto]
     gathers: int
+    dead_filters: dict[int, list[int]]
+    probes: list[str]
 
 
 @dataclass
@@ -85,12 +82,15 @@ def _restore(graph: gs.Graph, permuted: _Permuted, original: gs.Variable) -> Non
     )
 
 
-def _regroup(graph: gs.Graph, conv: gs.Node, site: ConvSite, plan: LayerPlan, base: str) -> Optional[_Permuted]:
-    """Rewrite one Conv in place; its output, if it comes out permuted."""
+def _regroup(
+    graph: gs.Graph, conv: gs.Node, site: ConvSite, plan: LayerPlan, base: str
+) -> tuple[gs.Node, Optional[_Permuted]]:
+    """Rewrite one Conv in place; its input gather, and its output if it comes out permuted."""
     x, y = conv.inputs[0], conv.outputs[0]
     gathered = _intermediate(f"{base}/gkp_gathered", x, int(plan.in_index.size))
     in_index = gs.Constant(f"{base}/gkp_in_index", plan.in_index)
-    graph.nodes.append(gs.Node("Gather", f"{base}/{IN_GATHER}", {"axis": 1}, inputs=[x, in_index], outputs=[gathered]))
+    gather = gs.Node("Gather", f"{base}/{IN_GATHER}", {"axis": 1}, inputs=[x, in_index], outputs=[gathered])
+    graph.nodes.append(gather)
     conv.inputs[0] = gathered
     conv.inputs[1] = gs.Constant(f"{base}/gkp_weight", plan.grouped_weight(site.weight))
     if site.bias is not None:
@@ -98,74 +98,85 @@ def _regroup(graph: gs.Graph, conv: gs.Node, site: ConvSite, plan: LayerPlan, ba
     conv.attrs["group"] = plan.groups
     order = plan.filter_order
     if np.array_equal(order, np.arange(order.size)):
-        return None
+        return gather, None
     permuted = _Permuted(_intermediate(f"{y.name}/gkp_permuted", y, None), order, site.weight.ndim)
     conv.outputs[0] = permuted.tensor
     _restore(graph, permuted, y)
-    return permuted
+    return gather, permuted
 
 
 def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
     return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
 
 
-def _permute_constant(values: np.ndarray, permuted: _Permuted) -> Optional[np.ndarray]:
-    """A per-channel or broadcast constant in the permuted order; None if it does not broadcast per channel."""
-    if values.ndim > permuted.rank:
+def _take_constant(values: np.ndarray, index: np.ndarray, channels: int, rank: int) -> Optional[np.ndarray]:
+    """A constant broadcast against a ``[N, channels, ...]`` tensor, with its channels taken by ``index``.
+
+    Unchanged if it does not vary over channels; None if it does not broadcast per channel.
+    """
+    if values.ndim > rank:
         return None
-    axis = values.ndim - (permuted.rank - 1)  # where the channel axis lands after right-alignment
+    axis = values.ndim - (rank - 1)  # where the channel axis lands after right-alignment
     if axis < 0 or values.shape[axis] == 1:
         return values
-    if values.shape[axis] != permuted.order.size:
+    if values.shape[axis] != channels:
         return None
-    return np.take(values, permuted.order, axis=axis)
+    return np.take(values, index, axis=axis)
 
 
-def _carry(
-    graph: gs.Graph, node: gs.Node, carried: dict[str, _Permuted], order: np.ndarray
-) -> Optional[list[tuple[int, gs.Tensor]]]:
-    """The input replacements that let ``node`` run on permuted tensors, or None if it cannot."""
+Changes = tuple[list[tuple[int, np.ndarray]], dict[str, int]]
+
+
+def _channel_params(node: gs.Node, variables: set[int], index: np.ndarray, channels: int, rank: int) -> Optional[Changes]:
+    """How ``node`` is rewritten to act on channels ``index`` of its ``variables`` inputs.
+
+    Works for channel-wise nodes only (each output channel depends on the same input channel
+    alone): the new parameter inputs and attributes, or None if ``node`` mixes channels, has
+    run-time parameters, or more than one output.
+    """
     op = node.op
-    if len(node.outputs) != 1:
+    if len(node.outputs) != 1 or 0 not in variables:
         return None
-    any_carried = next(carried[t.name] for t in node.inputs if t.name in carried)
+    if op in SPATIAL:
+        return ([], {}) if variables == {0} else None
     if op == "BatchNormalization":
-        if node.inputs[0].name not in carried or any(t.name in carried for t in node.inputs[1:]):
-            return None
         params = [_constant(t) for t in node.inputs[1:]]
-        if any(p is None or p.shape != (order.size,) for p in params):
+        if variables != {0} or any(p is None or p.shape != (channels,) for p in params):
             return None
-        return [(i + 1, p[order]) for i, p in enumerate(params)]
+        return [(i + 1, p[index]) for i, p in enumerate(params)], {}
     if op == "Conv":
         weight = _constant(node.inputs[1])
-        group = node.attrs.get("group", 1)
-        depthwise = weight is not None and group == order.size == weight.shape[0] and weight.shape[1] == 1
-        if not depthwise or any(t.name in carried for t in node.inputs[1:]):
+        depthwise = weight is not None and node.attrs.get("group", 1) == channels == weight.shape[0] and weight.shape[1] == 1
+        if not depthwise or variables != {0}:
             return None
-        changes = [(1, weight[order])]
+        changes = [(1, weight[index])]
         if len(node.inputs) > 2 and node.inputs[2].name:
             bias = _constant(node.inputs[2])
             if bias is None:
                 return None
-            changes.append((2, bias[order]))
-        return changes
+            changes.append((2, bias[index]))
+        return changes, {"group": int(index.size)}
     if op not in UNARY | BINARY:
         return None
     changes = []
     for i, tensor in enumerate(node.inputs):
-        if tensor.name in carried:
-            if not np.array_equal(carried[tensor.name].order, order):
-                return None
+        if i in variables or (op in UNARY and i > 0):  # Clip's scalar bounds and the like
             continue
-        if op in UNARY and i > 0:
-            continue  # Clip's scalar bounds and the like
         values = _constant(tensor)
-        moved = None if values is None else _permute_constant(values, any_carried)
-        if moved is None:
+        taken = None if values is None else _take_constant(values, index, channels, rank)
+        if taken is None:
             return None
-        if moved is not values:
-            changes.append((i, moved))
-    return changes
+        if taken is not values:
+            changes.append((i, taken))
+    return changes, {}
+
+
+def _apply(node: gs.Node, changes: Changes, tag: str = "param") -> None:
+    replacements, attrs = changes
+    base = node.name or node.outputs[0].name
+    for i, values in replacements:
+        node.inputs[i] = gs.Constant(f"{base}/gkp_{tag}{i}", np.ascontiguousarray(values))
+    node.attrs.update(attrs)
 
 
 def _fold(graph: gs.Graph, carried: dict[str, _Permuted]) -> None:
@@ -187,21 +198,69 @@ def _fold(graph: gs.Graph, carried: dict[str, _Permuted]) -> None:
                     node.inputs[0] = permuted.tensor
                     node.inputs[1] = gs.Constant(f"{node.name or name}/gkp_weight_in", weight[:, permuted.order])
                 continue
-            changes = _carry(graph, node, carried, permuted.order)
+            variables = {i for i, t in enumerate(node.inputs) if t.name in carried}
+            if any(not np.array_equal(carried[node.inputs[i].name].order, permuted.order) for i in variables):
+                continue  # e.g. a residual Add of two differently ordered tensors
+            if any(isinstance(t, gs.Variable) for i, t in enumerate(node.inputs) if i not in variables and t.name):
+                continue  # meets a tensor in the original order
+            changes = _channel_params(node, variables, permuted.order, permuted.order.size, permuted.rank)
             if changes is None:
                 continue
-            base = node.name or node.outputs[0].name
-            for i, values in changes:
-                node.inputs[i] = gs.Constant(f"{base}/gkp_param{i}", np.ascontiguousarray(values))
-            for i, tensor in enumerate(node.inputs):
-                if tensor.name in carried:
-                    node.inputs[i] = carried[tensor.name].tensor
+            _apply(node, changes)
+            for i in variables:
+                node.inputs[i] = carried[node.inputs[i].name].tensor
             out = node.outputs[0]
             moved = _Permuted(_intermediate(f"{out.name}/gkp_permuted", out, None), permuted.order, permuted.rank)
             node.outputs[0] = moved.tensor
             _restore(graph, moved, out)
             carried[out.name] = moved
             queue.append(out.name)
+
+
+def _trim(
+    nodes: list[gs.Node],
+    sites: Sequence[ConvSite],
+    plans: Sequence[LayerPlan],
+    gathers: dict[int, gs.Node],
+    whole: Sequence[ConvSite],
+) -> dict[int, np.ndarray]:
+    """Stop computing channels nobody reads: fold input gathers back into the Conv that made them.
+
+    For a site whose ``source`` Conv (reached through single-reader channel-wise nodes, see
+    ``analyse``) is pruned with ``G = 1`` or left ``whole``, and whose own input gather has
+    distinct indices (its ``G = 1`` too): the source computes exactly the gathered channels,
+    in gather order, the chain's parameters follow, and the gather goes. Returns, per source
+    node index, the filters it still computes.
+    """
+    dense = {s.node_index: s for s in whole}
+    dense.update((s.node_index, s) for s, p in zip(sites, plans) if p.groups == 1)
+    trimmed: dict[int, np.ndarray] = {}
+    for site, plan in zip(sites, plans):
+        if site.source is None or site.source[0] not in dense:
+            continue
+        gather, index = gathers[site.node_index], plan.in_index
+        if np.unique(index).size != index.size:
+            continue
+        producer, chain = nodes[site.source[0]], [nodes[i] for i in site.source[1]]
+        source = dense[site.source[0]]
+        weight = _constant(producer.inputs[1]) if source in sites else source.weight  # pruned: the rewritten one
+        changes = [_channel_params(n, {0}, index, weight.shape[0], site.weight.ndim) for n in chain]
+        if any(c is None for c in changes):
+            continue
+        has_bias = len(producer.inputs) > 2 and producer.inputs[2].name
+        bias = (_constant(producer.inputs[2]) if source in sites else source.bias) if has_bias else None
+        _apply(producer, ([(1, weight[index])] + ([] if bias is None else [(2, bias[index])]), {}), "trim")
+        for node, change in zip(chain, changes):
+            _apply(node, change, "trim")
+        for node in [producer] + chain:
+            out = node.outputs[0]
+            if out.shape is not None and len(out.shape) > 1:
+                out.shape = [out.shape[0], int(index.size), *out.shape[2:]]
+        nodes[site.node_index].inputs[0] = gather.inputs[0]
+        gather.inputs.clear()
+        gather.outputs.clear()
+        trimmed[site.source[0]] = index
+    return trimmed
 
 
 def _export(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
@@ -221,26 +280,39 @@ def rewrite(
     plans: Sequence[LayerPlan],
     probes: Sequence[str] = (),
     fold: bool = True,
+    whole: Sequence[ConvSite] = (),
 ) -> Rewritten:
-    """The pruned model; with ``probes``, also a copy that outputs those original tensors."""
+    """The pruned model; with ``probes``, also a copy that outputs those original tensors.
+
+    With ``fold`` (the default) permutations are carried forward (:func:`_fold`) and input
+    gathers folded back into ``group = 1`` Convs, pruned or left ``whole`` (:func:`_trim`); a
+    trimmed Conv's output only exists in part, so it is dropped from ``probes`` (its readers
+    are probed).
+    """
     graph = gs.import_onnx(model)
     nodes = list(graph.nodes)
     carried: dict[str, _Permuted] = {}
+    gathers: dict[int, gs.Node] = {}
     for site, plan in zip(sites, plans):
         conv = nodes[site.node_index]
         output = conv.outputs[0].name
-        permuted = _regroup(graph, conv, site, plan, conv.name or f"{output}_conv")
+        gathers[site.node_index], permuted = _regroup(graph, conv, site, plan, conv.name or f"{output}_conv")
         if permuted is not None:
             carried[output] = permuted
+    trimmed: dict[int, np.ndarray] = {}
     if fold:
         _fold(graph, carried)
-    probed = None
-    if probes:
-        tensors = graph.tensors()
-        extra = [tensors[n] for n in dict.fromkeys(probes) if n in tensors and tensors[n] not in graph.outputs]
+        trimmed = _trim(nodes, sites, plans, gathers, whole)
+    weights = {s.node_index: s.weight for s in list(sites) + list(whole)}
+    dead = {i: sorted(set(range(weights[i].shape[0])) - set(index.tolist())) for i, index in trimmed.items()}
+    partial = {nodes[i].outputs[0].name for i in trimmed}
+    probed, tensors = None, graph.tensors()
+    wanted = [n for n in dict.fromkeys(probes) if n not in partial and n in tensors]
+    if wanted:
+        extra = [tensors[n] for n in wanted if tensors[n] not in graph.outputs]
         graph.outputs.extend(extra)
         probed = _export(graph.copy(), model)
         del graph.outputs[len(graph.outputs) - len(extra):]
     pruned = _export(graph, model)
-    gathers = sum(n.op_type == "Gather" and n.name.endswith((IN_GATHER, RESTORE)) for n in pruned.graph.node)
-    return Rewritten(pruned, probed, gathers)
+    count = sum(n.op_type == "Gather" and n.name.endswith((IN_GATHER, RESTORE)) for n in pruned.graph.node)
+    return Rewritten(pruned, probed, count, dead, wanted)

@@ -22,6 +22,7 @@ import onnx
 import onnxruntime as ort
 
 from .analyse import resolve_input_shapes
+from .errors import ValidationFailed
 from .runtime import random_inputs, run, session, with_outputs
 
 

@@ -111,3 +111,23 @@ def test_per_channel_constants_of_any_broadcast_shape(constant_shape: tuple[int,
     assert report["totals"]["gathers_added"] == 3
     restored = [n.output[0] for n in pruned.graph.node if n.name.endswith("gkp_restore")]
     assert restored == ["y"]
+
+
+def test_unread_filters_are_not_computed() -> None:
+    """G = 1 reader: its source Conv computes only the channels it keeps, and the gather goes."""
+    from conftest import CHAIN, CHAIN_WEIGHTS
+
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    pruned, report = onnx_gkp.prune(model, ratio=0.5, groups=1, latency_runs=0)
+    data = report.to_dict()
+    first, second = data["layers"]
+    assert first["dead_filters"] == sorted(set(range(32)) - set(second["kept_channels"][0]))
+    assert len(first["dead_filters"]) == 16 and second["dead_filters"] == []
+    assert first["macs_after"] == first["macs_before"] // 4  # half the inputs, half the filters
+    assert data["totals"]["gathers_added"] == 1  # only the first Conv's own input gather is left
+    conv1 = next(n for n in pruned.graph.node if n.op_type == "Conv")
+    weight = next(t for t in pruned.graph.initializer if t.name == conv1.input[1])
+    assert list(weight.dims) == [16, 4, 3, 3]
+    feeds = feeds_for(model)
+    assert_close(run(pruned, feeds), run(reference_from_report(model, data), feeds))
+    assert data["totals"]["params_after"] < data["totals"]["params_before"] // 2

@@ -66,7 +66,8 @@ def test_measured_costs_drive_the_pass(tmp_path) -> None:
         c_out = site.weight.shape[0]
         table.record(site.geometry, site.geometry.dense, 1e-3)
         for g in candidate_counts(c_out, 16):
-            table.record(site.geometry, (g, site.weight.shape[1] // 2), 2e-3)
+            for gathered in (True, False):
+                table.record(site.geometry, (g, site.weight.shape[1] // 2, gathered), 2e-3)
     table.save()
     pruned, report = onnx_gkp.prune(model, ratio=0.5, cost_cache=path, latency_runs=0)
     assert report.layers == []

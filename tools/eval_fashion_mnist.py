@@ -6,7 +6,7 @@ the original, the group counts chosen) for the flexible count and fixed counts.
 No fine-tuning, no calibration: what the pass does to a trained model on its own.
 
 Usage: python tools/eval_fashion_mnist.py [--model models/resnet20_fashion_mnist.onnx]
-       [--ratios 0.25,0.375,0.5] [--groups auto,1,2,4,8] [--criteria l2,gm,combined]
+       [--ratios 0.25,0.375,0.5] [--groups auto,quality,1,2,4,8] [--criteria l2,gm,combined]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet20_fashion_mnist.onnx")
     parser.add_argument("--ratios", default="0.25,0.375,0.5")
-    parser.add_argument("--groups", default="auto,1,2,4,8")
+    parser.add_argument("--groups", default="auto,quality,1,2,4,8", help="auto (default, runtime-aware), quality (auto, quality-only), or fixed counts")
     parser.add_argument("--criteria", default="combined", help="kernel criteria to compare, comma-separated")
     parser.add_argument("--group-cost", type=float, default=0.05)
     parser.add_argument("--max-groups", type=int, default=16)
@@ -52,10 +52,10 @@ def main() -> None:
     print(f"{'criterion':>9} {'groups':>6} {'ratio':>6} {'MACs kept':>9} {'top-1':>6} {'agree':>6} {'speed-up':>8}  chosen G (count)")
     for ratio in (float(r) for r in args.ratios.split(",")):
         for groups, criterion in itertools.product(args.groups.split(","), args.criteria.split(",")):
-            g = groups if groups == "auto" else int(groups)
+            g = "auto" if groups in ("auto", "quality") else int(groups)
             pruned, report = onnx_gkp.prune(
                 original, ratio=ratio, groups=g, criterion=criterion, group_cost=args.group_cost,
-                max_groups=args.max_groups, latency_runs=0,
+                max_groups=args.max_groups, latency_runs=0, runtime_aware=groups != "quality",
             )
             pred = predict(pruned, images)
             t = report.totals
