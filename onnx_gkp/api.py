@@ -90,13 +90,64 @@ def prune(
                 became[site.node_index] = (site, plan.times[1])
     if costs is not None:
         costs.save()
-    skipped.sort(key=lambda s: s.node_index)
-    sites = [s for s in sites if s.node_index in planned]
-    plans = [planned[s.node_index] for s in sites]
+    pairs = [(s, planned[s.node_index]) for s in sites if s.node_index in planned]
+    build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
+                 threads=threads, clock=clock)
+    options_record = {
+        "ratio": ratio, "groups": groups, "criterion": criterion, "max_groups": max_groups,
+        "group_cost": group_cost, "include": include, "exclude": exclude,
+        "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
+        "speed_slack": speed_slack, "threads": threads,
+    }
+    # The layer timings are taken one layer at a time; if the assembled model is still measured
+    # slower end to end, leave whole the layers with the smallest measured gains and try again.
+    guards = GAIN_GUARDS if costs is not None and check and latency_runs > 0 else (0.0,)
+    for guard in guards:
+        kept = [(s, p) for s, p in pairs if p.dense_time is None or _gain(p) >= guard]
+        dropped = [(s, p) for s, p in pairs if not (p.dense_time is None or _gain(p) >= guard)]
+        pruned, report = _assemble(
+            [s for s, _ in kept], [p for _, p in kept], whole + [s for s, _ in dropped],
+            skipped + [Skip(s.node_index, s.node, "Conv", _guard_reason(p, guard), s.macs) for s, p in dropped],
+            options_record, **build,
+        )
+        latency = report.validation.latency_ms if report.validation else {}
+        if not latency or latency["pruned"] <= latency["original"]:
+            break
+    return pruned, report
+
+
+GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5)
+
+
+def _gain(plan: LayerPlan) -> float:
+    return 1.0 - plan.times[plan.groups] / plan.dense_time
+
+
+def _guard_reason(plan: LayerPlan, guard: float) -> str:
+    return (f"left whole: measured {_gain(plan):.0%} faster alone, below the {guard:.0%} gain this model "
+            f"needed to come out faster end to end")
+
+
+def _assemble(
+    sites: list[ConvSite],
+    plans: list[LayerPlan],
+    whole: list[ConvSite],
+    skipped: list[Skip],
+    options: dict,
+    *,
+    original: onnx.ModelProto,
+    analysis: Analysis,
+    check: bool,
+    latency_runs: int,
+    seed: int,
+    threads: int,
+    clock: "Stopwatch",
+) -> tuple[onnx.ModelProto, Report]:
+    """Rewrite, check, report and (with ``check``) validate one selection of planned layers."""
     with clock("rewrite"):
         probes = [original.graph.node[s.node_index].output[0] for s in sites] if check else []
         rewritten = rewrite(original, sites, plans, probes, whole=whole)
-        skipped = [_trimmed(s, rewritten.dead_filters, whole) for s in skipped]
+        skipped = sorted((_trimmed(s, rewritten.dead_filters, whole) for s in skipped), key=lambda s: s.node_index)
         pruned = rewritten.model
     with clock("check"):
         try:
@@ -105,12 +156,7 @@ def prune(
             raise ValidationFailed(f"the pruned model fails onnx.checker: {first_line(error)}") from None
     layers = [LayerReport.of(s, p, rewritten.dead_filters.get(s.node_index, ())) for s, p in zip(sites, plans)]
     report = Report(
-        options={
-            "ratio": ratio, "groups": groups, "criterion": criterion, "max_groups": max_groups,
-            "group_cost": group_cost, "include": include, "exclude": exclude,
-            "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
-            "speed_slack": speed_slack, "threads": threads,
-        },
+        options=options,
         input_shapes={k: list(v) for k, v in analysis.input_shapes.items()},
         layers=layers,
         skipped=skipped,

@@ -243,12 +243,16 @@ def _trim(
             continue
         producer, chain = nodes[site.source[0]], [nodes[i] for i in site.source[1]]
         source = dense[site.source[0]]
-        weight = _constant(producer.inputs[1]) if source in sites else source.weight  # pruned: the rewritten one
+        # The weight as rewritten so far (regrouped, or its input axis permuted by _fold); a
+        # weight the graph computes from a Constant node or Identity is still the original.
+        weight = _constant(producer.inputs[1])
+        weight = source.weight if weight is None else weight
         changes = [_channel_params(n, {0}, index, weight.shape[0], site.weight.ndim) for n in chain]
         if any(c is None for c in changes):
             continue
         has_bias = len(producer.inputs) > 2 and producer.inputs[2].name
-        bias = (_constant(producer.inputs[2]) if source in sites else source.bias) if has_bias else None
+        bias = _constant(producer.inputs[2]) if has_bias else None
+        bias = source.bias if has_bias and bias is None else bias
         _apply(producer, ([(1, weight[index])] + ([] if bias is None else [(2, bias[index])]), {}), "trim")
         for node, change in zip(chain, changes):
             _apply(node, change, "trim")

@@ -131,3 +131,33 @@ def test_unread_filters_are_not_computed() -> None:
     feeds = feeds_for(model)
     assert_close(run(pruned, feeds), run(reference_from_report(model, data), feeds))
     assert data["totals"]["params_after"] < data["totals"]["params_before"] // 2
+
+
+def test_trimming_a_whole_conv_keeps_its_folded_input_order() -> None:
+    """c1 (G=2) permutes its output into c2's weight; c2, left whole, is then trimmed by c3 (G=1)."""
+    from onnx_gkp.analyse import analyse
+    from onnx_gkp.plan import PlanOptions, plan_layer
+    from onnx_gkp.reference import masked_reference
+    from onnx_gkp.rewrite import rewrite
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,8,6,6] x) => (float[1,8,6,6] y) {
+      c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+      r1 = Relu (c1)
+      c2 = Conv (r1, w2, b2)
+      r2 = Relu (c2)
+      y = Conv <pads=[1,1,1,1]> (r2, w3)
+    }
+    """
+    model = make_model(text, {"w1": (16, 8, 3, 3), "b1": (16,), "w2": (16, 16, 1, 1), "b2": (16,), "w3": (8, 16, 3, 3)})
+    for i, node in enumerate(model.graph.node):
+        node.name = node.output[0]
+    s1, s2, s3 = analyse(model).sites
+    assert s3.source == (s2.node_index, (s2.node_index + 1,))
+    p1 = plan_layer(s1.weight, PlanOptions(ratio=0.5, groups=2))
+    p3 = plan_layer(s3.weight, PlanOptions(ratio=0.5, groups=1))
+    rewritten = rewrite(model, [s1, s3], [p1, p3], whole=[s2])
+    assert len(rewritten.dead_filters[s2.node_index]) == 8
+    feeds = feeds_for(model)
+    assert_close(run(rewritten.model, feeds), run(masked_reference(model, [s1, s3], [p1, p3]), feeds))
