@@ -116,7 +116,7 @@ def prune(
     return pruned, report
 
 
-GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5)
+GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
 
 
 def _gain(plan: LayerPlan) -> float:
@@ -124,6 +124,8 @@ def _gain(plan: LayerPlan) -> float:
 
 
 def _guard_reason(plan: LayerPlan, guard: float) -> str:
+    if guard == float("inf"):
+        return f"left whole: measured {_gain(plan):.0%} faster alone, but no selection of layers made this model faster end to end"
     return (f"left whole: measured {_gain(plan):.0%} faster alone, below the {guard:.0%} gain this model "
             f"needed to come out faster end to end")
 

@@ -133,7 +133,7 @@ class Report:
             threads = self.options.get("threads", 1)
             lines.append(f"median latency (onnxruntime {v.onnxruntime}, {threads} thread(s)): original {o:.3f} ms, "
                          f"pruned {p:.3f} ms, speed-up {o / p:.2f}x")
-            if p > o:
+            if p > o and t["pruned_layers"]:
                 lines.append("warning: the pruned model measured slower than the original end to end; "
                              "try a larger --ratio, or --include the large layers only")
         return "\n".join(lines)
