@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -101,7 +102,15 @@ def prune(
     }
     # The layer timings are taken one layer at a time; if the assembled model is still measured
     # slower end to end, leave whole the layers with the smallest measured gains and try again.
-    guards = GAIN_GUARDS if costs is not None and check and latency_runs > 0 else (0.0,)
+    # The level found is kept in the cost table, so a rerun gives the same bytes.
+    guards: tuple[float, ...] = (0.0,)
+    if costs is not None:
+        decision = f"end-to-end guard | {hashlib.sha256(original.SerializeToString()).hexdigest()} | {options_record} | {test_shapes}"
+        recalled = costs.recall(decision)
+        if recalled is not None:
+            guards = (recalled,)
+        elif check and latency_runs > 0:
+            guards = GAIN_GUARDS
     for guard in guards:
         kept = [(s, p) for s, p in pairs if p.dense_time is None or _gain(p) >= guard]
         dropped = [(s, p) for s, p in pairs if not (p.dense_time is None or _gain(p) >= guard)]
@@ -113,6 +122,9 @@ def prune(
         latency = report.validation.latency_ms if report.validation else {}
         if not latency or latency["pruned"] <= latency["original"]:
             break
+    if len(guards) > 1:
+        costs.remember(decision, guard)
+        costs.save()
     return pruned, report
 
 

@@ -168,6 +168,14 @@ class CostTable:
         self.entries[self._key(geometry, variant)] = seconds
         self.measured += 1
 
+    def remember(self, decision: str, value: float) -> None:
+        """Keep a measured model-level decision (the end-to-end guard level) with the layer times."""
+        self.entries[self.prefix + decision] = value
+        self.measured += 1
+
+    def recall(self, decision: str) -> Optional[float]:
+        return self.entries.get(self.prefix + decision)
+
     def times(self, geometry: ConvGeometry, variants: Sequence[Variant]) -> dict[Variant, float]:
         """Seconds of the dense Conv and each variant, measuring the ones not yet known."""
         wanted = [geometry.dense] + [v for v in variants if v != geometry.dense]

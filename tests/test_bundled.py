@@ -48,3 +48,14 @@ def test_default_never_picks_a_variant_measured_slower(tmp_path: Path) -> None:
     original = onnx.load(BUNDLED)
     feeds = feeds_for(original, shapes={"input": [2, 1, 28, 28]})
     assert_close(run(onnx.load(out), feeds), run(reference_from_report(original, report), feeds))
+
+
+def test_default_is_byte_identical_with_the_same_cost_table(tmp_path: Path) -> None:
+    """Layer times and the end-to-end guard level are kept in the cost table, so reruns agree."""
+    table = tmp_path / "costs.json"
+    outs = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
+    for out in outs:
+        result = cli(BUNDLED, out, "--cost-cache", table, "--quiet")
+        assert result.returncode == 0, result.stderr
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    assert "end-to-end guard" in table.read_text()
