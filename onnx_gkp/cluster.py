@@ -74,7 +74,7 @@ def balanced_assignment(cost: np.ndarray, start: np.ndarray | None = None) -> np
     count, groups = cost.shape
     size = count // groups
     labels = _greedy_start(cost, size) if start is None else np.array(start, dtype=np.int64)
-    rows, cols = np.arange(count), np.arange(groups)
+    rows = np.arange(count)
     tol = 1e-12 * max(1.0, float(np.abs(cost).max()))
     while True:
         members = np.argsort(labels, kind="stable").reshape(groups, size)  # equal groups: a grid
@@ -102,7 +102,6 @@ def balanced_kmeans(
     count = points.shape[0]
     if groups < 1 or count % groups:
         raise ValueError(f"{groups} groups do not divide {count} points")
-    size = count // groups
     if groups == 1:
         return [np.arange(count)]
     if groups == count:
@@ -135,7 +134,6 @@ def refine_for_retention(
     count, groups = energy.shape[0], len(clusters)
     if groups in (1, count):
         return clusters
-    size = count // groups
     labels = np.empty(count, dtype=np.int64)
     for g, members in enumerate(clusters):
         labels[members] = g
