@@ -15,6 +15,7 @@ from .api import prune
 from .errors import GkpError
 from .kernels import CRITERIA
 from .load import save_model
+from .plot import PLOT_SUFFIXES, write_plot
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of clustering and validation inputs (default 0)")
     p.add_argument("--test-shape", type=_test_shape, action="append", default=[], metavar="NAME:d0,d1,...", help="concrete shape for an input with dynamic dims (repeatable)")
     p.add_argument("--report", type=Path, metavar="FILE.json", help="write the full report as JSON")
+    p.add_argument("--plot", type=Path, metavar="FILE.html", help="draw each Conv's MACs before/after, G and kept fraction (.html or .svg)")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime check against the masked reference")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -75,6 +77,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise GkpError(f"{args.output}: exists (use --force to overwrite)")
     if not args.output.resolve().parent.is_dir():
         raise GkpError(f"{args.output.parent}: no such folder for the output")
+    if args.plot and args.plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise GkpError(f"--plot writes .html or .svg, not {args.plot.suffix or 'a file without suffix'}")
     model, report = prune(
         args.input, ratio=args.ratio, groups=args.groups, criterion=args.criterion,
         max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
@@ -91,6 +95,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     save_model(model, args.output, force=args.force)
     if args.report:
         args.report.write_text(report.to_json())
+    if args.plot:
+        write_plot(report, args.plot)
     print(f"wrote {args.output}")
     return 0
 

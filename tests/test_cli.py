@@ -150,3 +150,19 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("onnx-gkp")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--groups" in result.stdout
+
+
+def test_plot_draws_every_conv(chain_path: Path, tmp_path: Path) -> None:
+    out, plot = tmp_path / "out.onnx", tmp_path / "plot.html"
+    result = cli(chain_path, out, "--ratio", "0.5", "--groups", "2", "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    page = plot.read_text()
+    assert page.startswith("<!doctype html>") and "<svg" in page
+    assert page.count('fill="#36c"') == 2 and page.count("G=2, keeps 50% of inputs") == 2
+
+
+def test_plot_refuses_other_formats_before_doing_anything(chain_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.onnx"
+    result = cli(chain_path, out, "--plot", tmp_path / "plot.png")
+    assert result.returncode == 2 and "--plot writes .html or .svg" in result.stderr
+    assert not out.exists()
