@@ -70,28 +70,7 @@ def prune(
         analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
         sites, skipped = _apply_plan_limits(analysis, options)
     costs = CostTable(threads, cost_cache or default_cache_path()) if runtime_aware and groups == "auto" else None
-    planned: dict[int, LayerPlan] = {}
-    whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
-    became: dict[int, tuple[ConvSite, float]] = {}  # timed sites a G = 1 reader can trim, and their time
-    for site in tqdm(sites, desc="planning", unit="Conv", disable=not progress):
-        # Sites come in graph order, so a source's plan is known before its reader's.
-        source = became.get(site.source[0]) if site.source is not None else None
-        with clock("measure"):
-            times = _candidate_times(site, options, costs, source)
-        with clock("plan"):
-            plan = plan_layer(site.weight, options, *times)
-        if plan is None:
-            skipped.append(Skip(site.node_index, site.node, "Conv", _slower_reason(*times), site.macs))
-            whole.append(site)
-            if times[1] is not None:
-                became[site.node_index] = (site, times[1])
-        else:
-            planned[site.node_index] = plan
-            if plan.groups == 1 and plan.dense_time is not None:
-                became[site.node_index] = (site, plan.times[1])
-    if costs is not None:
-        costs.save()
-    pairs = [(s, planned[s.node_index]) for s in sites if s.node_index in planned]
+    pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress)
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
                  threads=threads, clock=clock)
     options_record = {
@@ -112,8 +91,8 @@ def prune(
         elif check and latency_runs > 0:
             guards = GAIN_GUARDS
     for guard in guards:
-        kept = [(s, p) for s, p in pairs if p.dense_time is None or _gain(p) >= guard]
-        dropped = [(s, p) for s, p in pairs if not (p.dense_time is None or _gain(p) >= guard)]
+        kept = [(s, p) for s, p in pairs if _passes(p, guard)]
+        dropped = [(s, p) for s, p in pairs if not _passes(p, guard)]
         pruned, report = _assemble(
             [s for s, _ in kept], [p for _, p in kept], whole + [s for s, _ in dropped],
             skipped + [Skip(s.node_index, s.node, "Conv", _guard_reason(p, guard), s.macs) for s, p in dropped],
@@ -131,8 +110,47 @@ def prune(
 GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
 
 
+def _plan_sites(
+    sites: list[ConvSite],
+    options: PlanOptions,
+    costs: Optional[CostTable],
+    skipped: list[Skip],
+    clock: "Stopwatch",
+    progress: bool,
+) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite]]:
+    """Time and plan every site in graph order; the planned pairs, and the sites left whole
+    (added to ``skipped`` with their reason)."""
+    planned: list[tuple[ConvSite, LayerPlan]] = []
+    whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
+    became: dict[int, tuple[ConvSite, float]] = {}  # timed sites a G = 1 reader can trim, and their time
+    for site in tqdm(sites, desc="planning", unit="Conv", disable=not progress):
+        # Sites come in graph order, so a source's plan is known before its reader's.
+        source = became.get(site.source[0]) if site.source is not None else None
+        with clock("measure"):
+            times = _candidate_times(site, options, costs, source)
+        with clock("plan"):
+            plan = plan_layer(site.weight, options, *times)
+        if plan is None:
+            skipped.append(Skip(site.node_index, site.node, "Conv", _slower_reason(*times), site.macs))
+            whole.append(site)
+            if times[1] is not None:
+                became[site.node_index] = (site, times[1])
+        else:
+            planned.append((site, plan))
+            if plan.groups == 1 and plan.dense_time is not None:
+                became[site.node_index] = (site, plan.times[1])
+    if costs is not None:
+        costs.save()
+    return planned, whole
+
+
 def _gain(plan: LayerPlan) -> float:
     return 1.0 - plan.times[plan.groups] / plan.dense_time
+
+
+def _passes(plan: LayerPlan, guard: float) -> bool:
+    """Kept at this guard level: untimed, or measured at least ``guard`` faster than dense."""
+    return plan.dense_time is None or _gain(plan) >= guard
 
 
 def _guard_reason(plan: LayerPlan, guard: float) -> str:
