@@ -29,7 +29,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from .runtime import session
+from .runtime import interleaved_medians, session
 
 GEOMETRY_ATTRS = ("strides", "pads", "dilations", "auto_pad")
 Variant = tuple[int, int, bool]  # (G, m, input gathered); (1, C_in, False) is the dense Conv
@@ -109,7 +109,7 @@ def variant_model(geometry: ConvGeometry, groups: int, keep: int, gathered: bool
 def measure(
     geometry: ConvGeometry, variants: Sequence[Variant], threads: int = 1, budget_s: float = 0.1
 ) -> dict[Variant, float]:
-    """Median seconds of each variant, runs interleaved so drift hits all of them alike."""
+    """Median seconds of each variant (interleaved runs, as many as fit in about ``budget_s``)."""
     feeds = {"x": np.random.default_rng(0).standard_normal(geometry.input_shape).astype(geometry.dtype)}
     sessions = {v: session(variant_model(geometry, *v), optimise=True, threads=threads) for v in variants}
     first = {}
@@ -119,16 +119,11 @@ def measure(
         sess.run(None, feeds)
         first[v] = time.perf_counter() - start
     rounds = int(np.clip(budget_s / max(sum(first.values()), 1e-6), 5, 101))
-    times: dict[Variant, list[float]] = {v: [] for v in sessions}
-    for _ in range(rounds):
-        for v, sess in sessions.items():
-            start = time.perf_counter()
-            sess.run(None, feeds)
-            times[v].append(time.perf_counter() - start)
-    return {v: float(np.median(t)) for v, t in times.items()}
+    return interleaved_medians(sessions, feeds, rounds)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model, part of every cache key (timings do not carry across machines)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -151,7 +146,7 @@ class CostTable:
     def __init__(self, threads: int = 1, path: Optional[Path] = None) -> None:
         self.threads = threads
         self.path = path
-        self.prefix = f"onnxruntime {ort.__version__} | {_cpu_name()} | {threads} thread(s) | "
+        self.prefix = f"onnxruntime {ort.__version__} | {cpu_name()} | {threads} thread(s) | "
         self.entries: dict[str, float] = {}
         self.measured = 0
         if path is not None and path.is_file():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import statistics
+import time
+from typing import Hashable, Sequence, TypeVar
 
 import numpy as np
 import onnx
@@ -10,6 +12,8 @@ import onnxruntime as ort
 
 from .errors import ValidationFailed
 from .load import first_line
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -64,3 +68,16 @@ def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.nda
         raise ValidationFailed(f"onnxruntime cannot run the model: {first_line(error)}") from None
 
 
+
+
+def interleaved_medians(
+    sessions: dict[Key, ort.InferenceSession], feeds: dict[str, np.ndarray], rounds: int
+) -> dict[Key, float]:
+    """Median seconds per run of each session, runs interleaved so drift hits all of them alike."""
+    times: dict[Key, list[float]] = {key: [] for key in sessions}
+    for _ in range(rounds):
+        for key, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, feeds)
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(t) for key, t in times.items()}

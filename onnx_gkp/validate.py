@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -23,7 +21,7 @@ import onnxruntime as ort
 
 from .analyse import resolve_input_shapes
 from .errors import ValidationFailed
-from .runtime import random_inputs, run, session, with_outputs
+from .runtime import interleaved_medians, random_inputs, run, session, with_outputs
 
 
 @dataclass(frozen=True)
@@ -53,13 +51,7 @@ def median_latency_ms(
     sessions = {name: session(m, optimise=True, threads=threads) for name, m in models.items()}
     for sess in sessions.values():
         run(sess, feeds)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(runs):
-        for name, sess in sessions.items():
-            start = time.perf_counter()
-            sess.run(None, feeds)
-            times[name].append(time.perf_counter() - start)
-    return {name: round(1000 * statistics.median(t), 4) for name, t in times.items()}
+    return {name: round(1000 * t, 4) for name, t in interleaved_medians(sessions, feeds, runs).items()}
 
 
 def validate(

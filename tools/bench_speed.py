@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 import onnx_gkp  # noqa: E402
 from models.shapes import BUILDERS  # noqa: E402
 from onnx_gkp.analyse import resolve_input_shapes  # noqa: E402
+from onnx_gkp.costs import cpu_name  # noqa: E402
 from onnx_gkp.runtime import random_inputs  # noqa: E402
 from onnx_gkp.validate import median_latency_ms  # noqa: E402
 from zoo import MODELS as ZOO, fetch  # noqa: E402
@@ -105,13 +105,6 @@ def table(rows: list[dict], threads: int) -> str:
     return "\n".join(lines)
 
 
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def write_section(path: Path, text: str, ratio: float) -> None:
     """Replace this ratio's bench_speed section of ``path`` (or append it), leaving the rest alone."""
     old = path.read_text() if path.exists() else "# Measured results\n"
@@ -141,7 +134,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             print(table(rows, threads), end="\n\n", flush=True)
     command = "python tools/bench_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = (
-        f"## Speed (ratio {args.ratio})\n\n`{command.strip()}`: onnxruntime {ort.__version__}, {_cpu()}, batch 1, "
+        f"## Speed (ratio {args.ratio})\n\n`{command.strip()}`: onnxruntime {ort.__version__}, {cpu_name()}, batch 1, "
         f"median of {args.runs} interleaved runs; numpy {np.__version__}.\n\n{table(rows, threads)}"
     )
     print(text)
