@@ -14,17 +14,20 @@ energy), and the relative geometric-median distance scales it down for kernels t
 can stand in for. On the bundled model this beat the plain product ``||v|| * d`` at every
 ratio tried (``docs/method.md``). Every group keeps the ``m`` best channels, ties broken by
 channel index.
+
+``random`` draws the scores from a generator seeded by the caller: the floor every criterion
+has to beat in the quality benchmark, not a choice for users.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 from sklearn.metrics.pairwise import euclidean_distances
 
-Criterion = Literal["combined", "l2", "gm"]
-CRITERIA: tuple[str, ...] = ("combined", "l2", "gm")
+Criterion = Literal["combined", "l2", "gm", "random"]
+CRITERIA: tuple[str, ...] = ("combined", "l2", "gm", "random")
 
 
 def grouped_kernels(weight: np.ndarray, filters: np.ndarray) -> np.ndarray:
@@ -33,8 +36,10 @@ def grouped_kernels(weight: np.ndarray, filters: np.ndarray) -> np.ndarray:
     return np.swapaxes(block, 0, 1).reshape(weight.shape[1], -1)
 
 
-def kernel_scores(kernels: np.ndarray, criterion: Criterion = "combined") -> np.ndarray:
-    """Importance of each grouped kernel (row); higher means keep."""
+def kernel_scores(kernels: np.ndarray, criterion: Criterion = "combined", seed: Sequence[int] = (0,)) -> np.ndarray:
+    """Importance of each grouped kernel (row); higher means keep. ``seed`` only feeds ``random``."""
+    if criterion == "random":
+        return np.random.default_rng(list(seed)).random(kernels.shape[0])
     l2 = np.linalg.norm(kernels, axis=1)
     if criterion == "l2":
         return l2

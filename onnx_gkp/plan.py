@@ -14,6 +14,7 @@ Plain numpy: nothing here knows about ONNX.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import Literal, Optional, Union
 
@@ -149,7 +150,11 @@ def plan_for_count(
     """
     clusters = balanced_kmeans(filter_features(energy), groups, seed=options.seed)
     clusters = refine_for_retention(energy, clusters, keep)
-    kept = [select_channels(kernel_scores(grouped_kernels(weight, m), options.criterion), keep) for m in clusters]
+    seed = (options.seed, zlib.crc32(weight.tobytes()))  # per layer, for the random criterion
+    kept = [
+        select_channels(kernel_scores(grouped_kernels(weight, m), options.criterion, (*seed, i)), keep)
+        for i, m in enumerate(clusters)
+    ]
     plan = LayerPlan(
         filter_groups=tuple(tuple(int(f) for f in g) for g in clusters),
         kept_channels=tuple(tuple(int(c) for c in k) for k in kept),

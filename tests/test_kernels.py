@@ -47,3 +47,11 @@ def test_zero_kernels_go_first_and_ties_keep_lower_index() -> None:
 def test_unknown_criterion_is_refused() -> None:
     with pytest.raises(ValueError):
         kernel_scores(np.ones((3, 2)), "bogus")  # type: ignore[arg-type]
+
+
+def test_random_scores_follow_the_seed_and_ignore_the_weights() -> None:
+    kernels = np.arange(40, dtype=float).reshape(8, 5)
+    a = kernel_scores(kernels, "random", (0, 1))
+    assert np.array_equal(a, kernel_scores(kernels * 0, "random", (0, 1)))
+    assert not np.array_equal(a, kernel_scores(kernels, "random", (0, 2)))
+    assert not np.array_equal(np.argsort(a), np.argsort(kernel_scores(kernels, "l2")))

@@ -23,19 +23,15 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+from bench_common import load_model, write_section  # noqa: E402  (also puts the repository on the path)
 
 import onnx_gkp  # noqa: E402
-from models.shapes import BUILDERS  # noqa: E402
 from onnx_gkp.analyse import resolve_input_shapes  # noqa: E402
 from onnx_gkp.costs import cpu_name  # noqa: E402
 from onnx_gkp.runtime import random_inputs  # noqa: E402
 from onnx_gkp.validate import median_latency_ms  # noqa: E402
-from zoo import MODELS as ZOO, fetch  # noqa: E402
 
 DEFAULT = "ours (default)"
 METHODS = {
@@ -47,17 +43,9 @@ METHODS = {
 DEFAULT_MODELS = "resnet18,resnet50,vgg16,mobilenet_v2,bundled,yolov8n,ppocr_det,orientation"
 
 
-def load(name: str) -> tuple[onnx.ModelProto, dict[str, tuple[int, ...]]]:
-    if name in BUILDERS:
-        return BUILDERS[name](), {}
-    if name == "bundled":
-        return onnx.load(ROOT / "models" / "resnet20_fashion_mnist.onnx"), {}
-    return onnx.load(fetch(name)), ZOO[name].test_shapes
-
-
 def bench(name: str, ratio: float, runs: int, cache: Path, all_threads: int) -> list[dict]:
     """One row per method; "ours (default)" is pruned again with the thread count it is timed at."""
-    original, shapes = load(name)
+    original, shapes = load_model(name)
     rows = []
     for method, options in METHODS.items():
         for threads in (1, all_threads) if method == DEFAULT else (1,):
@@ -105,18 +93,6 @@ def table(rows: list[dict], threads: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str, ratio: float) -> None:
-    """Replace this ratio's bench_speed section of ``path`` (or append it), leaving the rest alone."""
-    old = path.read_text() if path.exists() else "# Measured results\n"
-    begin, end = f"<!-- bench_speed ratio={ratio}:begin -->", f"<!-- bench_speed ratio={ratio}:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in old:
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
-
-
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=DEFAULT_MODELS)
@@ -139,7 +115,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     )
     print(text)
     if args.write:
-        write_section(args.write, text, args.ratio)
+        write_section(args.write, f"bench_speed ratio={args.ratio}", text)
 
 
 if __name__ == "__main__":

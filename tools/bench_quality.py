@@ -1,0 +1,153 @@
+"""How much quality survives one-shot pruning? Ours vs fixed counts vs a random floor, on real data.
+
+Every method prunes the same model at the same ratio, which removes the same number of
+grouped kernels from every eligible layer, so the Conv MACs match (the table shows them;
+they differ only where a fixed count divides no layer's C_out, or where a ``G=1`` layer lets its
+source stop computing channels nobody reads, which changes no output). Methods:
+
+* flexible ``G`` (ours): ``--quality-only``, the count chosen for accuracy alone;
+* ours, runtime-aware: the default, which only considers counts measured faster than dense;
+* fixed ``G`` in {1, 2, 4, 8}: 1 = per-layer input-channel pruning, 8 = the earlier GKP;
+* random kernels: our groups and counts, kernels kept at random (the floor);
+* criterion ablations: L2 only, geometric median only (ours is ``combined``).
+
+Models and metrics (no labels exist for the photos, so those compare with the unpruned model):
+the bundled ResNet on the 10,000 Fashion-MNIST test images and the MNIST net on 5,000 real
+digits (top-1), MobileNetV2 on 168 crops of six photos (top-1 / top-5 agreement: the unpruned
+model's class is the pruned one's first / among its first five), YOLOv8n and PP-OCRv4 det
+on the same crops at 320 (mean cosine of the raw outputs).
+
+Usage: python tools/bench_quality.py [--models bundled,mnist,mobilenet_v2,yolov8n,ppocr_det]
+       [--ratios 0.25,0.375,0.5] [--methods NAME,...] [--write docs/results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from bench_common import load_model, write_section  # also puts the repository on the path
+
+import onnx_gkp  # noqa: E402
+import real_data  # noqa: E402
+
+METHODS: dict[str, dict] = {
+    "flexible G (ours)": {"runtime_aware": False},
+    "ours, runtime-aware (default)": {},
+    "G=1": {"groups": 1},
+    "G=2": {"groups": 2},
+    "G=4": {"groups": 4},
+    "G=8": {"groups": 8},
+    "random kernels": {"runtime_aware": False, "criterion": "random"},
+    "criterion L2 only": {"runtime_aware": False, "criterion": "l2"},
+    "criterion GM only": {"runtime_aware": False, "criterion": "gm"},
+}
+
+
+def top1(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], str]:
+    """Accuracy against the true labels."""
+    return lambda dense, pruned: f"{np.mean(pruned.argmax(1) == labels):.1%}"
+
+
+def agreement(dense: np.ndarray, pruned: np.ndarray) -> str:
+    """Top-1 / top-5 agreement with the unpruned model's class."""
+    reference = dense.argmax(1)
+    first5 = np.argsort(-pruned, axis=1)[:, :5]
+    return f"{np.mean(pruned.argmax(1) == reference):.2f} / {np.mean((first5 == reference[:, None]).any(1)):.2f}"
+
+
+def cosine(dense: np.ndarray, pruned: np.ndarray) -> str:
+    """Mean per-input cosine similarity of the flattened outputs."""
+    a, b = dense.reshape(len(dense), -1), pruned.reshape(len(pruned), -1)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return f"{cos.mean():.3f}"
+
+
+@dataclass(frozen=True)
+class Task:
+    inputs: Callable[[], np.ndarray]
+    metric: Callable[[], Callable[[np.ndarray, np.ndarray], str]]
+    metric_name: str
+    batch: int = 64
+
+
+TASKS = {
+    "bundled": Task(lambda: real_data.fashion_mnist("t10k")[0], lambda: top1(real_data.fashion_mnist("t10k")[1]),
+                    "top-1, Fashion-MNIST test (10,000)", 500),
+    "mnist": Task(lambda: real_data.mnist_5k()[0], lambda: top1(real_data.mnist_5k()[1]), "top-1, MNIST (5,000)", 500),
+    "mobilenet_v2": Task(real_data.imagenet_crops, lambda: agreement, "top-1 / top-5 agreement, 168 photo crops", 24),
+    "mobilenet_v2_folded": Task(real_data.imagenet_crops, lambda: agreement, "top-1 / top-5 agreement, 168 photo crops", 24),
+    "yolov8n": Task(lambda: real_data.photo_crops(320), lambda: cosine, "output cosine, 168 photo crops at 320", 24),
+    "ppocr_det": Task(lambda: real_data.imagenet_crops(320), lambda: cosine, "output cosine, 168 photo crops at 320", 24),
+}
+
+
+def outputs(model: onnx.ModelProto, images: np.ndarray, batch: int) -> np.ndarray:
+    """The first output on every input, in batches."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
+
+
+def bench(name: str, ratios: list[float], methods: list[str]) -> tuple[str, dict[str, dict[float, str]]]:
+    """``(header, {method: {ratio: "MACs kept: metric"}})`` for one model."""
+    task = TASKS[name]
+    original, shapes = load_model(name)
+    images, metric = task.inputs(), task.metric()
+    dense = outputs(original, images, task.batch)
+    header = f"{name}: {task.metric_name}; unpruned {metric(dense, dense)}"
+    print(header, flush=True)
+    cells: dict[str, dict[float, str]] = {}
+    for method in methods:
+        for ratio in ratios:
+            pruned, report = onnx_gkp.prune(original, ratio=ratio, test_shapes=shapes or None, latency_runs=0, **METHODS[method])
+            totals = report.totals
+            macs = totals["conv_macs_after"] / totals["conv_macs_before"]
+            cells.setdefault(method, {})[ratio] = f"{macs:.0%}: {metric(dense, outputs(pruned, images, task.batch))}"
+            print(f"  {method:<30} ratio {ratio:<5} MACs kept {cells[method][ratio]}", flush=True)
+    return header, cells
+
+
+def table(header: str, cells: dict[str, dict[float, str]], ratios: list[float]) -> str:
+    lines = [
+        f"**{header}** (cells: Conv MACs kept: metric)", "",
+        "| method | " + " | ".join(f"ratio {r}" for r in ratios) + " |",
+        "|---|" + "---|" * len(ratios),
+    ]
+    lines += [f"| {method} | " + " | ".join(row[r] for r in ratios) + " |" for method, row in cells.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="bundled,mnist,mobilenet_v2,yolov8n,ppocr_det")
+    parser.add_argument("--ratios", default="0.25,0.375,0.5")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated names of the methods above")
+    parser.add_argument("--write", type=Path, metavar="FILE.md", help="also write the tables into this file's bench_quality section")
+    args = parser.parse_args(argv)
+    ratios = [float(r) for r in args.ratios.split(",")]
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS] + [m for m in args.models.split(",") if m not in TASKS]
+    if unknown:
+        parser.error(f"unknown method or model: {', '.join(unknown)}")
+    tables = [table(*bench(name, ratios, methods), ratios) for name in args.models.split(",")]
+    command = shlex.join(["python", "tools/bench_quality.py", *(argv if argv is not None else sys.argv[1:])])
+    text = (
+        f"## One-shot quality\n\n`{command.strip()}`: onnxruntime {ort.__version__}, no fine-tuning, "
+        "no calibration.\n\n" + "\n\n".join(tables)
+    )
+    print(text)
+    if args.write:
+        write_section(args.write, "bench_quality", text)
+
+
+if __name__ == "__main__":
+    main()
