@@ -41,7 +41,7 @@ import real_data  # noqa: E402
 
 METHODS: dict[str, dict] = {
     "flexible G (ours)": {"runtime_aware": False},
-    "ours, runtime-aware (default)": {},
+    "ours runtime-aware (default)": {},
     "G=1": {"groups": 1},
     "G=2": {"groups": 2},
     "G=4": {"groups": 4},
