@@ -21,6 +21,7 @@ from onnx import numpy_helper
 
 from .costs import ConvGeometry, geometry_of
 from .errors import GkpError, ValidationFailed
+from .input_stats import ChannelStats, Found, StatsReader
 from .load import first_line
 from .runtime import graph_inputs, random_inputs, run, session, with_outputs
 
@@ -44,7 +45,9 @@ class ConvSite:
     geometry at the test shape (None where the input shape is unknown), and its ``source``:
     ``(producer, chain)`` node indices when its input comes from another prunable Conv
     through single-reader channel-wise nodes only, so channels it never reads need not be
-    computed at all (``rewrite`` drops them when both end up with ``G = 1``)."""
+    computed at all (``rewrite`` drops them when both end up with ``G = 1``); and the
+    statistics of its input channels read off the graph (``input_stats.py``), or why there are
+    none, for data-free compensation."""
 
     node_index: int
     node: str
@@ -53,6 +56,7 @@ class ConvSite:
     macs: Optional[int]
     geometry: Optional[ConvGeometry] = None
     source: Optional[tuple[int, tuple[int, ...]]] = None
+    input_stats: Found = "input statistics not read"
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,7 @@ def analyse(
     shapes = inferred_shapes(model, input_shapes)
     consts, copies = constant_tensors(model)
     uses = tensor_uses(model)
+    statistics = StatsReader(model, consts)
     sites: list[ConvSite] = []
     skipped: list[Skip] = []
     for index, node in enumerate(model.graph.node):
@@ -262,7 +267,10 @@ def analyse(
         bias = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
         attributes = {a.name: _plain(onnx.helper.get_attribute_value(a)) for a in node.attribute}
         geometry = geometry_of(shapes.get(node.input[0]), weight, attributes, bias is not None)
-        sites.append(ConvSite(index, node.name, weight, bias, macs, geometry))
+        stats = statistics(node.input[0])
+        if isinstance(stats, ChannelStats) and stats.mean.shape != (weight.shape[1],):
+            stats = f"input mean unknown: {stats.mean.size} channel statistics for {weight.shape[1]} input channels"
+        sites.append(ConvSite(index, node.name, weight, bias, macs, geometry, input_stats=stats))
     return Analysis(_with_sources(model, sites, uses, consts), skipped, input_shapes)
 
 

@@ -9,13 +9,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
 
+import numpy as np
 import onnx
 from tqdm import tqdm
 
 from .analyse import Analysis, ConvSite, Skip, analyse, count_params
+from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
 from .group_count import candidate_counts
+from .input_stats import ChannelStats
 from .load import ModelLike, first_line, load_model
 from .plan import Groups, LayerPlan, PlanOptions, kept_count, plan_layer
 from .reference import masked_reference
@@ -41,6 +44,7 @@ def prune(
     speed_slack: float = 0.05,
     threads: int = 1,
     cost_cache: Optional[Path] = None,
+    compensate: bool = True,
     check: bool = True,
     latency_runs: int = 20,
     progress: bool = False,
@@ -52,6 +56,11 @@ def prune(
     default :func:`~onnx_gkp.costs.default_cache_path`): a layer is never rewritten into
     something slower than it was, and ``G`` is chosen for quality among the counts within
     ``speed_slack`` of the fastest.
+
+    With ``compensate`` (the default), each pruned Conv whose input channel means can be read
+    off the graph (BatchNormalization statistics, ``input_stats.py``) gets the expected
+    contribution of its pruned kernels added to its bias (``compensation.py``); the report
+    lists it per layer as ``bias_delta``, and the masked reference includes it.
 
     Returns the pruned model and its :class:`Report`. With ``check`` (the default) the result
     is validated against the masked reference in onnxruntime and :class:`ValidationFailed`
@@ -71,13 +80,16 @@ def prune(
         sites, skipped = _apply_plan_limits(analysis, options)
     costs = CostTable(threads, cost_cache or default_cache_path()) if runtime_aware and groups == "auto" else None
     pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress)
+    if compensate:
+        with clock("plan"):
+            pairs = [(site, _compensated(site, plan)) for site, plan in pairs]
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
                  threads=threads, clock=clock)
     options_record = {
         "ratio": ratio, "groups": groups, "criterion": criterion, "max_groups": max_groups,
         "group_cost": group_cost, "include": include, "exclude": exclude,
         "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
-        "speed_slack": speed_slack, "threads": threads,
+        "speed_slack": speed_slack, "threads": threads, "compensate": compensate,
     }
     # The layer timings are taken one layer at a time; if the assembled model is still measured
     # slower end to end, leave whole the layers with the smallest measured gains and try again.
@@ -252,6 +264,26 @@ def _candidate_times(
     if source is not None:
         times[1] = max(times[1] - source[1] * (1 - keep / c_in), 0.0)
     return times, measured[site.geometry.dense]
+
+
+def _compensated(site: ConvSite, plan: LayerPlan) -> LayerPlan:
+    """The plan with its data-free ``bias_delta``, where the site's input means are known.
+
+    Without a known input shape the border correction is left out (every tap counts fully).
+    """
+    if not isinstance(site.input_stats, ChannelStats):
+        return plan
+    kernel = site.weight.shape[2:]
+    if site.geometry is None:
+        coverage = np.ones(kernel)
+    else:
+        attrs = dict(site.geometry.attributes)
+        coverage = tap_coverage(
+            site.geometry.input_shape[2:], kernel, attrs.get("strides"), attrs.get("dilations"),
+            attrs.get("pads"), str(attrs.get("auto_pad", "NOTSET")),
+        )
+    delta = bias_delta(site.weight, plan.keep_mask(site.weight.shape[1]), site.input_stats.mean, coverage)
+    return replace(plan, bias_delta=tuple(float(d) for d in delta))
 
 
 def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], whole: list[ConvSite]) -> Skip:

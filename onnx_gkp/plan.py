@@ -72,6 +72,7 @@ class LayerPlan:
     candidates: dict[int, float] = field(default_factory=dict)
     times: dict[int, float] = field(default_factory=dict)
     dense_time: Optional[float] = None
+    bias_delta: Optional[tuple[float, ...]] = None  # data-free compensation, original filter order
 
     @property
     def groups(self) -> int:
@@ -116,6 +117,13 @@ class LayerPlan:
         rows = np.repeat(np.arange(self.groups), order.size // self.groups)
         kept = np.asarray(self.kept_channels, dtype=np.int64)
         return np.ascontiguousarray(weight[order[:, None], kept[rows]])
+
+    def compensated_bias(self, bias: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
+        """``bias + bias_delta`` in original filter order (None when there is neither)."""
+        if self.bias_delta is None:
+            return bias
+        base = np.zeros(len(self.bias_delta)) if bias is None else bias.astype(np.float64)
+        return (base + np.asarray(self.bias_delta)).astype(dtype)
 
     def permuted_bias(self, bias: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(bias[self.filter_order])

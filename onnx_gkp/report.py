@@ -2,8 +2,8 @@
 
 A :class:`Report` is plain data. Its JSON form is enough to redo the pruning without this
 package: for each layer, zero ``W[f, c]`` unless ``c`` is in ``kept_channels[g]`` for the
-group ``g`` whose ``filter_groups[g]`` holds ``f``; the rewritten Conv's output channel
-``g * n + i`` is filter ``filter_groups[g][i]``.
+group ``g`` whose ``filter_groups[g]`` holds ``f``, and add ``bias_delta`` (where present) to
+the bias; the rewritten Conv's output channel ``g * n + i`` is filter ``filter_groups[g][i]``.
 """
 
 from __future__ import annotations
@@ -37,13 +37,20 @@ class LayerReport:
     dense_us: Optional[float] = None
     candidate_us: dict[str, float] = dataclasses.field(default_factory=dict)
     dead_filters: list[int] = dataclasses.field(default_factory=list)
+    compensation: str = "off"
+    bias_delta: Optional[list[float]] = None
 
     @classmethod
     def of(cls, site: ConvSite, plan: LayerPlan, dead_filters: Sequence[int] = ()) -> "LayerReport":
         """``dead_filters``: filters no longer computed at all, as no kept kernel downstream reads them."""
         c_out, c_in, *kernel = site.weight.shape
         live = c_out - len(dead_filters)
-        bias = live if site.bias is not None else 0
+        bias = live if site.bias is not None or plan.bias_delta is not None else 0
+        stats = site.input_stats
+        if plan.bias_delta is not None:
+            compensation = f"input mean from {stats.path}"  # type: ignore[union-attr]
+        else:
+            compensation = stats if isinstance(stats, str) else "off"
         m = plan.kept_per_group
         return cls(
             node=site.node,
@@ -62,6 +69,8 @@ class LayerReport:
             dense_us=None if plan.dense_time is None else round(plan.dense_time * 1e6, 1),
             candidate_us={str(g): round(t * 1e6, 1) for g, t in sorted(plan.times.items())},
             dead_filters=list(dead_filters),
+            compensation=compensation,
+            bias_delta=None if plan.bias_delta is None else list(plan.bias_delta),
         )
 
 
@@ -115,7 +124,8 @@ class Report:
     def summary(self) -> str:
         t = self.totals
         lines = [
-            f"pruned {t['pruned_layers']} Conv, skipped {t['skipped_layers']}, added {t['gathers_added']} Gather",
+            f"pruned {t['pruned_layers']} Conv, skipped {t['skipped_layers']}, added {t['gathers_added']} Gather; "
+            f"bias compensated in {t['compensated_layers']} of {t['pruned_layers']}",
             f"Conv MACs {_count(t['conv_macs_before'])} -> {_count(t['conv_macs_after'])} ({_ratio(t['conv_macs_after'], t['conv_macs_before'])}); "
             f"params {_count(t['params_before'])} -> {_count(t['params_after'])} ({_ratio(t['params_after'], t['params_before'])})",
         ]
@@ -152,6 +162,7 @@ def totals(
         "pruned_layers": len(layers),
         "skipped_layers": len(skipped),
         "gathers_added": gathers,
+        "compensated_layers": sum(l.bias_delta is not None for l in layers),
         "conv_macs_before": sum(before) if known else None,
         "conv_macs_after": sum(after) if known else None,
         "params_before": params_before,

@@ -93,8 +93,13 @@ def _regroup(
     graph.nodes.append(gather)
     conv.inputs[0] = gathered
     conv.inputs[1] = gs.Constant(f"{base}/gkp_weight", plan.grouped_weight(site.weight))
-    if site.bias is not None:
-        conv.inputs[2] = gs.Constant(f"{base}/gkp_bias", plan.permuted_bias(site.bias))
+    bias = plan.compensated_bias(site.bias, site.weight.dtype)
+    if bias is not None:
+        constant = gs.Constant(f"{base}/gkp_bias", plan.permuted_bias(bias))
+        if len(conv.inputs) > 2:
+            conv.inputs[2] = constant
+        else:
+            conv.inputs.append(constant)
     conv.attrs["group"] = plan.groups
     order = plan.filter_order
     if np.array_equal(order, np.arange(order.size)):

@@ -49,7 +49,7 @@ def assert_close(got: list[np.ndarray], want: list[np.ndarray], rtol: float = 1e
 
 
 def reference_from_report(original: onnx.ModelProto, report: dict) -> onnx.ModelProto:
-    """The original with kernels zeroed as the JSON report says, in plain numpy."""
+    """The original with kernels zeroed and biases compensated as the JSON report says, in plain numpy."""
     model = onnx.ModelProto()
     model.CopyFrom(original)
     tensors = {t.name: t for t in model.graph.initializer}
@@ -65,6 +65,13 @@ def reference_from_report(original: onnx.ModelProto, report: dict) -> onnx.Model
             keep[np.ix_(filters, channels)] = True
         weight[~keep] = 0
         tensor.CopyFrom(numpy_helper.from_array(weight, tensor.name))
+        if layer["bias_delta"] is not None:
+            node = model.graph.node[layer["node_index"]]
+            bias = numpy_helper.to_array(tensors[node.input[2]]) if len(node.input) > 2 and node.input[2] else 0.0
+            name = f"{node.input[1]}/bias_delta"
+            model.graph.initializer.append(numpy_helper.from_array((bias + np.array(layer["bias_delta"])).astype(weight.dtype), name))
+            del node.input[2:]
+            node.input.append(name)
     return model
 
 
