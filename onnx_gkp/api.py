@@ -14,6 +14,7 @@ import onnx
 from tqdm import tqdm
 
 from .analyse import Analysis, ConvSite, Skip, analyse, count_params
+from .calibrate import Calibration, load_calibration, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
@@ -45,6 +46,7 @@ def prune(
     threads: int = 1,
     cost_cache: Optional[Path] = None,
     compensate: bool = True,
+    calibration: Optional[Calibration] = None,
     check: bool = True,
     latency_runs: int = 20,
     progress: bool = False,
@@ -61,6 +63,11 @@ def prune(
     off the graph (BatchNormalization statistics, ``input_stats.py``) gets the expected
     contribution of its pruned kernels added to its bias (``compensation.py``); the report
     lists it per layer as ``bias_delta``, and the masked reference includes it.
+
+    With ``calibration`` (a ``.npz`` path or a mapping of arrays named like the model's inputs,
+    samples along the first axis), each pruned layer's kept weights and bias are refitted by
+    least squares to reproduce its original output, layer by layer (``calibrate.py``); the
+    refitted bias replaces the data-free compensation.
 
     Returns the pruned model and its :class:`Report`. With ``check`` (the default) the result
     is validated against the masked reference in onnxruntime and :class:`ValidationFailed`
@@ -79,17 +86,25 @@ def prune(
         analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
         sites, skipped = _apply_plan_limits(analysis, options)
     costs = CostTable(threads, cost_cache or default_cache_path()) if runtime_aware and groups == "auto" else None
+    data = None if calibration is None else load_calibration(calibration, original)
     pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress)
-    if compensate:
+    originals = {site.node_index: site for site, _ in pairs}  # what a layer left whole keeps
+    if data is not None:
+        with clock("calibrate"):
+            refitted = reconstructed(original, [s for s, _ in pairs], [p for _, p in pairs], data, threads=threads, seed=seed)
+            pairs = [(site, plan) for site, (_, plan) in zip(refitted, pairs)]
+    elif compensate:
         with clock("plan"):
             pairs = [(site, _compensated(site, plan)) for site, plan in pairs]
+    refit = None if data is None else f"weights and bias refitted on {len(next(iter(data.values())))} calibration samples"
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
-                 threads=threads, clock=clock)
+                 threads=threads, clock=clock, refit=refit)
     options_record = {
         "ratio": ratio, "groups": groups, "criterion": criterion, "max_groups": max_groups,
         "group_cost": group_cost, "include": include, "exclude": exclude,
         "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
         "speed_slack": speed_slack, "threads": threads, "compensate": compensate,
+        "calibration_samples": None if data is None else len(next(iter(data.values()))),
     }
     # The layer timings are taken one layer at a time; if the assembled model is still measured
     # slower end to end, leave whole the layers with the smallest measured gains and try again.
@@ -106,7 +121,7 @@ def prune(
         kept = [(s, p) for s, p in pairs if _passes(p, guard)]
         dropped = [(s, p) for s, p in pairs if not _passes(p, guard)]
         pruned, report = _assemble(
-            [s for s, _ in kept], [p for _, p in kept], whole + [s for s, _ in dropped],
+            [s for s, _ in kept], [p for _, p in kept], whole + [originals[s.node_index] for s, _ in dropped],
             skipped + [Skip(s.node_index, s.node, "Conv", _guard_reason(p, guard), s.macs) for s, p in dropped],
             options_record, **build,
         )
@@ -186,6 +201,7 @@ def _assemble(
     seed: int,
     threads: int,
     clock: "Stopwatch",
+    refit: Optional[str],
 ) -> tuple[onnx.ModelProto, Report]:
     """Rewrite, check, report and (with ``check``) validate one selection of planned layers."""
     with clock("rewrite"):
@@ -198,7 +214,7 @@ def _assemble(
             onnx.checker.check_model(pruned, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
             raise ValidationFailed(f"the pruned model fails onnx.checker: {first_line(error)}") from None
-    layers = [LayerReport.of(s, p, rewritten.dead_filters.get(s.node_index, ())) for s, p in zip(sites, plans)]
+    layers = [LayerReport.of(s, p, rewritten.dead_filters.get(s.node_index, ()), refit) for s, p in zip(sites, plans)]
     report = Report(
         options=options,
         input_shapes={k: list(v) for k, v in analysis.input_shapes.items()},

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-groups", type=int, default=16, help="largest group count 'auto' considers (default 16)")
     p.add_argument("--group-cost", type=float, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
     p.add_argument("--no-compensation", action="store_true", help="do not add the pruned kernels' expected contribution to the bias where BN statistics give the input means")
+    p.add_argument("--calibration", metavar="FILE.npz", help="refit each pruned layer's kept weights to reproduce its original output on these inputs (arrays named like the model's inputs, a few hundred samples)")
     p.add_argument("--quality-only", action="store_true", help="choose G for accuracy alone; by default each layer's candidates are timed on this machine's onnxruntime and no layer is made slower")
     p.add_argument("--speed-slack", type=float, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
@@ -85,7 +86,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
         exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
         test_shapes=dict(args.test_shape), check=not args.no_validate, progress=True,
-        runtime_aware=not args.quality_only, compensate=not args.no_compensation, speed_slack=args.speed_slack, threads=args.threads,
+        runtime_aware=not args.quality_only, compensate=not args.no_compensation, calibration=args.calibration, speed_slack=args.speed_slack, threads=args.threads,
         cost_cache=args.cost_cache,
     )
     if not args.quiet:

@@ -28,6 +28,34 @@ def _axis_coverage(size: int, kernel: int, stride: int, dilation: int, pad_begin
     return inside.mean(axis=1) if outputs > 0 else np.ones(kernel)
 
 
+def explicit_pads(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    strides: Optional[Sequence[int]] = None,
+    dilations: Optional[Sequence[int]] = None,
+    pads: Optional[Sequence[int]] = None,
+    auto_pad: str = "NOTSET",
+) -> tuple[list[int], list[int], list[int]]:
+    """``(strides, dilations, pads)`` with defaults filled in and ``auto_pad`` made explicit.
+
+    Arguments as a Conv's attributes: ``pads`` is ``[begin_0, begin_1, ..., end_0, end_1, ...]``,
+    ``auto_pad`` (``SAME_UPPER``/``SAME_LOWER``/``VALID``) overrides it.
+    """
+    rank = len(kernel)
+    strides = [int(s) for s in strides or [1] * rank]
+    dilations = [int(d) for d in dilations or [1] * rank]
+    pads = [int(p) for p in pads or [0] * (2 * rank)]
+    if auto_pad == "VALID":
+        pads = [0] * (2 * rank)
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        for axis in range(rank):
+            out = -(-int(spatial[axis]) // strides[axis])
+            total = max((out - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - int(spatial[axis]), 0)
+            small, large = total // 2, total - total // 2
+            pads[axis], pads[axis + rank] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    return strides, dilations, pads
+
+
 def tap_coverage(
     spatial: Sequence[int],
     kernel: Sequence[int],
@@ -38,26 +66,14 @@ def tap_coverage(
 ) -> np.ndarray:
     """Fraction of output positions where each kernel tap reads the input (not padding).
 
-    Arguments as a Conv's attributes: ``pads`` is ``[begin_0, begin_1, ..., end_0, end_1, ...]``,
-    ``auto_pad`` (``SAME_UPPER``/``SAME_LOWER``/``VALID``) overrides it. Shape = ``kernel``.
+    Arguments as in :func:`explicit_pads`. Shape = ``kernel``.
     """
     rank = len(kernel)
-    strides = list(strides or [1] * rank)
-    dilations = list(dilations or [1] * rank)
-    pads = list(pads or [0] * (2 * rank))
-    if auto_pad == "VALID":
-        pads = [0] * (2 * rank)
-    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        for axis in range(rank):
-            out = -(-int(spatial[axis]) // strides[axis])
-            total = max((out - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - int(spatial[axis]), 0)
-            small, large = total // 2, total - total // 2
-            pads[axis], pads[axis + rank] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    strides, dilations, pads = explicit_pads(spatial, kernel, strides, dilations, pads, auto_pad)
     coverage = np.ones((), dtype=np.float64)
     for axis in range(rank):
         per_axis = _axis_coverage(
-            int(spatial[axis]), int(kernel[axis]), int(strides[axis]), int(dilations[axis]),
-            int(pads[axis]), int(pads[axis + rank]),
+            int(spatial[axis]), int(kernel[axis]), strides[axis], dilations[axis], pads[axis], pads[axis + rank],
         )
         coverage = np.multiply.outer(coverage, per_axis)
     return coverage

@@ -3,8 +3,8 @@
 The dense rewrite must equal it up to float summation order; that identity is what
 validation checks. Built straight on the protobuf, independently of the graph surgery it checks: each
 pruned Conv reads a new initializer holding its masked weight, wherever the original weight
-came from (initializer, ``Constant`` node, ``Identity`` copy), and, where the layer is
-compensated, its bias plus ``bias_delta``.
+came from (initializer, ``Constant`` node, ``Identity`` copy), and its bias (plus
+``bias_delta`` where the layer is compensated), likewise.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def masked_reference(
         masked.graph.initializer.append(numpy_helper.from_array(plan.masked_weight(site.weight), name))
         node.input[1] = name
         bias = plan.compensated_bias(site.bias, site.weight.dtype)
-        if plan.bias_delta is not None:
+        if bias is not None:  # the site's own: compensated, or refitted from calibration data
             masked.graph.initializer.append(numpy_helper.from_array(bias, f"{name}/bias"))
             del node.input[2:]
             node.input.append(f"{name}/bias")

@@ -4,6 +4,8 @@ A :class:`Report` is plain data. Its JSON form is enough to redo the pruning wit
 package: for each layer, zero ``W[f, c]`` unless ``c`` is in ``kept_channels[g]`` for the
 group ``g`` whose ``filter_groups[g]`` holds ``f``, and add ``bias_delta`` (where present) to
 the bias; the rewritten Conv's output channel ``g * n + i`` is filter ``filter_groups[g][i]``.
+Weights refitted from calibration data (``--calibration``) are the exception: they live in the
+pruned model only, and the layer's ``compensation`` says so.
 """
 
 from __future__ import annotations
@@ -41,13 +43,18 @@ class LayerReport:
     bias_delta: Optional[list[float]] = None
 
     @classmethod
-    def of(cls, site: ConvSite, plan: LayerPlan, dead_filters: Sequence[int] = ()) -> "LayerReport":
-        """``dead_filters``: filters no longer computed at all, as no kept kernel downstream reads them."""
+    def of(
+        cls, site: ConvSite, plan: LayerPlan, dead_filters: Sequence[int] = (), refit: Optional[str] = None
+    ) -> "LayerReport":
+        """``dead_filters``: filters no longer computed at all, as no kept kernel downstream reads
+        them; ``refit`` says how the weights were refitted from calibration data, if they were."""
         c_out, c_in, *kernel = site.weight.shape
         live = c_out - len(dead_filters)
         bias = live if site.bias is not None or plan.bias_delta is not None else 0
         stats = site.input_stats
-        if plan.bias_delta is not None:
+        if refit is not None:
+            compensation = refit
+        elif plan.bias_delta is not None:
             compensation = f"input mean from {stats.path}"  # type: ignore[union-attr]
         else:
             compensation = stats if isinstance(stats, str) else "off"

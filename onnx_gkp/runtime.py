@@ -31,6 +31,25 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
     return probe
 
 
+def up_to(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` computing only ``names``: its outputs, and the nodes they need."""
+    wanted, needed = set(names), []
+    for node in reversed(model.graph.node):
+        if wanted.intersection(node.output):
+            needed.append(node)
+            wanted.update(n for n in node.input if n)
+    used = {n for node in needed for n in node.input}
+    cut = onnx.ModelProto()
+    cut.CopyFrom(model)
+    del cut.graph.node[:], cut.graph.output[:]
+    cut.graph.node.extend(reversed(needed))
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del cut.graph.initializer[:]
+    cut.graph.initializer.extend(kept)
+    cut.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    return cut
+
+
 def random_inputs(
     model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0
 ) -> dict[str, np.ndarray]:
