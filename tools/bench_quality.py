@@ -1,23 +1,29 @@
-"""How much quality survives one-shot pruning? Ours vs fixed counts vs a random floor, on real data.
+"""How much quality survives one-shot pruning, and how much can be kept? Measured on real data.
 
-Every method prunes the same model at the same ratio, which removes the same number of
-grouped kernels from every eligible layer, so the Conv MACs match (the table shows them;
-they differ only where a fixed count divides no layer's C_out, or where a ``G=1`` layer lets its
-source stop computing channels nobody reads, which changes no output). Methods:
+Section ``selection`` (no compensation): every method prunes the same model at the same ratio,
+which removes the same number of grouped kernels from every eligible layer, so the Conv MACs
+match (the table shows them; they differ only where a fixed count divides no layer's C_out, or
+where a ``G=1`` layer lets its source stop computing channels nobody reads, which changes no
+output). Methods:
 
 * flexible ``G`` (ours): ``--quality-only``, the count chosen for accuracy alone;
-* ours, runtime-aware: the default, which only considers counts measured faster than dense;
+* runtime-aware ``G``: the default, which only considers counts measured faster than dense;
 * fixed ``G`` in {1, 2, 4, 8}: 1 = per-layer input-channel pruning, 8 = the earlier GKP;
 * random kernels: our groups and counts, kernels kept at random (the floor);
 * criterion ablations: L2 only, geometric median only (ours is ``combined``).
 
+Section ``keep``: the flexible count's selection with nothing, with data-free bias
+compensation (the default), and refitted from 128 or 512 calibration samples (``--calibration``;
+Fashion-MNIST training images, other MNIST digits than the scored ones, crops of other
+pictures than the scored photos).
+
 Models and metrics (no labels exist for the photos, so those compare with the unpruned model):
-the bundled ResNet on the 10,000 Fashion-MNIST test images and the MNIST net on 5,000 real
+the bundled ResNet on the 10,000 Fashion-MNIST test images and the MNIST net on 4,488 real
 digits (top-1), MobileNetV2 on 168 crops of six photos (top-1 / top-5 agreement: the unpruned
 model's class is the pruned one's first / among its first five), YOLOv8n and PP-OCRv4 det
 on the same crops at 320 (mean cosine of the raw outputs).
 
-Usage: python tools/bench_quality.py [--models bundled,mnist,mobilenet_v2,yolov8n,ppocr_det]
+Usage: python tools/bench_quality.py [--section selection|keep] [--models bundled,mnist,...]
        [--ratios 0.25,0.375,0.5] [--methods NAME,...] [--write docs/results.md]
 """
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -39,9 +46,10 @@ from bench_common import load_model, write_section  # also puts the repository o
 import onnx_gkp  # noqa: E402
 import real_data  # noqa: E402
 
-METHODS: dict[str, dict] = {
+# Which kernels to prune and how G is chosen, without compensation (issue 3's comparison) ...
+SELECTION: dict[str, dict] = {
     "flexible G (ours)": {"runtime_aware": False},
-    "ours runtime-aware (default)": {},
+    "runtime-aware G (default)": {},
     "G=1": {"groups": 1},
     "G=2": {"groups": 2},
     "G=4": {"groups": 4},
@@ -50,6 +58,15 @@ METHODS: dict[str, dict] = {
     "criterion L2 only": {"runtime_aware": False, "criterion": "l2"},
     "criterion GM only": {"runtime_aware": False, "criterion": "gm"},
 }
+SELECTION = {name: {**options, "compensate": False} for name, options in SELECTION.items()}
+# ... and what keeps the accuracy of the flexible count's selection (issue 6).
+KEEP: dict[str, dict] = {
+    "none": {"runtime_aware": False, "compensate": False},
+    "data-free compensation": {"runtime_aware": False},
+    "calibration, 128 samples": {"runtime_aware": False, "calibration": 128},
+    "calibration, 512 samples": {"runtime_aware": False, "calibration": 512},
+}
+SECTIONS = {"selection": SELECTION, "keep": KEEP}
 
 
 def top1(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], str]:
@@ -76,17 +93,31 @@ class Task:
     inputs: Callable[[], np.ndarray]
     metric: Callable[[], Callable[[np.ndarray, np.ndarray], str]]
     metric_name: str
+    calibration: Callable[[int], np.ndarray]  # samples disjoint from the scored ones
     batch: int = 64
 
 
+def _fashion_calibration(count: int) -> np.ndarray:
+    images = real_data.fashion_mnist("train")[0]
+    return images[np.random.default_rng(0).choice(len(images), count, replace=False)]
+
+
+MNIST_CALIBRATION = 512  # the first 512 shuffled digits calibrate, the other 4488 are scored
+_PHOTO_METRIC = "top-1 / top-5 agreement, 168 photo crops"
 TASKS = {
     "bundled": Task(lambda: real_data.fashion_mnist("t10k")[0], lambda: top1(real_data.fashion_mnist("t10k")[1]),
-                    "top-1, Fashion-MNIST test (10,000)", 500),
-    "mnist": Task(lambda: real_data.mnist_5k()[0], lambda: top1(real_data.mnist_5k()[1]), "top-1, MNIST (5,000)", 500),
-    "mobilenet_v2": Task(real_data.imagenet_crops, lambda: agreement, "top-1 / top-5 agreement, 168 photo crops", 24),
-    "mobilenet_v2_folded": Task(real_data.imagenet_crops, lambda: agreement, "top-1 / top-5 agreement, 168 photo crops", 24),
-    "yolov8n": Task(lambda: real_data.photo_crops(320), lambda: cosine, "output cosine, 168 photo crops at 320", 24),
-    "ppocr_det": Task(lambda: real_data.imagenet_crops(320), lambda: cosine, "output cosine, 168 photo crops at 320", 24),
+                    "top-1, Fashion-MNIST test (10,000)", _fashion_calibration, 500),
+    "mnist": Task(lambda: real_data.shuffled_mnist()[0][MNIST_CALIBRATION:],
+                  lambda: top1(real_data.shuffled_mnist()[1][MNIST_CALIBRATION:]), "top-1, MNIST (4,488 of 5,000)",
+                  lambda count: real_data.shuffled_mnist()[0][:count], 500),
+    "mobilenet_v2": Task(real_data.imagenet_crops, lambda: agreement, _PHOTO_METRIC,
+                         lambda count: real_data.calibration_crops(count, 224, True), 24),
+    "mobilenet_v2_folded": Task(real_data.imagenet_crops, lambda: agreement, _PHOTO_METRIC,
+                                lambda count: real_data.calibration_crops(count, 224, True), 24),
+    "yolov8n": Task(lambda: real_data.photo_crops(320), lambda: cosine, "output cosine, 168 photo crops at 320",
+                    lambda count: real_data.calibration_crops(count, 320, False), 24),
+    "ppocr_det": Task(lambda: real_data.imagenet_crops(320), lambda: cosine, "output cosine, 168 photo crops at 320",
+                      lambda count: real_data.calibration_crops(count, 320, True), 24),
 }
 
 
@@ -97,7 +128,7 @@ def outputs(model: onnx.ModelProto, images: np.ndarray, batch: int) -> np.ndarra
     return np.concatenate([session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
 
 
-def bench(name: str, ratios: list[float], methods: list[str]) -> tuple[str, dict[str, dict[float, str]]]:
+def bench(name: str, ratios: list[float], methods: dict[str, dict]) -> tuple[str, dict[str, dict[float, str]]]:
     """``(header, {method: {ratio: "MACs kept: metric"}})`` for one model."""
     task = TASKS[name]
     original, shapes = load_model(name)
@@ -106,13 +137,19 @@ def bench(name: str, ratios: list[float], methods: list[str]) -> tuple[str, dict
     header = f"{name}: {task.metric_name}; unpruned {metric(dense, dense)}"
     print(header, flush=True)
     cells: dict[str, dict[float, str]] = {}
-    for method in methods:
+    for method, options in methods.items():
+        options = dict(options)
+        if "calibration" in options:
+            samples = task.calibration(options["calibration"])
+            options["calibration"] = {original.graph.input[0].name: samples}
         for ratio in ratios:
-            pruned, report = onnx_gkp.prune(original, ratio=ratio, test_shapes=shapes or None, latency_runs=0, **METHODS[method])
+            start = time.perf_counter()
+            pruned, report = onnx_gkp.prune(original, ratio=ratio, test_shapes=shapes or None, latency_runs=0, **options)
+            seconds = time.perf_counter() - start
             totals = report.totals
             macs = totals["conv_macs_after"] / totals["conv_macs_before"]
             cells.setdefault(method, {})[ratio] = f"{macs:.0%}: {metric(dense, outputs(pruned, images, task.batch))}"
-            print(f"  {method:<30} ratio {ratio:<5} MACs kept {cells[method][ratio]}", flush=True)
+            print(f"  {method:<30} ratio {ratio:<5} MACs kept {cells[method][ratio]}  ({seconds:.0f} s)", flush=True)
     return header, cells
 
 
@@ -130,23 +167,27 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="bundled,mnist,mobilenet_v2,yolov8n,ppocr_det")
     parser.add_argument("--ratios", default="0.25,0.375,0.5")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated names of the methods above")
-    parser.add_argument("--write", type=Path, metavar="FILE.md", help="also write the tables into this file's bench_quality section")
+    parser.add_argument("--section", choices=SECTIONS, default="selection",
+                        help="selection: how kernels and G are chosen; keep: compensation and calibration")
+    parser.add_argument("--methods", help="comma-separated names of the section's methods (default: all)")
+    parser.add_argument("--write", type=Path, metavar="FILE.md", help="also write the tables into this file's section")
     args = parser.parse_args(argv)
     ratios = [float(r) for r in args.ratios.split(",")]
-    methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS] + [m for m in args.models.split(",") if m not in TASKS]
+    section = SECTIONS[args.section]
+    names = args.methods.split(",") if args.methods else list(section)
+    unknown = [m for m in names if m not in section] + [m for m in args.models.split(",") if m not in TASKS]
     if unknown:
         parser.error(f"unknown method or model: {', '.join(unknown)}")
+    methods = {name: section[name] for name in names}
     tables = [table(*bench(name, ratios, methods), ratios) for name in args.models.split(",")]
     command = shlex.join(["python", "tools/bench_quality.py", *(argv if argv is not None else sys.argv[1:])])
+    title = {"selection": "One-shot quality: which kernels, which G", "keep": "Keeping the accuracy: compensation and calibration"}
     text = (
-        f"## One-shot quality\n\n`{command.strip()}`: onnxruntime {ort.__version__}, no fine-tuning, "
-        "no calibration.\n\n" + "\n\n".join(tables)
+        f"## {title[args.section]}\n\n`{command}`: onnxruntime {ort.__version__}, no fine-tuning.\n\n" + "\n\n".join(tables)
     )
     print(text)
     if args.write:
-        write_section(args.write, "bench_quality", text)
+        write_section(args.write, f"bench_quality {args.section}", text)
 
 
 if __name__ == "__main__":

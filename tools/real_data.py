@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zoo import PHOTOS, fetch_data
+from zoo import CALIBRATION_PICTURES, PHOTOS, fetch_data
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -43,6 +43,10 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return (images - MNIST_MEAN) / MNIST_STD, table[:, 784].astype(np.int64)
 
 
+def _normalised(images: np.ndarray) -> np.ndarray:
+    return (images - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+
+
 def photo_crops(size: int) -> np.ndarray:
     """Square crops of the photos resized to ``size``: (N, 3, size, size) RGB in [0, 1].
 
@@ -66,4 +70,30 @@ def photo_crops(size: int) -> np.ndarray:
 
 def imagenet_crops(size: int = 224) -> np.ndarray:
     """:func:`photo_crops` normalised with the ImageNet mean and std."""
-    return (photo_crops(size) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    return _normalised(photo_crops(size))
+
+
+def calibration_crops(count: int, size: int, normalise: bool, seed: int = 0) -> np.ndarray:
+    """``count`` random crops (scale 0.3-1 of the short side, random place, random mirror) of the
+    other scikit-image pictures, none of them a photo the models are scored on."""
+    rng = np.random.default_rng(seed)
+    pictures = [Image.open(fetch_data(name)).convert("RGB") for name in CALIBRATION_PICTURES]
+    crops = []
+    for _ in range(count):
+        picture = pictures[rng.integers(len(pictures))]
+        width, height = picture.size
+        side = int(rng.uniform(0.3, 1.0) * min(width, height))
+        left, top = int(rng.integers(width - side + 1)), int(rng.integers(height - side + 1))
+        crop = picture.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+        array = np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0
+        crops.append(array[:, :, ::-1] if rng.random() < 0.5 else array)
+    images = np.ascontiguousarray(np.stack(crops))
+    return _normalised(images) if normalise else images
+
+
+def shuffled_mnist(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mnist_5k` in a fixed random order (the file is sorted by label): calibration takes
+    the first samples, scoring the rest."""
+    images, labels = mnist_5k()
+    order = np.random.default_rng(seed).permutation(len(labels))
+    return images[order], labels[order]

