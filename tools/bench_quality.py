@@ -18,13 +18,13 @@ Fashion-MNIST training images, other MNIST digits than the scored ones, crops of
 pictures than the scored photos).
 
 Models and metrics (no labels exist for the photos, so those compare with the unpruned model):
-the bundled ResNet on the 10,000 Fashion-MNIST test images and the MNIST net on 4,488 real
-digits (top-1), MobileNetV2 on 168 crops of six photos (top-1 / top-5 agreement: the unpruned
+the bundled ResNet on the 10,000 Fashion-MNIST test images and the MNIST net on the 5,000 real
+digits (4,488 in the keep section, whose calibration takes the other 512) (top-1), MobileNetV2 on 168 crops of six photos (top-1 / top-5 agreement: the unpruned
 model's class is the pruned one's first / among its first five), YOLOv8n and PP-OCRv4 det
 on the same crops at 320 (mean cosine of the raw outputs).
 
 Usage: python tools/bench_quality.py [--section selection|keep] [--models bundled,mnist,...]
-       [--ratios 0.25,0.375,0.5] [--methods NAME,...] [--write docs/results.md]
+       [--ratios 0.25,0.375,0.5] [--methods 'NAME;...'] [--write docs/results.md]
 """
 
 from __future__ import annotations
@@ -91,10 +91,11 @@ def cosine(dense: np.ndarray, pruned: np.ndarray) -> str:
 @dataclass(frozen=True)
 class Task:
     inputs: Callable[[], np.ndarray]
-    metric: Callable[[], Callable[[np.ndarray, np.ndarray], str]]
+    metric: Callable[[slice], Callable[[np.ndarray, np.ndarray], str]]  # for this part of the inputs
     metric_name: str
-    calibration: Callable[[int], np.ndarray]  # samples disjoint from the scored ones
+    calibration: Callable[[int], np.ndarray]
     batch: int = 64
+    reserved: int = 0  # leading inputs that calibration may take, left out of the score when it does
 
 
 def _fashion_calibration(count: int) -> np.ndarray:
@@ -102,21 +103,20 @@ def _fashion_calibration(count: int) -> np.ndarray:
     return images[np.random.default_rng(0).choice(len(images), count, replace=False)]
 
 
-MNIST_CALIBRATION = 512  # the first 512 shuffled digits calibrate, the other 4488 are scored
 _PHOTO_METRIC = "top-1 / top-5 agreement, 168 photo crops"
 TASKS = {
-    "bundled": Task(lambda: real_data.fashion_mnist("t10k")[0], lambda: top1(real_data.fashion_mnist("t10k")[1]),
+    "bundled": Task(lambda: real_data.fashion_mnist("t10k")[0], lambda part: top1(real_data.fashion_mnist("t10k")[1][part]),
                     "top-1, Fashion-MNIST test (10,000)", _fashion_calibration, 500),
-    "mnist": Task(lambda: real_data.shuffled_mnist()[0][MNIST_CALIBRATION:],
-                  lambda: top1(real_data.shuffled_mnist()[1][MNIST_CALIBRATION:]), "top-1, MNIST (4,488 of 5,000)",
-                  lambda count: real_data.shuffled_mnist()[0][:count], 500),
-    "mobilenet_v2": Task(real_data.imagenet_crops, lambda: agreement, _PHOTO_METRIC,
+    # mnist_5k is all the real digits there are: calibration takes the first 512 (shuffled)
+    "mnist": Task(lambda: real_data.shuffled_mnist()[0], lambda part: top1(real_data.shuffled_mnist()[1][part]), "top-1, MNIST",
+                  lambda count: real_data.shuffled_mnist()[0][:count], 500, reserved=512),
+    "mobilenet_v2": Task(real_data.imagenet_crops, lambda part: agreement, _PHOTO_METRIC,
                          lambda count: real_data.calibration_crops(count, 224, True), 24),
-    "mobilenet_v2_folded": Task(real_data.imagenet_crops, lambda: agreement, _PHOTO_METRIC,
+    "mobilenet_v2_folded": Task(real_data.imagenet_crops, lambda part: agreement, _PHOTO_METRIC,
                                 lambda count: real_data.calibration_crops(count, 224, True), 24),
-    "yolov8n": Task(lambda: real_data.photo_crops(320), lambda: cosine, "output cosine, 168 photo crops at 320",
+    "yolov8n": Task(lambda: real_data.photo_crops(320), lambda part: cosine, "output cosine, 168 photo crops at 320",
                     lambda count: real_data.calibration_crops(count, 320, False), 24),
-    "ppocr_det": Task(lambda: real_data.imagenet_crops(320), lambda: cosine, "output cosine, 168 photo crops at 320",
+    "ppocr_det": Task(lambda: real_data.imagenet_crops(320), lambda part: cosine, "output cosine, 168 photo crops at 320",
                       lambda count: real_data.calibration_crops(count, 320, True), 24),
 }
 
@@ -132,9 +132,11 @@ def bench(name: str, ratios: list[float], methods: dict[str, dict]) -> tuple[str
     """``(header, {method: {ratio: "MACs kept: metric"}})`` for one model."""
     task = TASKS[name]
     original, shapes = load_model(name)
-    images, metric = task.inputs(), task.metric()
+    calibrating = any("calibration" in options for options in methods.values())
+    part = slice(task.reserved if calibrating else 0, None)
+    images, metric = task.inputs()[part], task.metric(part)
     dense = outputs(original, images, task.batch)
-    header = f"{name}: {task.metric_name}; unpruned {metric(dense, dense)}"
+    header = f"{name}: {task.metric_name} ({len(images):,} inputs); unpruned {metric(dense, dense)}"
     print(header, flush=True)
     cells: dict[str, dict[float, str]] = {}
     for method, options in methods.items():
@@ -169,12 +171,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--ratios", default="0.25,0.375,0.5")
     parser.add_argument("--section", choices=SECTIONS, default="selection",
                         help="selection: how kernels and G are chosen; keep: compensation and calibration")
-    parser.add_argument("--methods", help="comma-separated names of the section's methods (default: all)")
+    parser.add_argument("--methods", help="semicolon-separated names of the section's methods (default: all)")
     parser.add_argument("--write", type=Path, metavar="FILE.md", help="also write the tables into this file's section")
     args = parser.parse_args(argv)
     ratios = [float(r) for r in args.ratios.split(",")]
     section = SECTIONS[args.section]
-    names = args.methods.split(",") if args.methods else list(section)
+    names = args.methods.split(";") if args.methods else list(section)
     unknown = [m for m in names if m not in section] + [m for m in args.models.split(",") if m not in TASKS]
     if unknown:
         parser.error(f"unknown method or model: {', '.join(unknown)}")
