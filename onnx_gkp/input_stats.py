@@ -118,18 +118,22 @@ class StatsReader:
         return np.broadcast_to(value.astype(np.float64).reshape(-1), (channels,))
 
     def _added(self, node: onnx.NodeProto) -> Found:
-        parts = [self(n) if n not in self.consts else n for n in node.input]
-        stats = [p for p in parts if isinstance(p, ChannelStats)]
-        if len(stats) == 2:
-            a, b = stats
+        """Two known branches add; a known branch plus a scalar or per-channel constant shifts."""
+        variables = [n for n in node.input if n not in self.consts]
+        constants = [n for n in node.input if n in self.consts]
+        parts = [self(n) for n in variables]
+        reason = next((p for p in parts if isinstance(p, str)), None)
+        if reason is not None:
+            return reason
+        if len(parts) == 2:
+            a, b = parts
             var = a.var + b.var if a.var is not None and b.var is not None else None
             return ChannelStats(a.mean + b.mean, var, f"Add({a.path}, {b.path})")
-        if len(stats) == 1 and len(parts) == 2:
-            other = next(p for p in parts if not isinstance(p, ChannelStats))
-            shift = self._channel_constant(other, stats[0].mean.size) if other in self.consts else None
+        if len(parts) == 1 and len(constants) == 1:
+            shift = self._channel_constant(constants[0], parts[0].mean.size)
             if shift is not None:
-                return ChannelStats(stats[0].mean + shift, stats[0].var, f"{stats[0].path} > Add")
-        return next((p for p in parts if isinstance(p, str) and p.startswith("input")), "input mean unknown: Add")
+                return ChannelStats(parts[0].mean + shift, parts[0].var, f"{parts[0].path} > Add")
+        return "input mean unknown: Add of an unsupported constant"
 
     def _concatenated(self, node: onnx.NodeProto) -> Found:
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)

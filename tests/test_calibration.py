@@ -72,6 +72,8 @@ def test_calibration_brings_the_outputs_back_and_the_rewrite_stays_exact() -> No
         assert report.validation.passed  # pruned == its masked reference, refitted weights included
         errors[calibration is None] = float(np.abs(outputs(pruned) - want).mean())
     assert errors[False] < 0.5 * errors[True]
+    again, _ = onnx_gkp.prune(model, ratio=0.5, groups=2, calibration=data, latency_runs=0)
+    assert again.SerializeToString() == pruned.SerializeToString(), "same data, same bytes"
     assert report.layers[0].compensation == "weights and bias refitted on 64 calibration samples"
     assert report.options["calibration_samples"] == 64
 
