@@ -47,14 +47,14 @@ def _normalised(images: np.ndarray) -> np.ndarray:
     return (images - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
 
 
-def photo_crops(size: int) -> np.ndarray:
+def photo_crops(size: int, pictures: tuple[str, ...] = PHOTOS) -> np.ndarray:
     """Square crops of the photos resized to ``size``: (N, 3, size, size) RGB in [0, 1].
 
     Per photo: the centre crop at full scale and a 3x3 grid of crops at each smaller scale,
     28 crops per photo, 168 in all.
     """
     crops = []
-    for name in PHOTOS:
+    for name in pictures:
         photo = Image.open(fetch_data(name)).convert("RGB")
         width, height = photo.size
         for scale in CROP_SCALES:
@@ -71,6 +71,14 @@ def photo_crops(size: int) -> np.ndarray:
 def imagenet_crops(size: int = 224) -> np.ndarray:
     """:func:`photo_crops` normalised with the ImageNet mean and std."""
     return _normalised(photo_crops(size))
+
+
+TEXT_PICTURES = ("page.png", "text.png")  # printed text, for the OCR detector
+
+
+def text_crops(size: int = 320) -> np.ndarray:
+    """:func:`photo_crops` of the two printed-text pictures (56 crops), ImageNet-normalised."""
+    return _normalised(photo_crops(size, TEXT_PICTURES))
 
 
 def calibration_crops(count: int, size: int, normalise: bool, seed: int = 0) -> np.ndarray:
