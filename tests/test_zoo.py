@@ -64,7 +64,7 @@ def test_exports_predict_what_their_weights_learned() -> None:
     assert np.mean(mnist.run(None, {"input": images})[0].argmax(1) == labels) > 0.99
     crops = real_data.imagenet_crops()
     centre = crops[:: len(crops) // len(real_data.PHOTOS)]  # the full-scale crop of each photo
-    for name in ("mobilenet_v2", "mobilenet_v2_folded"):
+    for name in ("mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"):
         logits = ort.InferenceSession(str(_fetched(name))).run(None, {"input": centre})[0]
         photo = dict(zip(real_data.PHOTOS, logits.argmax(1)))
         assert photo["chelsea.png"] in range(281, 286), "ImageNet 281-285 are the domestic cats"

