@@ -114,7 +114,7 @@ def _fashion_calibration(count: int) -> np.ndarray:
 _PHOTO_METRIC = "top-1 / top-5 agreement, 168 photo crops"
 TASKS = {
     "bundled": Task(lambda: real_data.fashion_mnist("t10k")[0], lambda part: top1(real_data.fashion_mnist("t10k")[1][part]),
-                    "top-1, Fashion-MNIST test (10,000)", _fashion_calibration, 500),
+                    "top-1, Fashion-MNIST test", _fashion_calibration, 500),
     # mnist_5k is all the real digits there are: calibration takes the first 512 (shuffled)
     "mnist": Task(lambda: real_data.shuffled_mnist()[0], lambda part: top1(real_data.shuffled_mnist()[1][part]), "top-1, MNIST",
                   lambda count: real_data.shuffled_mnist()[0][:count], 500, reserved=512),
