@@ -14,7 +14,7 @@ Plain numpy: nothing here knows about ONNX.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -56,20 +56,13 @@ def explicit_pads(
     return strides, dilations, pads
 
 
-def tap_coverage(
-    spatial: Sequence[int],
-    kernel: Sequence[int],
-    strides: Optional[Sequence[int]] = None,
-    dilations: Optional[Sequence[int]] = None,
-    pads: Optional[Sequence[int]] = None,
-    auto_pad: str = "NOTSET",
-) -> np.ndarray:
+def tap_coverage(spatial: Sequence[int], kernel: Sequence[int], *attributes: Any, **named: Any) -> np.ndarray:
     """Fraction of output positions where each kernel tap reads the input (not padding).
 
     Arguments as in :func:`explicit_pads`. Shape = ``kernel``.
     """
     rank = len(kernel)
-    strides, dilations, pads = explicit_pads(spatial, kernel, strides, dilations, pads, auto_pad)
+    strides, dilations, pads = explicit_pads(spatial, kernel, *attributes, **named)
     coverage = np.ones((), dtype=np.float64)
     for axis in range(rank):
         per_axis = _axis_coverage(
