@@ -13,19 +13,24 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from .analyse import Analysis, ConvSite, Skip, analyse, count_params
-from .calibrate import Calibration, load_calibration, reconstructed
+from .analyse import Analysis, ConvSite, Skip, analyse, constant_tensors, count_params
+from .budget import Infeasible, Option, allocate
+from .calibrate import Calibration, input_moments, load_calibration, output_errors, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
 from .group_count import candidate_counts
-from .input_stats import ChannelStats
+from .input_stats import ChannelStats, StatsReader
 from .load import ModelLike, first_line, load_model
-from .plan import Groups, LayerPlan, PlanOptions, kept_count, plan_layer
+from .plan import Groups, LayerPlan, PlanOptions, kept_count, kernel_energy, plan_for_count, plan_layer
+from .propagation import ErrorGains
+from .quality import relative_error, weighted_energy
 from .reference import masked_reference
 from .report import LayerReport, Report, totals
 from .rewrite import rewrite
-from .validate import validate
+from .targets import MAX_LAYER_RATIO, Target, alternatives, layer_options, second_moment
+from .runtime import random_inputs
+from .validate import median_latency_ms, validate
 
 
 def prune(
@@ -47,6 +52,8 @@ def prune(
     cost_cache: Optional[Path] = None,
     compensate: bool = True,
     calibration: Optional[Calibration] = None,
+    target_macs: Optional[float] = None,
+    target_latency: Optional[float] = None,
     check: bool = True,
     latency_runs: int = 20,
     progress: bool = False,
@@ -69,6 +76,13 @@ def prune(
     least squares to reproduce its original output, layer by layer (``calibrate.py``); the
     refitted bias replaces the data-free compensation.
 
+    With ``target_macs`` (remove this fraction of the model's Conv MACs) or ``target_latency``
+    (the pruned model should take this fraction of the original's onnxruntime time), ``ratio``
+    is not used: every layer's kept count and ``G`` are chosen jointly, spending the budget
+    where the estimated quality cost is least (``targets.py``, ``budget.py``); layers may be
+    left whole. The report records each layer's choice, its estimated costs and the
+    alternatives it beat, and the target met.
+
     Returns the pruned model and its :class:`Report`. With ``check`` (the default) the result
     is validated against the masked reference in onnxruntime and :class:`ValidationFailed`
     is raised if they disagree; bad input raises :class:`GkpError`.
@@ -79,15 +93,36 @@ def prune(
         raise GkpError(str(error)) from None
     if threads < 1:
         raise GkpError(f"threads must be positive, got {threads}")
+    target = _target(target_macs, target_latency)
     clock = Stopwatch()
     with clock("load"):
         original = load_model(model)
     with clock("analyse"):
         analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
         sites, skipped = _apply_plan_limits(analysis, options)
-    costs = CostTable(threads, cost_cache or default_cache_path()) if runtime_aware and groups == "auto" else None
+    timed = target.kind == "latency" if target is not None else runtime_aware and groups == "auto"
+    costs = CostTable(threads, cost_cache or default_cache_path()) if timed else None
     data = None if calibration is None else load_calibration(calibration, original)
-    pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress)
+    samples = None if data is None else len(next(iter(data.values())))
+    options_record = {
+        "ratio": None if target is not None else ratio, "groups": groups, "criterion": criterion,
+        "max_groups": max_groups, "group_cost": group_cost, "include": include, "exclude": exclude,
+        "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
+        "speed_slack": speed_slack, "threads": threads, "compensate": compensate,
+        "calibration_samples": samples, "target_macs": target_macs, "target_latency": target_latency,
+    }
+    refit = None if data is None else f"weights and bias refitted on {samples} calibration samples"
+    build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
+                 threads=threads, clock=clock, refit=refit)
+    fingerprint = f"{hashlib.sha256(original.SerializeToString()).hexdigest()} | {options_record} | {test_shapes}"
+    budget: dict[int, dict] = {}
+    if target is None:
+        pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress)
+    else:
+        pairs, whole, budget = _plan_to_target(
+            target, sites, options, costs, data, skipped, clock, progress, f"budget | {fingerprint}",
+            build={**build, "check": False, "refit": None},
+        )
     originals = {site.node_index: site for site, _ in pairs}  # what a layer left whole keeps
     if data is not None:
         with clock("calibrate"):
@@ -96,22 +131,12 @@ def prune(
     elif compensate:
         with clock("plan"):
             pairs = [(site, _compensated(site, plan)) for site, plan in pairs]
-    refit = None if data is None else f"weights and bias refitted on {len(next(iter(data.values())))} calibration samples"
-    build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
-                 threads=threads, clock=clock, refit=refit)
-    options_record = {
-        "ratio": ratio, "groups": groups, "criterion": criterion, "max_groups": max_groups,
-        "group_cost": group_cost, "include": include, "exclude": exclude,
-        "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
-        "speed_slack": speed_slack, "threads": threads, "compensate": compensate,
-        "calibration_samples": None if data is None else len(next(iter(data.values()))),
-    }
     # The layer timings are taken one layer at a time; if the assembled model is still measured
     # slower end to end, leave whole the layers with the smallest measured gains and try again.
     # The level found is kept in the cost table, so a rerun gives the same bytes.
     guards: tuple[float, ...] = (0.0,)
-    if costs is not None:
-        decision = f"end-to-end guard | {hashlib.sha256(original.SerializeToString()).hexdigest()} | {options_record} | {test_shapes}"
+    if costs is not None and target is None:  # a target has its own end-to-end loop
+        decision = f"end-to-end guard | {fingerprint}"
         recalled = costs.recall(decision)
         if recalled is not None:
             guards = (recalled,)
@@ -123,7 +148,7 @@ def prune(
         pruned, report = _assemble(
             [s for s, _ in kept], [p for _, p in kept], whole + [originals[s.node_index] for s, _ in dropped],
             skipped + [Skip(s.node_index, s.node, "Conv", _guard_reason(p, guard), s.macs) for s, p in dropped],
-            options_record, **build,
+            options_record, budget=budget, **build,
         )
         latency = report.validation.latency_ms if report.validation else {}
         if not latency or latency["pruned"] <= latency["original"]:
@@ -135,6 +160,165 @@ def prune(
 
 
 GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
+MACS_TOLERANCE = 0.005  # of the model's Conv MACs: how far past a MACs target the result may go
+LATENCY_TOLERANCE = 0.03  # relative: a measured latency this close to the target is accepted
+LATENCY_ATTEMPTS = 4
+
+
+SENSITIVITY_RATIO = 0.25  # each layer's measured sensitivity: a quarter of its inputs pruned, G = 1
+
+
+def _measured_gains(
+    original: onnx.ModelProto, sites: list[ConvSite], options: PlanOptions, data: dict[str, np.ndarray],
+    moments: dict[int, np.ndarray], threads: int,
+) -> dict[int, tuple[float, str]]:
+    """Error gains measured on calibration inputs: each layer pruned alone (``G = 1``, a quarter
+    of its inputs), the model's relative output error over the layer's estimated relative error."""
+    plans = [plan_for_count(s.weight, kernel_energy(s.weight), 1, kept_count(s.weight.shape[1], SENSITIVITY_RATIO), options)
+             for s in sites]
+    errors = output_errors(original, sites, plans, data, threads=threads)
+    found = {}
+    for site, plan, error in zip(sites, plans, errors):
+        estimate = relative_error(weighted_energy(kernel_energy(site.weight), moments.get(site.node_index)),
+                                  plan.keep_mask(site.weight.shape[1]))
+        found[site.node_index] = (error / max(estimate, 1e-12),
+                                  f"measured: relative output error {error:.3g} with {SENSITIVITY_RATIO:.0%} of its inputs pruned")
+    return found
+
+
+def _target(target_macs: Optional[float], target_latency: Optional[float]) -> Optional[Target]:
+    if target_macs is not None and target_latency is not None:
+        raise GkpError("give --target-macs or --target-latency, not both")
+    try:
+        if target_macs is not None:
+            return Target("macs", float(target_macs))
+        if target_latency is not None:
+            return Target("latency", float(target_latency))
+    except ValueError as error:
+        raise GkpError(str(error)) from None
+    return None
+
+
+def _plan_to_target(
+    target: Target,
+    sites: list[ConvSite],
+    options: PlanOptions,
+    costs: Optional[CostTable],
+    data: Optional[dict[str, np.ndarray]],
+    skipped: list[Skip],
+    clock: "Stopwatch",
+    progress: bool,
+    decision: str,
+    build: dict,
+) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite], dict[int, dict]]:
+    """Every layer's (kept count, G) or whole, chosen jointly to meet ``target``.
+
+    MACs: the allocation is exact, but a ``G = 1`` layer also lets its source stop computing
+    the channels it drops (``rewrite._trim``), which the per-layer options do not see; the
+    budget is loosened by what the assembled model removed beyond the target until it is
+    within ``MACS_TOLERANCE``. Latency: the per-layer times are measured one layer at a time
+    and do not add up exactly end to end, so the required saving is rescaled by what the
+    measured saving missed until the measured ratio is within ``LATENCY_TOLERANCE``; the
+    scale found is kept in the cost table, so a rerun gives the same bytes.
+    """
+    original: onnx.ModelProto = build["original"]
+    unit = "seconds" if target.kind == "latency" else "MACs"
+    unknown = [s for s in sites if (s.geometry if target.kind == "latency" else s.macs) is None]
+    if target.kind == "macs" and (unknown or any(s.macs is None for s in skipped if s.op_type == "Conv")):
+        raise GkpError("--target-macs needs every Conv's output shape; give --test-shape for the dynamic inputs")
+    for site in unknown:
+        skipped.append(Skip(site.node_index, site.node, "Conv", "left whole: its input shape is unknown, so its time cannot be measured", site.macs))
+    sites = [s for s in sites if s not in unknown]
+    consts, _ = constant_tensors(original)
+    gains = ErrorGains(original, consts, StatsReader(original, consts))
+    with clock("calibrate"):
+        measured = {} if data is None else input_moments(original, sites, data, threads=build["threads"])
+        sensitivity = {} if data is None else _measured_gains(original, sites, options, data, measured, build["threads"])
+    tables: list[list[Option]] = []
+    paths: list[tuple[float, str]] = []
+    for site in tqdm(sites, desc="options", unit="Conv", disable=not progress):
+        gain, path = sensitivity.get(site.node_index) or gains(site.node_index)
+        moments = measured.get(site.node_index, second_moment(site))
+        with clock("measure" if target.kind == "latency" else "plan"):
+            tables.append(layer_options(site, options, target.kind, gain, moments, costs))
+        paths.append((gain, path))
+    if costs is not None:
+        costs.save()
+    plans: dict[tuple[int, int, int], LayerPlan] = {}
+
+    def realise(budget: float) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite], list[Skip], dict[int, dict]]:
+        try:
+            chosen = allocate(tables, budget)
+        except Infeasible as error:
+            raise GkpError(f"the target cannot be met: {error} {unit}; no layer loses more than "
+                               f"{MAX_LAYER_RATIO:.0%} of its input channels") from None
+        pairs, whole, left, records = [], [], [], {}
+        for site, table, j, (gain, path) in zip(sites, tables, chosen, paths):
+            option = table[j]
+            record = {"estimated_quality_cost": round(option.quality, 6), unit: round(option.cost, 9),
+                      "whole": round(table[0].cost, 9), "error_gain": round(gain, 6), "gain_path": path,
+                      "alternatives [keep, G, quality cost, " + unit + "]": alternatives(table[1:])}
+            if j == 0:
+                whole.append(site)
+                cheapest = min(table[1:], key=lambda o: o.quality, default=None)
+                note = "" if cheapest is None else (f" (least costly cut: keep {cheapest.keep}/{site.weight.shape[1]} "
+                                                    f"with G={cheapest.groups}, quality cost {cheapest.quality:.3g})")
+                left.append(Skip(site.node_index, site.node, "Conv", "left whole by the budget" + note, site.macs))
+                continue
+            key = (site.node_index, option.groups, option.keep)
+            if key not in plans:
+                with clock("plan"):
+                    plans[key] = plan_for_count(site.weight, kernel_energy(site.weight), option.groups, option.keep, options)
+            timing = {"times": {option.groups: option.cost}, "dense_time": table[0].cost} if target.kind == "latency" else {}
+            pairs.append((site, replace(plans[key], **timing)))
+            records[site.node_index] = record
+        return pairs, whole, left, records
+
+    def assembled(pairs: list, whole: list, left: list) -> tuple[onnx.ModelProto, Report]:
+        return _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, skipped + left, {}, **build)
+
+    whole_cost = sum(t[0].cost for t in tables)
+    if target.kind == "macs":
+        total = sum(s.macs for s in sites) + sum(s.macs for s in skipped if s.op_type == "Conv")
+        most = (whole_cost - sum(min(o.cost for o in t) for t in tables)) / total
+        if target.fraction > most:
+            raise GkpError(f"--target-macs {target.fraction:g} cannot be met: at most {most:.1%} of this model's Conv MACs "
+                           f"can be removed (no layer loses more than {MAX_LAYER_RATIO:.0%} of its input channels)")
+        budget = whole_cost - target.fraction * total
+        for _ in range(6):
+            pairs, whole, left, records = realise(budget)
+            removed = total - assembled(pairs, whole, left)[1].totals["conv_macs_after"]
+            excess = removed - target.fraction * total
+            if excess <= MACS_TOLERANCE * total:
+                break
+            budget += excess
+    else:
+        feeds = random_inputs(original, build["analysis"].input_shapes, build["seed"])
+        runs = max(build["latency_runs"], 10)
+        recalled = costs.recall(decision)  # the predicted saving asked for last time, in seconds
+        least = sum(min(o.cost for o in t) for t in tables)
+        if recalled is not None:
+            need = recalled
+        else:
+            reference = median_latency_ms({"original": original}, feeds, runs, build["threads"])["original"] / 1e3
+            need = (1.0 - target.fraction) * reference
+        for attempt in range(1 if recalled is not None else LATENCY_ATTEMPTS):
+            pairs, whole, left, records = realise(max(whole_cost - need, least))
+            if recalled is not None or attempt == LATENCY_ATTEMPTS - 1:
+                break
+            measured = median_latency_ms({"original": original, "pruned": assembled(pairs, whole, left)[0]},
+                                         feeds, runs, build["threads"])
+            ratio = measured["pruned"] / measured["original"]
+            if abs(ratio / target.fraction - 1.0) <= LATENCY_TOLERANCE:
+                break
+            # Ask for more (or less) predicted saving in proportion to what the measured one missed.
+            wanted = 1.0 - target.fraction
+            need *= 2.0 if ratio >= 1.0 else float(np.clip(wanted / (1.0 - ratio), 0.25, 4.0))
+        costs.remember(decision, need)
+        costs.save()
+    skipped.extend(left)
+    skipped.sort(key=lambda s: s.node_index)
+    return pairs, whole, records
 
 
 def _plan_sites(
@@ -202,6 +386,7 @@ def _assemble(
     threads: int,
     clock: "Stopwatch",
     refit: Optional[str],
+    budget: Optional[dict[int, dict]] = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Rewrite, check, report and (with ``check``) validate one selection of planned layers."""
     with clock("rewrite"):
@@ -214,7 +399,9 @@ def _assemble(
             onnx.checker.check_model(pruned, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
             raise ValidationFailed(f"the pruned model fails onnx.checker: {first_line(error)}") from None
-    layers = [LayerReport.of(s, p, rewritten.dead_filters.get(s.node_index, ()), refit) for s, p in zip(sites, plans)]
+    budget = budget or {}
+    layers = [LayerReport.of(s, p, rewritten.dead_filters.get(s.node_index, ()), refit, budget.get(s.node_index))
+              for s, p in zip(sites, plans)]
     report = Report(
         options=options,
         input_shapes={k: list(v) for k, v in analysis.input_shapes.items()},

@@ -68,6 +68,55 @@ def _chunks(data: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.nda
         yield {name: array[start : start + size] for name, array in data.items()}
 
 
+def _batch_size(model: onnx.ModelProto, chunk: int) -> int:
+    """``chunk``, or the model's fixed batch size if it has one (it then runs at nothing else)."""
+    fixed = [v.type.tensor_type.shape.dim[0].dim_value for v in graph_inputs(model) if v.type.tensor_type.shape.dim]
+    return min([chunk] + [b for b in fixed if b > 0])
+
+
+def input_moments(
+    model: onnx.ModelProto, sites: Sequence[ConvSite], data: dict[str, np.ndarray], *,
+    threads: int = 1, samples: int = 64, chunk: int = 32,
+) -> dict[int, np.ndarray]:
+    """``E[x_c^2]`` of each site's input channels over the first ``samples`` calibration inputs,
+    for the budget's quality cost (``quality.py``) in place of the BN-derived moments."""
+    names = list(dict.fromkeys(model.graph.node[s.node_index].input[0] for s in sites))
+    inner = [n for n in names if n not in data]  # a Conv may read a graph input directly
+    sess = session(up_to(model, inner), optimise=True, threads=max(threads, os.cpu_count() or 1)) if inner else None
+    head = {name: array[:samples] for name, array in data.items()}
+    sums = {name: 0.0 for name in names}
+    count = 0
+    for batch in _chunks(head, _batch_size(model, chunk)):
+        values = {**batch, **(dict(zip(inner, run(sess, batch))) if sess is not None else {})}
+        for name in names:
+            x = values[name].astype(np.float64)
+            sums[name] = sums[name] + np.square(x).reshape(x.shape[0], x.shape[1], -1).mean(axis=2).sum(axis=0)
+        count += next(iter(batch.values())).shape[0]
+    return {s.node_index: sums[model.graph.node[s.node_index].input[0]] / count for s in sites}
+
+
+def output_errors(
+    model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan], data: dict[str, np.ndarray], *,
+    threads: int = 1, samples: int = 32,
+) -> list[float]:
+    """For each site pruned alone to its plan (the masked reference), the model's relative output
+    error ``sum ||y' - y||^2 / sum ||y||^2`` over the first ``samples`` calibration inputs: the
+    layer's measured sensitivity, for the budget's quality cost."""
+    threads = max(threads, os.cpu_count() or 1)
+    head = {name: array[:samples] for name, array in data.items()}
+    batches = list(_chunks(head, _batch_size(model, samples)))
+    dense = session(model, optimise=True, threads=threads)
+    wanted = [run(dense, batch) for batch in batches]
+    scale = sum(float(np.sum(np.square(y.astype(np.float64)))) for outs in wanted for y in outs)
+    errors = []
+    for site, plan in zip(sites, plans):
+        pruned = session(masked_reference(model, [site], [plan]), optimise=True, threads=threads)
+        diff = sum(float(np.sum(np.square(a.astype(np.float64) - b)))
+                   for batch, outs in zip(batches, wanted) for a, b in zip(run(pruned, batch), outs))
+        errors.append(diff / max(scale, 1e-30))
+    return errors
+
+
 def reconstructed(
     model: onnx.ModelProto,
     sites: Sequence[ConvSite],
@@ -86,8 +135,7 @@ def reconstructed(
     timed, and ``threads`` only matters for the layer timings.
     """
     threads = max(threads, os.cpu_count() or 1)
-    fixed = [v.type.tensor_type.shape.dim[0].dim_value for v in graph_inputs(model) if v.type.tensor_type.shape.dim]
-    chunk = min([chunk] + [b for b in fixed if b > 0])  # a model with a fixed batch size runs at it
+    chunk = _batch_size(model, chunk)
     done: list[ConvSite] = []
     for index, (site, plan) in enumerate(zip(sites, plans)):
         node = model.graph.node[site.node_index]

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnx-gkp", description="Grouped Kernel Pruning with a flexible group count for ONNX CNNs.")
     p.add_argument("input", type=Path, help="model to prune (never modified)")
     p.add_argument("output", type=Path, help="where the pruned model is written")
-    p.add_argument("--ratio", type=float, default=0.25, help="fraction of grouped kernels pruned per layer (default 0.25)")
+    p.add_argument("--ratio", type=float, help="fraction of grouped kernels pruned in every layer (default 0.25; the uniform mode)")
+    p.add_argument("--target-macs", type=float, metavar="F", help="remove the fraction F of the model's Conv MACs, choosing every layer's kept count and G jointly where they cost least quality")
+    p.add_argument("--target-latency", type=float, metavar="F", help="make the pruned model take at most F of the original's onnxruntime time on this machine (layer times measured; checked end to end)")
     p.add_argument("--groups", type=_groups, default="auto", help="'auto' (flexible, per layer) or one count N for every layer it divides")
     p.add_argument("--criterion", choices=CRITERIA, default="combined", help="grouped-kernel score (default combined = energy x geometric-median distance)")
     p.add_argument("--max-groups", type=int, default=16, help="largest group count 'auto' considers (default 16)")
@@ -79,10 +81,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise GkpError(f"{args.output}: exists (use --force to overwrite)")
     if not args.output.resolve().parent.is_dir():
         raise GkpError(f"{args.output.parent}: no such folder for the output")
+    if args.ratio is not None and (args.target_macs is not None or args.target_latency is not None):
+        raise GkpError("--ratio is the uniform mode; give it or a --target-*, not both")
     if args.plot and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise GkpError(f"--plot writes .html or .svg, not {args.plot.suffix or 'a file without suffix'}")
     model, report = prune(
-        args.input, ratio=args.ratio, groups=args.groups, criterion=args.criterion,
+        args.input, ratio=0.25 if args.ratio is None else args.ratio, groups=args.groups,
+        target_macs=args.target_macs, target_latency=args.target_latency, criterion=args.criterion,
         max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
         exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
         test_shapes=dict(args.test_shape), check=not args.no_validate, progress=True,

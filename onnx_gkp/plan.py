@@ -149,6 +149,12 @@ def filter_features(energy: np.ndarray) -> np.ndarray:
     return energy / np.maximum(energy.sum(axis=1, keepdims=True), 1e-30)
 
 
+def group_scores(weight: np.ndarray, clusters: list[np.ndarray], options: PlanOptions) -> list[np.ndarray]:
+    """Each filter group's grouped-kernel scores over the input channels (higher = keep)."""
+    seed = (options.seed, zlib.crc32(weight.tobytes()))  # per layer, for the random criterion
+    return [kernel_scores(grouped_kernels(weight, m), options.criterion, (*seed, i)) for i, m in enumerate(clusters)]
+
+
 def plan_for_count(
     weight: np.ndarray, energy: np.ndarray, groups: int, keep: int, options: PlanOptions
 ) -> LayerPlan:
@@ -158,11 +164,7 @@ def plan_for_count(
     """
     clusters = balanced_kmeans(filter_features(energy), groups, seed=options.seed)
     clusters = refine_for_retention(energy, clusters, keep)
-    seed = (options.seed, zlib.crc32(weight.tobytes()))  # per layer, for the random criterion
-    kept = [
-        select_channels(kernel_scores(grouped_kernels(weight, m), options.criterion, (*seed, i)), keep)
-        for i, m in enumerate(clusters)
-    ]
+    kept = [select_channels(scores, keep) for scores in group_scores(weight, clusters, options)]
     plan = LayerPlan(
         filter_groups=tuple(tuple(int(f) for f in g) for g in clusters),
         kept_channels=tuple(tuple(int(c) for c in k) for k in kept),

@@ -41,13 +41,16 @@ class LayerReport:
     dead_filters: list[int] = dataclasses.field(default_factory=list)
     compensation: str = "off"
     bias_delta: Optional[list[float]] = None
+    budget: Optional[dict[str, Any]] = None
 
     @classmethod
     def of(
-        cls, site: ConvSite, plan: LayerPlan, dead_filters: Sequence[int] = (), refit: Optional[str] = None
+        cls, site: ConvSite, plan: LayerPlan, dead_filters: Sequence[int] = (), refit: Optional[str] = None,
+        budget: Optional[dict[str, Any]] = None,
     ) -> "LayerReport":
         """``dead_filters``: filters no longer computed at all, as no kept kernel downstream reads
-        them; ``refit`` says how the weights were refitted from calibration data, if they were."""
+        them; ``refit`` says how the weights were refitted from calibration data, if they were;
+        ``budget``: under a target, the choice's estimated costs and the alternatives it beat."""
         c_out, c_in, *kernel = site.weight.shape
         live = c_out - len(dead_filters)
         bias = live if site.bias is not None or plan.bias_delta is not None else 0
@@ -78,6 +81,7 @@ class LayerReport:
             dead_filters=list(dead_filters),
             compensation=compensation,
             bias_delta=None if plan.bias_delta is None else list(plan.bias_delta),
+            budget=budget,
         )
 
 
@@ -136,7 +140,13 @@ class Report:
             f"Conv MACs {_count(t['conv_macs_before'])} -> {_count(t['conv_macs_after'])} ({_ratio(t['conv_macs_after'], t['conv_macs_before'])}); "
             f"params {_count(t['params_before'])} -> {_count(t['params_after'])} ({_ratio(t['params_after'], t['params_before'])})",
         ]
+        macs_goal, time_goal = self.options.get("target_macs"), self.options.get("target_latency")
+        if macs_goal is not None and t["conv_macs_before"]:
+            lines.append(f"target: remove {macs_goal:.1%} of the Conv MACs; removed {1 - t['conv_macs_after'] / t['conv_macs_before']:.1%}")
         v = self.validation
+        if time_goal is not None:
+            got = "" if v is None or not v.latency_ms else f"; measured {v.latency_ms['pruned'] / v.latency_ms['original']:.2f}"
+            lines.append(f"target: at most {time_goal:.2f} of the original's time{got}")
         if v is None:
             lines.append("validation: skipped (--no-validate)")
             return "\n".join(lines)

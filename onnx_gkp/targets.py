@@ -1,0 +1,105 @@
+"""Budgets users think in (``--target-macs``, ``--target-latency``) turned into per-layer options.
+
+Each prunable layer offers "whole" plus every (kept count, ``G``) on a grid: kept counts for
+ratios ``1/steps, 2/steps, ...`` up to ``MAX_LAYER_RATIO``, counts up to ``--max-groups``. An
+option's quality cost is the layer's estimated relative error times its error gain
+(``quality.py``, ``propagation.py``), with ``--group-cost`` pricing each doubling of ``G`` as
+in the uniform mode. Its resource is the Conv MACs it keeps, or its measured seconds on this
+machine's onnxruntime (``costs.py``). ``budget.allocate`` picks one option per layer.
+
+Estimates use the balanced clustering and kernel scores of each ``G`` for every kept count at
+once (no retention refinement, which depends on the kept count); the chosen option is then
+planned in full (``plan.plan_for_count``), so the plan can only be better than its estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+
+from .analyse import ConvSite
+from .budget import Option
+from .cluster import balanced_kmeans
+from .costs import CostTable
+from .group_count import candidate_counts
+from .plan import PlanOptions, filter_features, group_scores, kept_count, kernel_energy
+from .quality import relative_errors, weighted_energy
+
+MAX_LAYER_RATIO = 0.75  # no layer loses more than 3/4 of its input channels
+STEPS = {"macs": 16, "latency": 8}  # the latency grid is coarser: every option is timed
+
+
+@dataclass(frozen=True)
+class Target:
+    """``macs``: the fraction of the model's Conv MACs to remove; ``latency``: the pruned
+    model's onnxruntime time as a fraction of the original's."""
+
+    kind: Literal["macs", "latency"]
+    fraction: float
+
+    def __post_init__(self) -> None:
+        if self.kind == "macs" and not 0.0 < self.fraction < 1.0:
+            raise ValueError(f"target_macs must be in (0, 1), got {self.fraction}")
+        if self.kind == "latency" and not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"target_latency must be in (0, 1], got {self.fraction}")
+
+
+def keep_grid(c_in: int, steps: int) -> list[int]:
+    """Kept counts for ratios ``k / steps`` up to ``MAX_LAYER_RATIO``, without the whole layer."""
+    ratios = [k / steps for k in range(1, int(MAX_LAYER_RATIO * steps) + 1)]
+    return sorted({kept_count(c_in, r) for r in ratios} - {c_in})
+
+
+def second_moment(site: ConvSite) -> Optional[np.ndarray]:
+    """``E[x_c^2]`` of the input channels where BN statistics give mean and spread, else None."""
+    stats = site.input_stats
+    if isinstance(stats, str) or stats.var is None:
+        return None
+    return stats.mean**2 + stats.var
+
+
+def layer_options(
+    site: ConvSite,
+    options: PlanOptions,
+    kind: str,
+    gain: float,
+    moments: Optional[np.ndarray],
+    costs: Optional[CostTable] = None,
+) -> list[Option]:
+    """Whole first, then every (kept count, ``G``) with its quality cost and resource.
+
+    ``kind == "latency"`` needs ``costs`` and the site's geometry; MACs need ``site.macs``.
+    """
+    weight = site.weight
+    c_out, c_in = weight.shape[:2]
+    keeps = keep_grid(c_in, STEPS[kind])
+    counts = candidate_counts(c_out, options.max_groups)
+    if kind == "latency":
+        assert costs is not None and site.geometry is not None
+        times = costs.times(site.geometry, [(g, m, True) for g in counts for m in keeps])
+        resource = lambda g, m: times[(g, m, True)]  # noqa: E731
+        whole = times[site.geometry.dense]
+    else:
+        resource = lambda g, m: site.macs * m / c_in  # noqa: E731
+        whole = float(site.macs)
+    energy = kernel_energy(weight)
+    weighted = weighted_energy(energy, moments)
+    found = [Option(c_in, 1, 0.0, whole)]
+    for g in counts:
+        clusters = balanced_kmeans(filter_features(energy), g, seed=options.seed)
+        errors = relative_errors(weighted, clusters, group_scores(weight, clusters, options), keeps)
+        price = gain * (1.0 + options.group_cost * math.log2(g))
+        found += [Option(m, g, float(e) * price, float(resource(g, m))) for m, e in zip(keeps, errors)]
+    return found
+
+
+def alternatives(options: Sequence[Option]) -> list[list[float]]:
+    """The best ``G`` of every kept count, ``[keep, G, quality, resource]``: what a choice beat."""
+    best: dict[int, Option] = {}
+    for option in options:
+        if option.keep not in best or option.quality < best[option.keep].quality:
+            best[option.keep] = option
+    return [[o.keep, o.groups, round(o.quality, 6), round(o.cost, 9)] for _, o in sorted(best.items())]
