@@ -9,7 +9,8 @@ quality cost: a multiple-choice knapsack.
 Solved exactly by dynamic programming over the resource, rounded *up* to ``budget /
 resolution`` units, so any choice the table accepts truly fits the budget; the price is that
 a choice whose rounded cost overshoots by less than one unit per layer is missed (at most
-``layers / resolution`` of the budget, 0.3% for 60 layers). A Lagrangian relaxation would
+``layers / resolution`` of the budget, 0.3% for 60 layers). A budget that close to the least
+possible gets the cheapest option of every layer. A Lagrangian relaxation would
 be faster but only reaches choices on the lower convex hull of each layer's options, which
 the ratio grid does not guarantee; at a few thousand units and under a hundred options per
 layer the table costs well under a second, so exactness is cheap. Plain numpy.
@@ -65,7 +66,9 @@ def allocate(layers: Sequence[Sequence[Option]], budget: float, resolution: int 
             picks[i, better] = j
         best = merged
     if not np.isfinite(best[-1]):
-        raise Infeasible(f"no choice fits the budget of {budget:.4g} once rounded to {resolution} units")
+        # Within a rounding unit per layer of the least possible: the cheapest option everywhere
+        # fits (checked above) and is all that is left.
+        return [min(range(len(options)), key=lambda j: (options[j].cost, options[j].quality)) for options in layers]
     # The smallest total that already reaches the least quality, then walk the choices back.
     target = int(np.flatnonzero(best <= best[-1])[0])
     chosen = []

@@ -62,3 +62,12 @@ def test_spends_the_budget_where_quality_is_cheap() -> None:
 def test_infeasible_budget_is_refused() -> None:
     with pytest.raises(Infeasible, match="most pruning possible"):
         allocate([[Option(4, 1, 0.0, 20), Option(2, 1, 0.5, 10)]], 5)
+
+
+def test_budget_at_the_least_possible_takes_the_cheapest_options() -> None:
+    # Rounded up, every option of these layers costs one unit more than it is: only the exact
+    # least fits, and it is what the allocator returns.
+    layers = [[Option(4, 1, 0.0, 10.5), Option(2, 1, 0.5, 5.5), Option(1, 1, 0.9, 5.25)] for _ in range(3)]
+    least = 3 * 5.25
+    chosen = allocate(layers, least, resolution=4)
+    assert chosen == [2, 2, 2]

@@ -12,6 +12,11 @@ output). Methods:
 * random kernels: our groups and counts, kernels kept at random (the floor);
 * criterion ablations: L2 only, geometric median only (ours is ``combined``).
 
+Section ``budget`` (issue 7): columns are fractions of the model's Conv MACs removed. One
+ratio for every layer (the one that removes that fraction), against ``--target-macs`` (the
+joint per-layer budget), data-free and with its quality cost measured on 128 calibration
+inputs (which also refits the weights, so the uniform ratio gets the same calibration row).
+
 Section ``keep``: the flexible count's selection with nothing, with data-free bias
 compensation (the default), and refitted from 128 or 512 calibration samples (``--calibration``;
 Fashion-MNIST training images, other MNIST digits than the scored ones, crops of other
@@ -25,7 +30,7 @@ model's class is the pruned one's first / among its first five), YOLOv8n and PP-
 on the same crops at 320 and PP-OCRv4 det on crops of two printed-text pictures (mean cosine
 of the raw outputs).
 
-Usage: python tools/bench_quality.py [--section selection|keep] [--models bundled,mnist,...]
+Usage: python tools/bench_quality.py [--section selection|keep|default|budget] [--models bundled,mnist,...]
        [--ratios 0.25,0.375,0.5] [--methods 'NAME;...'] [--write docs/results.md]
 """
 
@@ -74,7 +79,15 @@ DEFAULT = {
     "runtime-aware G + compensation (default)": {},
     "runtime-aware G + calibration, 512 samples": {"calibration": 512},
 }
-SECTIONS = {"selection": SELECTION, "keep": KEEP, "default": DEFAULT}
+# At equal Conv MACs removed (the columns): one ratio for every layer, or a joint budget (issue 7).
+# "uniform" sets the one ratio that removes the column's fraction of all Conv MACs.
+BUDGET = {
+    "uniform ratio, flexible G": {"runtime_aware": False, "uniform": True},
+    "budget, data-free cost": {"runtime_aware": False},
+    "uniform ratio + calibration, 128": {"runtime_aware": False, "uniform": True, "calibration": 128},
+    "budget + calibration, 128 (measured cost)": {"runtime_aware": False, "calibration": 128},
+}
+SECTIONS = {"selection": SELECTION, "keep": KEEP, "default": DEFAULT, "budget": BUDGET}
 
 
 def top1(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], str]:
@@ -83,10 +96,14 @@ def top1(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], str]:
 
 
 def agreement(dense: np.ndarray, pruned: np.ndarray) -> str:
-    """Top-1 / top-5 agreement with the unpruned model's class."""
+    """Top-1 / top-5 agreement with the unpruned model's class, and the mean KL divergence of
+    the pruned model's softmax from the unpruned one's."""
     reference = dense.argmax(1)
     first5 = np.argsort(-pruned, axis=1)[:, :5]
-    return f"{np.mean(pruned.argmax(1) == reference):.2f} / {np.mean((first5 == reference[:, None]).any(1)):.2f}"
+    log_p = dense - np.logaddexp.reduce(dense, axis=1, keepdims=True)
+    log_q = pruned - np.logaddexp.reduce(pruned, axis=1, keepdims=True)
+    kl = np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1))
+    return f"{np.mean(pruned.argmax(1) == reference):.2f} / {np.mean((first5 == reference[:, None]).any(1)):.2f} / KL {kl:.2f}"
 
 
 def cosine(dense: np.ndarray, pruned: np.ndarray) -> str:
@@ -138,8 +155,11 @@ def outputs(model: onnx.ModelProto, images: np.ndarray, batch: int) -> np.ndarra
     return np.concatenate([session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
 
 
-def bench(name: str, ratios: list[float], methods: dict[str, dict]) -> tuple[str, dict[str, dict[float, str]]]:
-    """``(header, {method: {ratio: "MACs kept: metric"}})`` for one model."""
+def bench(
+    name: str, ratios: list[float], methods: dict[str, dict], budgeted: bool = False
+) -> tuple[str, dict[str, dict[float, str]]]:
+    """``(header, {method: {ratio: "MACs kept: metric"}})`` for one model; with ``budgeted`` the
+    columns are fractions of the Conv MACs to remove instead of ratios."""
     task = TASKS[name]
     original, shapes = load_model(name)
     calibrating = any("calibration" in options for options in methods.values())
@@ -149,14 +169,23 @@ def bench(name: str, ratios: list[float], methods: dict[str, dict]) -> tuple[str
     header = f"{name}: {task.metric_name} ({len(images):,} inputs); unpruned {metric(dense, dense)}"
     print(header, flush=True)
     cells: dict[str, dict[float, str]] = {}
+    if budgeted:
+        probe = onnx_gkp.prune(original, ratio=0.25, groups=1, test_shapes=shapes or None, check=False)[1]
+        macs_total = probe.totals["conv_macs_before"]
+        macs_prunable = sum(layer.macs_before for layer in probe.layers)
     for method, options in methods.items():
         options = dict(options)
         if "calibration" in options:
             samples = task.calibration(options["calibration"])
             options["calibration"] = {original.graph.input[0].name: samples}
+        uniform = options.pop("uniform", None)
         for ratio in ratios:
             start = time.perf_counter()
-            pruned, report = onnx_gkp.prune(original, ratio=ratio, test_shapes=shapes or None, latency_runs=0, **options)
+            if budgeted:  # the column is the fraction of Conv MACs to remove
+                goal = {"ratio": ratio * macs_total / macs_prunable} if uniform else {"target_macs": ratio}
+            else:
+                goal = {"ratio": ratio}
+            pruned, report = onnx_gkp.prune(original, test_shapes=shapes or None, latency_runs=0, **goal, **options)
             seconds = time.perf_counter() - start
             totals = report.totals
             macs = totals["conv_macs_after"] / totals["conv_macs_before"]
@@ -168,7 +197,7 @@ def bench(name: str, ratios: list[float], methods: dict[str, dict]) -> tuple[str
 def table(header: str, cells: dict[str, dict[float, str]], ratios: list[float]) -> str:
     lines = [
         f"**{header}** (cells: Conv MACs kept: metric)", "",
-        "| method | " + " | ".join(f"ratio {r}" for r in ratios) + " |",
+        "| method | " + " | ".join(f"{r}" for r in ratios) + " |",
         "|---|" + "---|" * len(ratios),
     ]
     lines += [f"| {method} | " + " | ".join(row[r] for r in ratios) + " |" for method, row in cells.items()]
@@ -196,11 +225,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         "selection": "One-shot quality: which kernels, which G",
         "keep": "Keeping the accuracy: compensation and calibration (flexible G, quality-only)",
         "default": "Keeping the accuracy with the default, runtime-aware G",
+        "budget": "Equal MACs: one ratio for every layer or a joint budget (columns: fraction of Conv MACs removed)",
     }[args.section]
     for name in args.models.split(","):
         text = (
             f"### {title}: {name}\n\n`{command}`: onnxruntime {ort.__version__}, no fine-tuning.\n\n"
-            + table(*bench(name, ratios, methods), ratios)
+            + table(*bench(name, ratios, methods, args.section == "budget"), ratios)
         )
         print(text, flush=True)
         if args.write:  # one block per section and model, so a model can be measured again alone

@@ -21,10 +21,13 @@ from scipy.stats import spearmanr
 from bench_common import load_model  # also puts the repository on the path
 from bench_quality import TASKS, outputs
 
-from onnx_gkp.analyse import analyse  # noqa: E402
+from onnx_gkp.analyse import analyse, constant_tensors  # noqa: E402
+from onnx_gkp.input_stats import StatsReader  # noqa: E402
 from onnx_gkp.plan import PlanOptions, kept_count, kernel_energy, plan_for_count  # noqa: E402
-
+from onnx_gkp.propagation import ErrorGains  # noqa: E402
+from onnx_gkp.quality import relative_error, weighted_energy  # noqa: E402
 from onnx_gkp.reference import masked_reference  # noqa: E402
+from onnx_gkp.targets import second_moment  # noqa: E402
 
 CLASSIFIERS = {"bundled", "mnist", "mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"}
 
