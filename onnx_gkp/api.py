@@ -7,7 +7,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import onnx
@@ -162,7 +162,7 @@ def prune(
 GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
 MACS_TOLERANCE = 0.005  # of the model's Conv MACs: how far past a MACs target the result may go
 LATENCY_TOLERANCE = 0.03  # relative: a measured latency this close to the target is accepted
-LATENCY_ATTEMPTS = 4
+LATENCY_ATTEMPTS = 6
 
 
 SENSITIVITY_RATIO = 0.25  # each layer's measured sensitivity: a quarter of its inputs pruned, G = 1
@@ -184,6 +184,32 @@ def _measured_gains(
         found[site.node_index] = (error / max(estimate, 1e-12),
                                   f"measured: relative output error {error:.3g} with {SENSITIVITY_RATIO:.0%} of its inputs pruned")
     return found
+
+
+def _search_saving(fraction: float, most: float, measure: Callable[[float], float]) -> float:
+    """The predicted saving (seconds, from the layer times) whose allocation measures closest to
+    ``fraction`` of the original's time end to end; ``measure(need)`` gives that ratio.
+
+    Layer times measured one at a time predict the end-to-end saving only roughly (layout
+    conversions, gathers, trimmed sources), so the saving asked for is searched: the most
+    pruning first (if even that misses the target, it is the answer), then a linear guess,
+    then bisection between what measured too slow and too fast; ``LATENCY_ATTEMPTS``
+    measurements at most. The answer is the first within ``LATENCY_TOLERANCE`` of the target,
+    else the slowest that meets it.
+    """
+    tried = {most: measure(most)}
+    if tried[most] > fraction * (1 + LATENCY_TOLERANCE):
+        return most
+    low, high = 0.0, most
+    need = most * min(1.0, (1.0 - fraction) / max(1.0 - tried[most], 1e-9))
+    for _ in range(LATENCY_ATTEMPTS - 1):
+        ratio = tried[need] = measure(need)
+        if abs(ratio / fraction - 1.0) <= LATENCY_TOLERANCE:
+            return need
+        low, high = (need, high) if ratio > fraction else (low, need)
+        need = (low + high) / 2
+    meeting = [n for n, r in tried.items() if r <= fraction * (1 + LATENCY_TOLERANCE)]
+    return max(meeting, key=lambda n: tried[n])
 
 
 def _target(target_macs: Optional[float], target_latency: Optional[float]) -> Optional[Target]:
@@ -216,10 +242,10 @@ def _plan_to_target(
     MACs: the allocation is exact, but a ``G = 1`` layer also lets its source stop computing
     the channels it drops (``rewrite._trim``), which the per-layer options do not see; the
     budget is loosened by what the assembled model removed beyond the target until it is
-    within ``MACS_TOLERANCE``. Latency: the per-layer times are measured one layer at a time
-    and do not add up exactly end to end, so the required saving is rescaled by what the
-    measured saving missed until the measured ratio is within ``LATENCY_TOLERANCE``; the
-    scale found is kept in the cost table, so a rerun gives the same bytes.
+    within ``MACS_TOLERANCE`` (or loosening would miss the target). Latency: the per-layer times do not add up exactly end to end,
+    so the saving asked of them is searched against measured end-to-end ratios
+    (:func:`_search_saving`); the value found is kept in the cost table, so a rerun gives the
+    same bytes.
     """
     original: onnx.ModelProto = build["original"]
     unit = "seconds" if target.kind == "latency" else "MACs"
@@ -285,35 +311,31 @@ def _plan_to_target(
             raise GkpError(f"--target-macs {target.fraction:g} cannot be met: at most {most:.1%} of this model's Conv MACs "
                            f"can be removed (no layer loses more than {MAX_LAYER_RATIO:.0%} of its input channels)")
         budget = whole_cost - target.fraction * total
+        chosen = realise(budget)
         for _ in range(6):
-            pairs, whole, left, records = realise(budget)
-            removed = total - assembled(pairs, whole, left)[1].totals["conv_macs_after"]
+            removed = total - assembled(*chosen[:3])[1].totals["conv_macs_after"]
             excess = removed - target.fraction * total
             if excess <= MACS_TOLERANCE * total:
                 break
             budget += excess
+            looser = realise(budget)
+            if total - assembled(*looser[:3])[1].totals["conv_macs_after"] < target.fraction * total:
+                break  # the grid has nothing in between: keep the choice that meets the target
+            chosen = looser
+        pairs, whole, left, records = chosen
     else:
         feeds = random_inputs(original, build["analysis"].input_shapes, build["seed"])
         runs = max(build["latency_runs"], 10)
-        recalled = costs.recall(decision)  # the predicted saving asked for last time, in seconds
         least = sum(min(o.cost for o in t) for t in tables)
-        if recalled is not None:
-            need = recalled
-        else:
-            reference = median_latency_ms({"original": original}, feeds, runs, build["threads"])["original"] / 1e3
-            need = (1.0 - target.fraction) * reference
-        for attempt in range(1 if recalled is not None else LATENCY_ATTEMPTS):
-            pairs, whole, left, records = realise(max(whole_cost - need, least))
-            if recalled is not None or attempt == LATENCY_ATTEMPTS - 1:
-                break
-            measured = median_latency_ms({"original": original, "pruned": assembled(pairs, whole, left)[0]},
-                                         feeds, runs, build["threads"])
-            ratio = measured["pruned"] / measured["original"]
-            if abs(ratio / target.fraction - 1.0) <= LATENCY_TOLERANCE:
-                break
-            # Ask for more (or less) predicted saving in proportion to what the measured one missed.
-            wanted = 1.0 - target.fraction
-            need *= 2.0 if ratio >= 1.0 else float(np.clip(wanted / (1.0 - ratio), 0.25, 4.0))
+        recalled = costs.recall(decision)  # the predicted saving chosen last time, in seconds
+
+        def measure(need: float) -> float:
+            pruned = assembled(*realise(whole_cost - need)[:3])[0]
+            times = median_latency_ms({"original": original, "pruned": pruned}, feeds, runs, build["threads"])
+            return times["pruned"] / times["original"]
+
+        need = recalled if recalled is not None else _search_saving(target.fraction, whole_cost - least, measure)
+        pairs, whole, left, records = realise(whole_cost - need)
         costs.remember(decision, need)
         costs.save()
     skipped.extend(left)

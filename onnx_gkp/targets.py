@@ -5,7 +5,9 @@ ratios ``1/steps, 2/steps, ...`` up to ``MAX_LAYER_RATIO``, counts up to ``--max
 option's quality cost is the layer's estimated relative error times its error gain
 (``quality.py``, ``propagation.py``), with ``--group-cost`` pricing each doubling of ``G`` as
 in the uniform mode. Its resource is the Conv MACs it keeps, or its measured seconds on this
-machine's onnxruntime (``costs.py``). ``budget.allocate`` picks one option per layer.
+machine's onnxruntime (``costs.py``); for a latency budget only the counts the uniform mode
+would consider compete (measured faster than the dense Conv, and within ``--speed-slack`` of
+the fastest at that kept count). ``budget.allocate`` picks one option per layer.
 
 Estimates use the balanced clustering and kernel scores of each ``G`` for every kept count at
 once (no retention refinement, which depends on the kept count); the chosen option is then
@@ -24,7 +26,7 @@ from .analyse import ConvSite
 from .budget import Option
 from .cluster import balanced_kmeans
 from .costs import CostTable
-from .group_count import candidate_counts
+from .group_count import candidate_counts, fast_counts
 from .plan import PlanOptions, filter_features, group_scores, kept_count, kernel_energy
 from .quality import relative_errors, weighted_energy
 
@@ -77,22 +79,25 @@ def layer_options(
     c_out, c_in = weight.shape[:2]
     keeps = keep_grid(c_in, STEPS[kind])
     counts = candidate_counts(c_out, options.max_groups)
+    allowed = {m: counts for m in keeps}
     if kind == "latency":
         assert costs is not None and site.geometry is not None
         times = costs.times(site.geometry, [(g, m, True) for g in counts for m in keeps])
         resource = lambda g, m: times[(g, m, True)]  # noqa: E731
         whole = times[site.geometry.dense]
+        # As in the uniform mode: only counts measured faster than dense, and near the fastest.
+        allowed = {m: fast_counts({g: resource(g, m) for g in counts}, whole, options.speed_slack) for m in keeps}
     else:
         resource = lambda g, m: site.macs * m / c_in  # noqa: E731
         whole = float(site.macs)
     energy = kernel_energy(weight)
     weighted = weighted_energy(energy, moments)
     found = [Option(c_in, 1, 0.0, whole)]
-    for g in counts:
+    for g in sorted({g for counts_at in allowed.values() for g in counts_at}):
         clusters = balanced_kmeans(filter_features(energy), g, seed=options.seed)
         errors = relative_errors(weighted, clusters, group_scores(weight, clusters, options), keeps)
         price = gain * (1.0 + options.group_cost * math.log2(g))
-        found += [Option(m, g, float(e) * price, float(resource(g, m))) for m, e in zip(keeps, errors)]
+        found += [Option(m, g, float(e) * price, float(resource(g, m))) for m, e in zip(keeps, errors) if g in allowed[m]]
     return found
 
 

@@ -49,15 +49,18 @@ def test_target_macs_is_met_within_one_percent(tmp_path: Path, fraction: float) 
     assert_close(run(onnx.load(out), feeds), run(reference_from_report(original, report), feeds))
 
 
-def test_budget_spends_where_the_cost_is_least() -> None:
-    """Every layer's choice beats its alternatives at equal resource: no alternative with the
-    same or smaller MACs has a smaller quality cost."""
+def test_no_alternative_is_both_cheaper_and_better() -> None:
+    """Swapping any layer's choice for an alternative that keeps no more MACs would fit the
+    budget too, so at the optimum it never has a smaller quality cost."""
     _, report = onnx_gkp.prune(BUNDLED, target_macs=0.3, check=False)
+    compared = 0
     for layer in report.layers:
         budget = layer.budget
         for keep, groups, quality, macs in budget["alternatives [keep, G, quality cost, MACs]"]:
             if macs <= budget["MACs"] * (1 + 1e-9):
-                assert quality >= budget["estimated_quality_cost"] - 1e-9 or macs < budget["MACs"]
+                assert quality >= budget["estimated_quality_cost"] - 1e-9
+                compared += 1
+    assert compared > len(report.layers)
 
 
 def test_target_latency_is_measured_and_repeatable(tmp_path: Path) -> None:
