@@ -207,13 +207,14 @@ def table(header: str, cells: dict[str, dict[float, str]], ratios: list[float]) 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="bundled,mnist,mobilenet_v2_imagenet,yolov8n,ppocr_det")
-    parser.add_argument("--ratios", default="0.25,0.375,0.5")
+    parser.add_argument("--ratios", help="columns (default 0.25,0.375,0.5; for the budget section, MACs removed 0.2,0.3,0.4)")
     parser.add_argument("--section", choices=SECTIONS, default="selection",
                         help="selection: how kernels and G are chosen; keep: compensation and calibration; default: the same for the default G")
     parser.add_argument("--methods", help="semicolon-separated names of the section's methods (default: all)")
     parser.add_argument("--write", type=Path, metavar="FILE.md", help="also write each model's table into its block of this file")
     args = parser.parse_args(argv)
-    ratios = [float(r) for r in args.ratios.split(",")]
+    natural = "0.2,0.3,0.4" if args.section == "budget" else "0.25,0.375,0.5"
+    ratios = [float(r) for r in (args.ratios or natural).split(",")]
     section = SECTIONS[args.section]
     names = args.methods.split(";") if args.methods else list(section)
     unknown = [m for m in names if m not in section] + [m for m in args.models.split(",") if m not in TASKS]
@@ -234,7 +235,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         )
         print(text, flush=True)
         if args.write:  # one block per section and model, so a model can be measured again alone
-            write_section(args.write, f"bench_quality {args.section} {name}", text)
+            extra = "" if args.ratios in (None, natural) else f" {args.ratios}"  # other columns: another block
+            write_section(args.write, f"bench_quality {args.section} {name}{extra}", text)
 
 
 if __name__ == "__main__":
