@@ -22,7 +22,7 @@ from onnx import numpy_helper
 from .costs import ConvGeometry, geometry_of
 from .errors import GkpError, ValidationFailed
 from .input_stats import ChannelStats, Found, StatsReader
-from .load import first_line
+from .load import first_line, skeleton
 from .runtime import graph_inputs, random_inputs, run, session, with_outputs
 
 CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
@@ -149,8 +149,7 @@ def tensor_uses(model: onnx.ModelProto) -> Counter:
 
 def inferred_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Static shapes of every tensor ONNX shape inference can resolve at the test shapes."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = skeleton(model)[0]  # the weights are not needed, and may pass protobuf's limit
     for value in fixed.graph.input:
         if value.name in input_shapes:
             shape = value.type.tensor_type.shape

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,11 +19,12 @@ from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
 from .group_count import candidate_counts
 from .input_stats import ChannelStats
-from .load import ModelLike, first_line, load_model
+from .load import ModelLike, check_onnx, digest, load_model
 from .plan import Groups, LayerPlan, PlanOptions, kept_count, plan_layer
 from .reference import masked_reference
 from .report import LayerReport, Report, totals
 from .rewrite import rewrite
+from .runtime import check_supported
 from .validate import validate
 
 
@@ -82,6 +82,7 @@ def prune(
     clock = Stopwatch()
     with clock("load"):
         original = load_model(model)
+        check_supported(original)
     with clock("analyse"):
         analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
         sites, skipped = _apply_plan_limits(analysis, options)
@@ -111,7 +112,7 @@ def prune(
     # The level found is kept in the cost table, so a rerun gives the same bytes.
     guards: tuple[float, ...] = (0.0,)
     if costs is not None:
-        decision = f"end-to-end guard | {hashlib.sha256(original.SerializeToString()).hexdigest()} | {options_record} | {test_shapes}"
+        decision = f"end-to-end guard | {digest(original)} | {options_record} | {test_shapes}"
         recalled = costs.recall(decision)
         if recalled is not None:
             guards = (recalled,)
@@ -150,7 +151,7 @@ def _plan_sites(
     planned: list[tuple[ConvSite, LayerPlan]] = []
     whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
     became: dict[int, tuple[ConvSite, float]] = {}  # timed sites a G = 1 reader can trim, and their time
-    for site in tqdm(sites, desc="planning", unit="Conv", disable=not progress):
+    for site in tqdm(sites, desc="planning", unit="Conv", disable=None if progress else True):
         # Sites come in graph order, so a source's plan is known before its reader's.
         source = became.get(site.source[0]) if site.source is not None else None
         with clock("measure"):
@@ -211,9 +212,9 @@ def _assemble(
         pruned = rewritten.model
     with clock("check"):
         try:
-            onnx.checker.check_model(pruned, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-            raise ValidationFailed(f"the pruned model fails onnx.checker: {first_line(error)}") from None
+            check_onnx(pruned, "the pruned model", full=True)
+        except GkpError as error:
+            raise ValidationFailed(f"onnx.checker refuses {error}") from None
     layers = [LayerReport.of(s, p, rewritten.dead_filters.get(s.node_index, ()), refit) for s, p in zip(sites, plans)]
     report = Report(
         options=options,

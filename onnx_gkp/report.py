@@ -136,6 +136,8 @@ class Report:
             f"Conv MACs {_count(t['conv_macs_before'])} -> {_count(t['conv_macs_after'])} ({_ratio(t['conv_macs_after'], t['conv_macs_before'])}); "
             f"params {_count(t['params_before'])} -> {_count(t['params_after'])} ({_ratio(t['params_after'], t['params_before'])})",
         ]
+        if not t["pruned_layers"]:
+            lines.append("nothing was pruned: " + ("no Conv could be (reasons above)" if t["skipped_layers"] else "the model has no Conv"))
         v = self.validation
         if v is None:
             lines.append("validation: skipped (--no-validate)")
