@@ -227,10 +227,13 @@ def _assemble(
     if check:
         with clock("validate"):
             masked = masked_reference(original, sites, plans)
-            report.validation = validate(
-                pruned, masked, original, analysis.input_shapes, seed, latency_runs,
-                probes=rewritten.probes, threads=threads, probed=rewritten.probed,
-            )
+            try:
+                report.validation = validate(
+                    pruned, masked, original, analysis.input_shapes, seed, latency_runs,
+                    probes=rewritten.probes, threads=threads, probed=rewritten.probed,
+                )
+            except ValidationFailed as error:
+                raise ValidationFailed(f"validation failed: {error} (--no-validate writes the model unchecked)") from None
         if not report.validation.passed:
             raise ValidationFailed(
                 f"the pruned model differs from its masked reference by {report.validation.masked_max_abs_diff:.3g} "

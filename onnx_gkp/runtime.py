@@ -91,7 +91,7 @@ def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.Inf
 
 def ort_message(error: BaseException) -> str:
     """onnxruntime's message without its C++ source location and signature."""
-    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : \S+:\d+ [^(]*\([^)]*\) ", "", first_line(error))
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (\S+:\d+ [^(]*\([^)]*\) )?", "", first_line(error))
 
 
 def check_supported(model: onnx.ModelProto) -> None:
