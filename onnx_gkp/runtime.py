@@ -79,6 +79,11 @@ def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.Inf
     arrays: list[ort.OrtValue] = []
     if model.ByteSize() > PROTOBUF_LIMIT:
         model, stripped = skeleton(model)
+        read = _read_names(model.graph)  # onnxruntime drops unread initializers, then cannot replace them
+        kept = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL or t.name in read]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+        stripped = [t for t in stripped if t.name in read]
         arrays = [ort.OrtValue.ortvalue_from_numpy(onnx.numpy_helper.to_array(t)) for t in stripped]
         options.add_external_initializers([t.name for t in stripped], arrays)
     try:
@@ -87,6 +92,17 @@ def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.Inf
         raise ValidationFailed(f"onnxruntime cannot load the model: {ort_message(error)}") from None
     sess.gkp_arrays = arrays  # type: ignore[attr-defined]  # onnxruntime reads them in place: keep them alive
     return sess
+
+
+def _read_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` or of its subgraphs reads."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names |= _read_names(inner)
+    return names
 
 
 def ort_message(error: BaseException) -> str:
