@@ -126,7 +126,14 @@ def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dic
         elif node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input[0] in found:
             found[node.output[0]] = found[node.input[0]]
             copies[node.output[0]] = node.input[0]
-    return {name: numpy_helper.to_array(t) for name, t in found.items()}, copies
+    return {name: _array(t) for name, t in found.items()}, copies
+
+
+def _array(tensor: onnx.TensorProto) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(tensor)
+    except ValueError as error:  # data that does not fit the declared shape, in a hostile file
+        raise GkpError(f"tensor {tensor.name!r}: its data does not match its type and shape ({first_line(error)})") from None
 
 
 def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:

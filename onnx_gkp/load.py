@@ -69,7 +69,9 @@ def _external_data_file(tensor: onnx.TensorProto, folder: Path) -> Path:
     except ValueError:
         raise GkpError(f"{name}: external data offset/length are not integers") from None
     itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-    needed = length if length >= 0 else int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+    needed = int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+    if length >= 0 and length != needed and tensor.data_type != onnx.TensorProto.STRING:
+        raise GkpError(f"{name}: external data of {length} bytes for a shape that needs {needed}")
     if offset < 0 or offset + needed > target.stat().st_size:
         raise GkpError(f"{name}: external data file {location!r} is shorter than the tensor it should hold")
     return target
@@ -185,6 +187,12 @@ def digest(model: onnx.ModelProto) -> str:
     return hasher.hexdigest()
 
 
+def serialized_size(model: onnx.ModelProto) -> int:
+    """Bytes ``model`` would serialise to (``ByteSize`` itself fails past 2 GiB)."""
+    light, stripped = skeleton(model)
+    return light.ByteSize() + sum(t.ByteSize() for t in stripped)
+
+
 def data_path(target: Path) -> Path:
     """Where the external data of a model written to ``target`` goes."""
     return target.with_name(f"{target.name}.data")
@@ -236,7 +244,7 @@ def save_model(
     """Write atomically, the weights in ``PATH.data`` if ``external_data`` (by default: only when
     the model would pass protobuf's 2 GiB limit). Byte-identical for identical models."""
     target = Path(path)
-    external = model.ByteSize() > PROTOBUF_LIMIT if external_data is None else external_data
+    external = serialized_size(model) > PROTOBUF_LIMIT if external_data is None else external_data
     check_target(target, force)
     if not external:
         write_atomic(target, model.SerializeToString())

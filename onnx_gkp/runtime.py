@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import GkpError, ValidationFailed
-from .load import PROTOBUF_LIMIT, first_line, skeleton
+from .load import PROTOBUF_LIMIT, first_line, serialized_size, skeleton
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -77,7 +77,7 @@ def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.Inf
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     arrays: list[ort.OrtValue] = []
-    if model.ByteSize() > PROTOBUF_LIMIT:
+    if serialized_size(model) > PROTOBUF_LIMIT:
         model, stripped = skeleton(model)
         read = _read_names(model.graph)  # onnxruntime drops unread initializers, then cannot replace them
         kept = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL or t.name in read]
