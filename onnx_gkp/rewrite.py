@@ -22,14 +22,17 @@ onnx-graphsurgeon; it knows nothing of how plans are made.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from .analyse import BINARY, SPATIAL, UNARY, ConvSite
+from .load import EXTERNAL_MIN
 from .plan import LayerPlan
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
@@ -274,7 +277,20 @@ def _trim(
 
 def _export(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     graph.cleanup().toposort()
+    # onnx-graphsurgeon builds every new initializer, then copies them all into the graph: the
+    # new weights go out as empty placeholders and are filled in one at a time afterwards, so
+    # the exported weights are never in memory twice (what keeps large models in bounds).
+    held = {}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, np.ndarray) and tensor._values.nbytes >= EXTERNAL_MIN:
+            held[tensor.name] = (tensor, tensor._values)
+            tensor.values = np.zeros(0, tensor._values.dtype)
     pruned = gs.export_onnx(graph, do_type_check=False, opset_imports=list(model.opset_import))
+    for initializer in pruned.graph.initializer:
+        if initializer.name in held:
+            tensor, values = held.pop(initializer.name)
+            initializer.CopyFrom(numpy_helper.from_array(values, initializer.name))
+            tensor.values = values
     pruned.ir_version = model.ir_version
     for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(pruned, field, getattr(model, field))
@@ -298,6 +314,19 @@ def rewrite(
     trimmed Conv's output only exists in part, so it is dropped from ``probes`` (its readers
     are probed).
     """
+    rewritten = _rewrite(model, sites, plans, probes, fold, whole)
+    gc.collect()  # the graph's nodes and tensors form cycles: free its copies of the weights now
+    return rewritten
+
+
+def _rewrite(
+    model: onnx.ModelProto,
+    sites: Sequence[ConvSite],
+    plans: Sequence[LayerPlan],
+    probes: Sequence[str] = (),
+    fold: bool = True,
+    whole: Sequence[ConvSite] = (),
+) -> Rewritten:
     graph = gs.import_onnx(model)
     nodes = list(graph.nodes)
     carried: dict[str, _Permuted] = {}
