@@ -112,6 +112,18 @@ def symlink_out(folder: Path) -> Path:
     return path
 
 
+def _truncate(path: Path) -> Path:
+    data = path.with_name("chain.onnx.data")
+    data.write_bytes(data.read_bytes()[:1000])
+    return path
+
+
+def _short_tensor(folder: Path) -> Path:
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    model.graph.initializer[0].raw_data = model.graph.initializer[0].raw_data[:-4]
+    return _write(folder / "short.onnx", model.SerializeToString())
+
+
 @dataclass
 class Case:
     """``setup(tmp) -> (IN, OUT)``; ``args`` are CLI options, ``api`` the matching ``prune``
@@ -169,7 +181,9 @@ CASES = {
     "external data, ../ escape": Case(_in(lambda tmp: with_external(tmp / "m", "../../../../etc/passwd")), 2, "outside the model's folder"),
     "external data, symlink out": Case(_in(symlink_out), 2, "outside the model's folder"),
     "external data file missing": Case(_in(lambda tmp: with_external(tmp / "m", "gone.data")), 2, "missing"),
-    "external data file too short": Case(_in(lambda tmp: with_external(tmp / "m", length=1 << 20)), 2, "shorter"),
+    "external data file too short": Case(_in(lambda tmp: _truncate(with_external(tmp / "m"))), 2, "shorter"),
+    "external data length not fitting the shape": Case(_in(lambda tmp: with_external(tmp / "m", length=4)), 2, "a shape that needs"),
+    "inline data not fitting the shape": Case(_in(_short_tensor), 2, "does not match"),
     "--ratio above 1": Case(_in(chain), 2, "ratio", ["--ratio", "1.5"], {"ratio": 1.5}),
     "--ratio of 1": Case(_in(chain), 2, "ratio", ["--ratio", "1"], {"ratio": 1.0}),
     "--ratio negative": Case(_in(chain), 2, "ratio", ["--ratio=-0.1"], {"ratio": -0.1}),
