@@ -19,7 +19,7 @@ from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
 from .group_count import candidate_counts
 from .input_stats import ChannelStats
-from .load import ModelLike, check_onnx, digest, load_model
+from .load import ModelLike, check_onnx, digest, load_model, release, restored
 from .plan import Groups, LayerPlan, PlanOptions, kept_count, plan_layer
 from .reference import masked_reference
 from .report import LayerReport, Report, totals
@@ -98,8 +98,12 @@ def prune(
         with clock("plan"):
             pairs = [(site, _compensated(site, plan)) for site, plan in pairs]
     refit = None if data is None else f"weights and bias refitted on {len(next(iter(data.values())))} calibration samples"
+    # The planned and whole sites hold their weights as arrays: the model need not hold them too.
+    arrays = {original.graph.node[s.node_index].input[1]: s.weight for s in whole + list(originals.values())}
+    fingerprint = digest(original) if costs is not None else ""
+    original = release(original, arrays)
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
-                 threads=threads, clock=clock, refit=refit)
+                 threads=threads, clock=clock, refit=refit, arrays=arrays)
     options_record = {
         "ratio": ratio, "groups": groups, "criterion": criterion, "max_groups": max_groups,
         "group_cost": group_cost, "include": include, "exclude": exclude,
@@ -112,7 +116,7 @@ def prune(
     # The level found is kept in the cost table, so a rerun gives the same bytes.
     guards: tuple[float, ...] = (0.0,)
     if costs is not None:
-        decision = f"end-to-end guard | {digest(original)} | {options_record} | {test_shapes}"
+        decision = f"end-to-end guard | {fingerprint} | {options_record} | {test_shapes}"
         recalled = costs.recall(decision)
         if recalled is not None:
             guards = (recalled,)
@@ -203,8 +207,13 @@ def _assemble(
     threads: int,
     clock: "Stopwatch",
     refit: Optional[str],
+    arrays: dict[str, np.ndarray],
 ) -> tuple[onnx.ModelProto, Report]:
-    """Rewrite, check, report and (with ``check``) validate one selection of planned layers."""
+    """Rewrite, check, report and (with ``check``) validate one selection of planned layers.
+
+    ``original`` lacks the weights of the sites (:func:`~onnx_gkp.load.release`): the rewrite
+    takes them from the sites, validation from ``arrays``.
+    """
     with clock("rewrite"):
         probes = [original.graph.node[s.node_index].output[0] for s in sites] if check else []
         rewritten = rewrite(original, sites, plans, probes, whole=whole)
@@ -226,10 +235,11 @@ def _assemble(
     )
     if check:
         with clock("validate"):
-            masked = masked_reference(original, sites, plans)
+            full = restored(original, arrays)
+            masked = masked_reference(full, sites, plans)
             try:
                 report.validation = validate(
-                    pruned, masked, original, analysis.input_shapes, seed, latency_runs,
+                    pruned, masked, full, analysis.input_shapes, seed, latency_runs,
                     probes=rewritten.probes, threads=threads, probed=rewritten.probed,
                 )
             except ValidationFailed as error:

@@ -12,10 +12,11 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Callable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
 from .errors import GkpError
@@ -150,22 +151,48 @@ def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[onnx.TensorP
     Small enough to serialise whatever the weights weigh: for the checker, shape inference,
     onnxruntime (fed the arrays separately), hashing and writing external data.
     """
+    return _without(model, lambda t: t.HasField("raw_data") and t.ByteSize() >= EXTERNAL_MIN)
+
+
+def release(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` without the data of the initializers ``arrays`` already holds, so a
+    large model is not in memory twice once ``model`` is dropped; :func:`restored` puts it back.
+
+    A copy, not an edit: protobuf frees a message's bytes only with the whole message.
+    """
+    return _without(model, lambda t: t.name in arrays)[0]
+
+
+def restored(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of a :func:`release`\ d ``model`` with its data back."""
+    full = onnx.ModelProto()
+    full.CopyFrom(model)
+    for tensor in full.graph.initializer:
+        if tensor.name in arrays:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(arrays[tensor.name], tensor.name))
+    return full
+
+
+def _without(
+    model: onnx.ModelProto, drop: Callable[[onnx.TensorProto], bool]
+) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """A copy of ``model`` whose initializers chosen by ``drop`` are data-less stubs, and those."""
     light = onnx.ModelProto()
     for descriptor, value in model.ListFields():
         if descriptor.name != "graph":
             _copy_field(light, descriptor.name, value)
-    stripped = []
     for descriptor, value in model.graph.ListFields():
         if descriptor.name != "initializer":
             _copy_field(light.graph, descriptor.name, value)
+    stripped = []
     for tensor in model.graph.initializer:
-        if not tensor.HasField("raw_data") or tensor.ByteSize() < EXTERNAL_MIN:
+        if drop(tensor):
+            stub = light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            stub.external_data.add(key="location", value=STRIPPED)
+            stripped.append(tensor)
+        else:
             light.graph.initializer.add().CopyFrom(tensor)
-            continue
-        stub = light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
-        stub.data_location = onnx.TensorProto.EXTERNAL
-        stub.external_data.add(key="location", value=STRIPPED)
-        stripped.append(tensor)
     return light, stripped
 
 

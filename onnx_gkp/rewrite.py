@@ -329,6 +329,10 @@ def _rewrite(
 ) -> Rewritten:
     graph = gs.import_onnx(model)
     nodes = list(graph.nodes)
+    for site in whole:  # the model may hold their weights no more (api: release): the sites do
+        weight = nodes[site.node_index].inputs[1]
+        if isinstance(weight, gs.Constant):
+            weight.values = site.weight
     carried: dict[str, _Permuted] = {}
     gathers: dict[int, gs.Node] = {}
     for site, plan in zip(sites, plans):
