@@ -249,12 +249,19 @@ def _temporary(target: Path) -> Iterator[tuple[BinaryIO, Path]]:
         raise GkpError(f"{target}: cannot write ({error.strerror})") from None
     temp = Path(name)
     try:
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it private; the output is an ordinary file
         with os.fdopen(handle, "wb") as stream:
             yield stream, temp
     except OSError as error:
         raise GkpError(f"{target}: cannot write ({error.strerror or first_line(error)})") from None
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(target: Path, data: bytes) -> None:

@@ -3,6 +3,7 @@ with the limit lowered: the >2 GiB model itself is in test_large.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,10 @@ def test_external_data_in_and_out_is_byte_identical(tmp_path: Path) -> None:
         assert (tmp_path / f"{name}.onnx.data").stat().st_size > out.stat().st_size
         outputs.append((out.read_bytes(), (tmp_path / f"{name}.onnx.data").read_bytes()))
     assert outputs[0][1] == outputs[1][1]
+    mask = os.umask(0)
+    os.umask(mask)
+    for written in (tmp_path / "a.onnx", tmp_path / "a.onnx.data"):
+        assert written.stat().st_mode & 0o777 == 0o666 & ~mask, "an ordinary file, not mkstemp's private one"
     assert outputs[0][0].replace(b"a.onnx.data", b"b.onnx.data") == outputs[1][0]
     stubs = onnx.load(tmp_path / "a.onnx", load_external_data=False).graph.initializer
     assert sum(t.data_location == onnx.TensorProto.EXTERNAL for t in stubs) == 2  # the two weights, not the 128-byte bias
