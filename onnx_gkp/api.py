@@ -88,20 +88,20 @@ def prune(
         sites, skipped = _apply_plan_limits(analysis, options)
     costs = CostTable(threads, cost_cache or default_cache_path()) if runtime_aware and groups == "auto" else None
     data = None if calibration is None else load_calibration(calibration, original)
+    # The sites hold their weights as arrays: the model need not hold them too (restored to run).
+    arrays = {original.graph.node[s.node_index].input[1]: s.weight for s in sites}
+    fingerprint = digest(original) if costs is not None else ""
+    original = release(original, arrays)
     pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress)
     originals = {site.node_index: site for site, _ in pairs}  # what a layer left whole keeps
     if data is not None:
         with clock("calibrate"):
-            refitted = reconstructed(original, [s for s, _ in pairs], [p for _, p in pairs], data, threads=threads, seed=seed)
+            refitted = reconstructed(restored(original, arrays), [s for s, _ in pairs], [p for _, p in pairs], data, threads=threads, seed=seed)
             pairs = [(site, plan) for site, (_, plan) in zip(refitted, pairs)]
     elif compensate:
         with clock("plan"):
             pairs = [(site, _compensated(site, plan)) for site, plan in pairs]
     refit = None if data is None else f"weights and bias refitted on {len(next(iter(data.values())))} calibration samples"
-    # The planned and whole sites hold their weights as arrays: the model need not hold them too.
-    arrays = {original.graph.node[s.node_index].input[1]: s.weight for s in whole + list(originals.values())}
-    fingerprint = digest(original) if costs is not None else ""
-    original = release(original, arrays)
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
                  threads=threads, clock=clock, refit=refit, arrays=arrays)
     options_record = {
