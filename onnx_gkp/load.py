@@ -69,7 +69,10 @@ def _external_data_file(tensor: onnx.TensorProto, folder: Path) -> Path:
         offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
     except ValueError:
         raise GkpError(f"{name}: external data offset/length are not integers") from None
-    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        raise GkpError(f"{name}: unknown data type {tensor.data_type}") from None
     needed = int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
     if length >= 0 and length != needed and tensor.data_type != onnx.TensorProto.STRING:
         raise GkpError(f"{name}: external data of {length} bytes for a shape that needs {needed}")

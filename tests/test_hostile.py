@@ -78,7 +78,7 @@ NEW_OPSET = next((v for v in range(17, onnx.defs.onnx_opset_version() + 1) if no
 NEW_IR = onnx.IR_VERSION if not _ort_loads(onnx.IR_VERSION, 17) else None
 
 
-def with_external(folder: Path, location: Optional[str] = None, length: Optional[int] = None) -> Path:
+def with_external(folder: Path, location: Optional[str] = None, length: Optional[int] = None, data_type: int = 0) -> Path:
     """The chain model with its weights in ``chain.onnx.data``; ``location``/``length`` then
     rewritten in the model file (as a hostile file would carry them)."""
     folder.mkdir(exist_ok=True)
@@ -86,6 +86,7 @@ def with_external(folder: Path, location: Optional[str] = None, length: Optional
     onnx.save(make_model(CHAIN, CHAIN_WEIGHTS), path, save_as_external_data=True, location="chain.onnx.data", size_threshold=0)
     model = onnx.load(path, load_external_data=False)
     for tensor in model.graph.initializer:
+        tensor.data_type = data_type or tensor.data_type
         for entry in tensor.external_data:
             if entry.key == "location" and location is not None:
                 entry.value = location
@@ -183,6 +184,7 @@ CASES = {
     "external data file missing": Case(_in(lambda tmp: with_external(tmp / "m", "gone.data")), 2, "missing"),
     "external data file too short": Case(_in(lambda tmp: _truncate(with_external(tmp / "m"))), 2, "shorter"),
     "external data length not fitting the shape": Case(_in(lambda tmp: with_external(tmp / "m", length=4)), 2, "a shape that needs"),
+    "external data of an unknown type": Case(_in(lambda tmp: with_external(tmp / "m", data_type=99)), 2, "unknown data type"),
     "inline data not fitting the shape": Case(_in(_short_tensor), 2, "does not match"),
     "--ratio above 1": Case(_in(chain), 2, "ratio", ["--ratio", "1.5"], {"ratio": 1.5}),
     "--ratio of 1": Case(_in(chain), 2, "ratio", ["--ratio", "1"], {"ratio": 1.0}),
