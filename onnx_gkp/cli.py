@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 
 from .api import prune
 from .errors import GkpError
-from .load import check_target, data_path, first_line, input_files, save_model, write_atomic
 from .kernels import CRITERIA
+from .load import check_target, data_path, first_line, input_files, save_model, write_atomic
 from .plot import PLOT_SUFFIXES, write_plot
 
 
