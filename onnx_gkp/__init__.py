@@ -1,11 +1,13 @@
 """onnx_gkp: Grouped Kernel Pruning with a flexible group count, directly on ONNX models.
 
 ``prune(model, ratio=0.5, groups="auto")`` returns the pruned ``onnx.ModelProto`` and a
-:class:`Report`; ``validate`` checks a pruned model against its masked reference.
+:class:`Report`; ``validate`` checks a pruned model against its masked reference;
+``save_model`` writes one atomically (external data past protobuf's 2 GiB).
 """
 
 from .api import prune
 from .errors import GkpError, ValidationFailed
+from .load import save_model
 from .plan import LayerPlan, PlanOptions, plan_layer
 from .reference import masked_reference
 from .report import Report
@@ -13,6 +15,6 @@ from .validate import Validation, validate
 
 __all__ = [
     "GkpError", "LayerPlan", "PlanOptions", "Report", "Validation", "ValidationFailed",
-    "masked_reference", "plan_layer", "prune", "validate",
+    "masked_reference", "plan_layer", "prune", "save_model", "validate",
 ]
 __version__ = "0.1.0"

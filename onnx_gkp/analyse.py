@@ -22,7 +22,7 @@ from onnx import numpy_helper
 from .costs import ConvGeometry, geometry_of
 from .errors import GkpError, ValidationFailed
 from .input_stats import ChannelStats, Found, StatsReader
-from .load import first_line
+from .load import first_line, skeleton
 from .runtime import graph_inputs, random_inputs, run, session, with_outputs
 
 CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
@@ -126,7 +126,14 @@ def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dic
         elif node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input[0] in found:
             found[node.output[0]] = found[node.input[0]]
             copies[node.output[0]] = node.input[0]
-    return {name: numpy_helper.to_array(t) for name, t in found.items()}, copies
+    return {name: _array(t) for name, t in found.items()}, copies
+
+
+def _array(tensor: onnx.TensorProto) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(tensor)
+    except ValueError as error:  # data that does not fit the declared shape, in a hostile file
+        raise GkpError(f"tensor {tensor.name!r}: its data does not match its type and shape ({first_line(error)})") from None
 
 
 def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
@@ -149,8 +156,7 @@ def tensor_uses(model: onnx.ModelProto) -> Counter:
 
 def inferred_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Static shapes of every tensor ONNX shape inference can resolve at the test shapes."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = skeleton(model)[0]  # the weights are not needed, and may pass protobuf's limit
     for value in fixed.graph.input:
         if value.name in input_shapes:
             shape = value.type.tensor_type.shape

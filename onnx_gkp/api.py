@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -21,15 +20,15 @@ from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
 from .group_count import candidate_counts
 from .input_stats import ChannelStats, StatsReader
-from .load import ModelLike, first_line, load_model
+from .load import ModelLike, check_onnx, digest, load_model, release, restored
 from .plan import Groups, LayerPlan, PlanOptions, kept_count, kernel_energy, plan_for_count, plan_layer
 from .propagation import ErrorGains
 from .quality import relative_error, weighted_energy
 from .reference import masked_reference
 from .report import LayerReport, Report, totals
 from .rewrite import rewrite
+from .runtime import check_supported, random_inputs
 from .targets import MAX_LAYER_RATIO, Target, alternatives, layer_options, second_moment
-from .runtime import random_inputs
 from .validate import median_latency_ms, validate
 
 
@@ -97,6 +96,7 @@ def prune(
     clock = Stopwatch()
     with clock("load"):
         original = load_model(model)
+        check_supported(original)
     with clock("analyse"):
         analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
         sites, skipped = _apply_plan_limits(analysis, options)
@@ -111,22 +111,26 @@ def prune(
         "speed_slack": speed_slack, "threads": threads, "compensate": compensate,
         "calibration_samples": samples, "target_macs": target_macs, "target_latency": target_latency,
     }
+    fingerprint = f"{digest(original)} | {options_record} | {test_shapes}" if costs is not None else ""
+    # The sites hold their weights as arrays: the model need not hold them too (restored to run).
+    arrays = {original.graph.node[s.node_index].input[1]: s.weight for s in sites}
+    full, original = original, release(original, arrays)
     refit = None if data is None else f"weights and bias refitted on {samples} calibration samples"
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
-                 threads=threads, clock=clock, refit=refit)
-    fingerprint = f"{hashlib.sha256(original.SerializeToString()).hexdigest()} | {options_record} | {test_shapes}"
+                 threads=threads, clock=clock, refit=refit, arrays=arrays)
     budget: dict[int, dict] = {}
     if target is None:
         pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress)
     else:
         pairs, whole, budget = _plan_to_target(
-            target, sites, options, costs, data, skipped, clock, progress, f"budget | {fingerprint}",
+            target, full, sites, options, costs, data, skipped, clock, progress, f"budget | {fingerprint}",
             build={**build, "check": False, "refit": None},
         )
+    del full  # a large model is not held twice past planning
     originals = {site.node_index: site for site, _ in pairs}  # what a layer left whole keeps
     if data is not None:
         with clock("calibrate"):
-            refitted = reconstructed(original, [s for s, _ in pairs], [p for _, p in pairs], data, threads=threads, seed=seed)
+            refitted = reconstructed(restored(original, arrays), [s for s, _ in pairs], [p for _, p in pairs], data, threads=threads, seed=seed)
             pairs = [(site, plan) for site, (_, plan) in zip(refitted, pairs)]
     elif compensate:
         with clock("plan"):
@@ -227,6 +231,7 @@ def _target(target_macs: Optional[float], target_latency: Optional[float]) -> Op
 
 def _plan_to_target(
     target: Target,
+    original: onnx.ModelProto,
     sites: list[ConvSite],
     options: PlanOptions,
     costs: Optional[CostTable],
@@ -237,7 +242,8 @@ def _plan_to_target(
     decision: str,
     build: dict,
 ) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite], dict[int, dict]]:
-    """Every layer's (kept count, G) or whole, chosen jointly to meet ``target``.
+    """Every layer's (kept count, G) or whole, chosen jointly to meet ``target``; ``original``
+    is the model with its weights (``build["original"]`` may have released them).
 
     MACs: the allocation is exact, but a ``G = 1`` layer also lets its source stop computing
     the channels it drops (``rewrite._trim``), which the per-layer options do not see; the
@@ -247,7 +253,6 @@ def _plan_to_target(
     (:func:`_search_saving`); the value found is kept in the cost table, so a rerun gives the
     same bytes.
     """
-    original: onnx.ModelProto = build["original"]
     unit = "seconds" if target.kind == "latency" else "MACs"
     unknown = [s for s in sites if (s.geometry if target.kind == "latency" else s.macs) is None]
     if target.kind == "macs" and (unknown or any(s.macs is None for s in skipped if s.op_type == "Conv")):
@@ -356,7 +361,7 @@ def _plan_sites(
     planned: list[tuple[ConvSite, LayerPlan]] = []
     whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
     became: dict[int, tuple[ConvSite, float]] = {}  # timed sites a G = 1 reader can trim, and their time
-    for site in tqdm(sites, desc="planning", unit="Conv", disable=not progress):
+    for site in tqdm(sites, desc="planning", unit="Conv", disable=None if progress else True):
         # Sites come in graph order, so a source's plan is known before its reader's.
         source = became.get(site.source[0]) if site.source is not None else None
         with clock("measure"):
@@ -408,9 +413,14 @@ def _assemble(
     threads: int,
     clock: "Stopwatch",
     refit: Optional[str],
+    arrays: dict[str, np.ndarray],
     budget: Optional[dict[int, dict]] = None,
 ) -> tuple[onnx.ModelProto, Report]:
-    """Rewrite, check, report and (with ``check``) validate one selection of planned layers."""
+    """Rewrite, check, report and (with ``check``) validate one selection of planned layers.
+
+    ``original`` lacks the weights of the sites (:func:`~onnx_gkp.load.release`): the rewrite
+    takes them from the sites, validation from ``arrays``.
+    """
     with clock("rewrite"):
         probes = [original.graph.node[s.node_index].output[0] for s in sites] if check else []
         rewritten = rewrite(original, sites, plans, probes, whole=whole)
@@ -418,9 +428,9 @@ def _assemble(
         pruned = rewritten.model
     with clock("check"):
         try:
-            onnx.checker.check_model(pruned, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-            raise ValidationFailed(f"the pruned model fails onnx.checker: {first_line(error)}") from None
+            check_onnx(pruned, "the pruned model", full=True)
+        except GkpError as error:
+            raise ValidationFailed(f"onnx.checker refuses {error}") from None
     budget = budget or {}
     layers = [LayerReport.of(s, p, rewritten.dead_filters.get(s.node_index, ()), refit, budget.get(s.node_index))
               for s, p in zip(sites, plans)]
@@ -434,11 +444,15 @@ def _assemble(
     )
     if check:
         with clock("validate"):
-            masked = masked_reference(original, sites, plans)
-            report.validation = validate(
-                pruned, masked, original, analysis.input_shapes, seed, latency_runs,
-                probes=rewritten.probes, threads=threads, probed=rewritten.probed,
-            )
+            full = restored(original, arrays)
+            masked = masked_reference(full, sites, plans)
+            try:
+                report.validation = validate(
+                    pruned, masked, full, analysis.input_shapes, seed, latency_runs,
+                    probes=rewritten.probes, threads=threads, probed=rewritten.probed,
+                )
+            except ValidationFailed as error:
+                raise ValidationFailed(f"validation failed: {error} (--no-validate writes the model unchecked)") from None
         if not report.validation.passed:
             raise ValidationFailed(
                 f"the pruned model differs from its masked reference by {report.validation.masked_max_abs_diff:.3g} "

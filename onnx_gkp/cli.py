@@ -1,12 +1,14 @@
 """``python -m onnx_gkp IN.onnx OUT.onnx``: prune, validate, write, print the table.
 
 Exit codes: 0 written; 1 validation failed or could not run (nothing written);
-2 bad input or usage (one line on stderr, nothing written).
+2 bad input or usage (one line on stderr, nothing written); 3 internal error (a bug);
+130 interrupted (Ctrl-C or SIGTERM; nothing written, no temporary file left).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -14,7 +16,7 @@ from typing import Optional, Sequence
 from .api import prune
 from .errors import GkpError
 from .kernels import CRITERIA
-from .load import save_model
+from .load import check_target, data_path, first_line, input_files, save_model, write_atomic
 from .plot import PLOT_SUFFIXES, write_plot
 
 
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, metavar="FILE.html", help="draw each Conv's MACs before/after, G and kept fraction (.html or .svg)")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime check against the masked reference")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--save-external-data", action="store_true", help="write the weights to OUT.data next to OUT (automatic past protobuf's 2 GiB)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--verbose", action="store_true", help="also print the time each stage took")
     return p
@@ -75,12 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.output.resolve() == args.input.resolve():
-        raise GkpError("OUT must differ from IN (the input is never modified)")
-    if args.output.exists() and not args.force:
-        raise GkpError(f"{args.output}: exists (use --force to overwrite)")
-    if not args.output.resolve().parent.is_dir():
-        raise GkpError(f"{args.output.parent}: no such folder for the output")
+    _check_paths(args)
     if args.ratio is not None and (args.target_macs is not None or args.target_latency is not None):
         raise GkpError("--ratio is the uniform mode; give it or a --target-*, not both")
     if args.plot and args.plot.suffix.lower() not in PLOT_SUFFIXES:
@@ -99,21 +97,40 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     print(report.summary())
     if args.verbose:
         print("stages: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in report.timings.items()))
-    save_model(model, args.output, force=args.force)
+    save_model(model, args.output, force=args.force, external_data=args.save_external_data or None)
     if args.report:
-        args.report.write_text(report.to_json())
+        write_atomic(args.report, report.to_json().encode())
     if args.plot:
         write_plot(report, args.plot)
     print(f"wrote {args.output}")
     return 0
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that are inputs, exist without --force or cannot be written."""
+    inputs = frozenset(input_files(args.input))
+    check_target(args.output, args.force, inputs)
+    if args.save_external_data:
+        check_target(data_path(args.output), args.force, inputs)
+    for extra in (args.report, args.plot):
+        if extra is not None:
+            check_target(extra, True, inputs)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so SIGTERM, too, removes the temporary files on its way out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(argv)
     except GkpError as error:
         print(f"onnx-gkp: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("onnx-gkp: interrupted", file=sys.stderr)
+        print("onnx-gkp: interrupted, nothing written", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug: still one line, and still nothing half-written
+        print(f"onnx-gkp: internal error: {type(error).__name__}: {first_line(error)} (please report it)", file=sys.stderr)
+        return 3

@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 
 from .errors import GkpError
+from .load import write_atomic
 from .report import Report
 
 ROW, LABEL, BAR, NOTE = 18, 330, 420, 300
@@ -60,8 +61,8 @@ def write_plot(report: Report, path: Path) -> None:
     """Write the picture as ``.svg``, or as a page around it for ``.html``."""
     picture = svg(report)
     if path.suffix.lower() == ".svg":
-        path.write_text(picture)
+        write_atomic(path, picture.encode())
     elif path.suffix.lower() in PLOT_SUFFIXES:
-        path.write_text(f"<!doctype html>\n<meta charset='utf-8'><title>onnx_gkp</title>\n{picture}")
+        write_atomic(path, f"<!doctype html>\n<meta charset='utf-8'><title>onnx_gkp</title>\n{picture}".encode())
     else:
         raise GkpError(f"--plot writes .html or .svg, not {path.suffix or 'a file without suffix'}")

@@ -140,6 +140,8 @@ class Report:
             f"Conv MACs {_count(t['conv_macs_before'])} -> {_count(t['conv_macs_after'])} ({_ratio(t['conv_macs_after'], t['conv_macs_before'])}); "
             f"params {_count(t['params_before'])} -> {_count(t['params_after'])} ({_ratio(t['params_after'], t['params_before'])})",
         ]
+        if not t["pruned_layers"]:
+            lines.append("nothing was pruned: " + ("no Conv could be (reasons above)" if t["skipped_layers"] else "the model has no Conv"))
         macs_goal, time_goal = self.options.get("target_macs"), self.options.get("target_latency")
         if macs_goal is not None and t["conv_macs_before"]:
             lines.append(f"target: remove {macs_goal:.1%} of the Conv MACs; removed {1 - t['conv_macs_after'] / t['conv_macs_before']:.1%}")

@@ -22,14 +22,17 @@ onnx-graphsurgeon; it knows nothing of how plans are made.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from .analyse import BINARY, SPATIAL, UNARY, ConvSite
+from .load import EXTERNAL_MIN
 from .plan import LayerPlan
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
@@ -92,7 +95,7 @@ def _regroup(
     gather = gs.Node("Gather", f"{base}/{IN_GATHER}", {"axis": 1}, inputs=[x, in_index], outputs=[gathered])
     graph.nodes.append(gather)
     conv.inputs[0] = gathered
-    conv.inputs[1] = gs.Constant(f"{base}/gkp_weight", plan.grouped_weight(site.weight))
+    _set_constant(conv, 1, f"{base}/gkp_weight", plan.grouped_weight(site.weight))
     bias = plan.compensated_bias(site.bias, site.weight.dtype)
     if bias is not None:
         constant = gs.Constant(f"{base}/gkp_bias", plan.permuted_bias(bias))
@@ -108,6 +111,15 @@ def _regroup(
     conv.outputs[0] = permuted.tensor
     _restore(graph, permuted, y)
     return gather, permuted
+
+
+def _set_constant(node: gs.Node, index: int, name: str, values: np.ndarray) -> None:
+    """``node.inputs[index] = values``, the replaced constant's array freed at once if nothing
+    else reads it (graphsurgeon tensors sit in reference cycles, which wait for the collector)."""
+    old = node.inputs[index]
+    node.inputs[index] = gs.Constant(name, values)
+    if isinstance(old, gs.Constant) and not old.outputs:
+        old.values = np.zeros(0, np.float32)
 
 
 def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
@@ -180,7 +192,7 @@ def _apply(node: gs.Node, changes: Changes, tag: str = "param") -> None:
     replacements, attrs = changes
     base = node.name or node.outputs[0].name
     for i, values in replacements:
-        node.inputs[i] = gs.Constant(f"{base}/gkp_{tag}{i}", np.ascontiguousarray(values))
+        _set_constant(node, i, f"{base}/gkp_{tag}{i}", np.ascontiguousarray(values))
     node.attrs.update(attrs)
 
 
@@ -201,7 +213,7 @@ def _fold(graph: gs.Graph, carried: dict[str, _Permuted]) -> None:
                 weight = _constant(node.inputs[1])
                 if weight is not None and len(node.inputs[1].outputs) == 1 and weight.shape[1] == permuted.order.size:
                     node.inputs[0] = permuted.tensor
-                    node.inputs[1] = gs.Constant(f"{node.name or name}/gkp_weight_in", weight[:, permuted.order])
+                    _set_constant(node, 1, f"{node.name or name}/gkp_weight_in", weight[:, permuted.order])
                 continue
             variables = {i for i, t in enumerate(node.inputs) if t.name in carried}
             if any(not np.array_equal(carried[node.inputs[i].name].order, permuted.order) for i in variables):
@@ -274,7 +286,19 @@ def _trim(
 
 def _export(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     graph.cleanup().toposort()
+    # onnx-graphsurgeon builds every new initializer, then copies them all into the graph: the
+    # new weights go out as empty placeholders and are moved in one at a time afterwards, so
+    # they are never in memory twice (what keeps large models in bounds). This consumes
+    # ``graph``: its constants are left empty.
+    held = {}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, np.ndarray) and tensor._values.nbytes >= EXTERNAL_MIN:
+            held[tensor.name] = tensor._values
+            tensor.values = np.zeros(0, tensor._values.dtype)
     pruned = gs.export_onnx(graph, do_type_check=False, opset_imports=list(model.opset_import))
+    for initializer in pruned.graph.initializer:
+        if initializer.name in held:
+            initializer.CopyFrom(numpy_helper.from_array(held.pop(initializer.name), initializer.name))
     pruned.ir_version = model.ir_version
     for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(pruned, field, getattr(model, field))
@@ -298,8 +322,25 @@ def rewrite(
     trimmed Conv's output only exists in part, so it is dropped from ``probes`` (its readers
     are probed).
     """
+    rewritten = _rewrite(model, sites, plans, probes, fold, whole)
+    gc.collect()  # the graph's nodes and tensors form cycles: free its copies of the weights now
+    return rewritten
+
+
+def _rewrite(
+    model: onnx.ModelProto,
+    sites: Sequence[ConvSite],
+    plans: Sequence[LayerPlan],
+    probes: Sequence[str] = (),
+    fold: bool = True,
+    whole: Sequence[ConvSite] = (),
+) -> Rewritten:
     graph = gs.import_onnx(model)
     nodes = list(graph.nodes)
+    for site in whole:  # the model may hold their weights no more (api: release): the sites do
+        weight = nodes[site.node_index].inputs[1]
+        if isinstance(weight, gs.Constant):
+            weight.values = site.weight
     carried: dict[str, _Permuted] = {}
     gathers: dict[int, gs.Node] = {}
     for site, plan in zip(sites, plans):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from typing import Hashable, Sequence, TypeVar
@@ -10,8 +11,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import ValidationFailed
-from .load import first_line
+from .errors import GkpError, ValidationFailed
+from .load import PROTOBUF_LIMIT, first_line, serialized_size, skeleton
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -67,6 +68,7 @@ def random_inputs(
 
 
 def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session; past protobuf's 2 GiB the large initializers are handed over as arrays."""
     options = ort.SessionOptions()
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -74,19 +76,64 @@ def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.Inf
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    arrays: list[ort.OrtValue] = []
+    if serialized_size(model) > PROTOBUF_LIMIT:
+        model, stripped = skeleton(model)
+        read = _read_names(model.graph)  # onnxruntime drops unread initializers, then cannot replace them
+        kept = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL or t.name in read]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+        stripped = [t for t in stripped if t.name in read]
+        arrays = [ort.OrtValue.ortvalue_from_numpy(onnx.numpy_helper.to_array(t)) for t in stripped]
+        options.add_external_initializers([t.name for t in stripped], arrays)
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises several unrelated types here
-        raise ValidationFailed(f"onnxruntime cannot load the model: {first_line(error)}") from None
+        raise ValidationFailed(f"onnxruntime cannot load the model: {ort_message(error)}") from None
+    sess.gkp_arrays = arrays  # type: ignore[attr-defined]  # onnxruntime reads them in place: keep them alive
+    return sess
+
+
+def _read_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` or of its subgraphs reads."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names |= _read_names(inner)
+    return names
+
+
+def ort_message(error: BaseException) -> str:
+    """onnxruntime's message without its C++ source location and signature."""
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (\S+:\d+ [^(]*\([^)]*\) )?", "", first_line(error))
+
+
+def check_supported(model: onnx.ModelProto) -> None:
+    """Refuse a model whose IR version or opsets this onnxruntime cannot load, whatever its ops.
+
+    Probed with an empty model stamped like ``model``: validation, timing and shape probes all
+    need onnxruntime, so this is bad input (exit 2), not a failed validation.
+    """
+    value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe", [value],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    probe = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    try:
+        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as error:
+        versions = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
+        reason = ort_message(error).rstrip(". ").split(". ")[-1]
+        raise GkpError(f"onnxruntime {ort.__version__} cannot load IR version {model.ir_version} "
+                       f"with opsets {versions}: {reason}") from None
 
 
 def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     try:
         return sess.run(None, feeds)
     except Exception as error:
-        raise ValidationFailed(f"onnxruntime cannot run the model: {first_line(error)}") from None
-
-
+        raise ValidationFailed(f"onnxruntime cannot run the model: {ort_message(error)}") from None
 
 
 def interleaved_medians(

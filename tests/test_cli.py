@@ -87,24 +87,6 @@ def test_bad_options(chain_path: Path, tmp_path: Path, args: list, words: str) -
     assert not out.exists()
 
 
-def test_bad_inputs(tmp_path: Path, chain_path: Path) -> None:
-    out = tmp_path / "out.onnx"
-    assert_refused(cli(tmp_path / "missing.onnx", out), 2, "no such file")
-    assert_refused(cli(tmp_path, out), 2, "not a file")
-    empty = tmp_path / "empty.onnx"
-    empty.write_bytes(b"")
-    assert_refused(cli(empty, out), 2, "empty")
-    noise = tmp_path / "noise.onnx"
-    noise.write_bytes(bytes(range(256)) * 8)
-    assert_refused(cli(noise, out), 2, "not an ONNX model")
-    truncated = tmp_path / "truncated.onnx"
-    truncated.write_bytes(chain_path.read_bytes()[:700])
-    assert_refused(cli(truncated, out), 2, "")
-    assert_refused(cli(chain_path, chain_path), 2, "differ")
-    assert_refused(cli(chain_path, tmp_path / "nowhere" / "out.onnx"), 2, "no such folder")
-    assert not out.exists()
-
-
 DYNAMIC = """
 <ir_version: 8, opset_import: ["" : 17]>
 dyn (float[N,8,H,W] x) => (float[N,16,H,W] y) {
@@ -123,27 +105,6 @@ def test_dynamic_dims_need_a_test_shape(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     dims = onnx.load(out).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param for d in dims] == ["N", "", "H", "W"]
-
-
-CUSTOM_OP = """
-<ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
-custom (float[1,8,10,10] x) => (float[1,16,10,10] y) {
-  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
-  r = com.example.Mystery (a)
-  y = Conv <pads=[1,1,1,1]> (r, w2)
-}
-"""
-
-
-def test_validation_that_cannot_run_exits_1_and_writes_nothing(tmp_path: Path) -> None:
-    model = onnx.parser.parse_model(CUSTOM_OP)
-    path, out = tmp_path / "custom.onnx", tmp_path / "out.onnx"
-    seeded = make_model(CHAIN, CHAIN_WEIGHTS)
-    model.graph.initializer.extend(seeded.graph.initializer)
-    onnx.save(model, path)
-    assert_refused(cli(path, out), 1, "onnxruntime cannot")
-    assert not out.exists()
-    assert cli(path, out, "--no-validate").returncode == 0
 
 
 def test_console_script_is_installed() -> None:

@@ -1,0 +1,321 @@
+"""Hostile and awkward inputs: one line and an exit code, nothing written, nothing touched.
+
+Every refusal is tried through the CLI (exit code, exactly one line on stderr, no traceback,
+the folder byte for byte as it was: no output, no temporary, input unchanged) and through the
+API (``GkpError``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import onnx_gkp
+from conftest import CHAIN, CHAIN_WEIGHTS, make_model
+from onnx_gkp import GkpError, ValidationFailed
+from onnx_gkp import cli as cli_module
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: object, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """The CLI of this checkout (not an installed copy), run from ``cwd``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "onnx_gkp", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (symlinks as their target name) and its bytes."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            found[str(path)] = os.readlink(path).encode()
+        elif path.is_file():
+            found[str(path)] = path.read_bytes()
+    return found
+
+
+def chain(folder: Path, name: str = "chain.onnx") -> Path:
+    path = folder / name
+    onnx.save(make_model(CHAIN, CHAIN_WEIGHTS), path)
+    return path
+
+
+def stamped(folder: Path, ir_version: int, opset: int) -> Path:
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    model.ir_version = model.ir_version if ir_version is None else ir_version
+    model.opset_import[0].version = opset
+    path = folder / "stamped.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _ort_loads(ir_version: int, opset: int) -> bool:
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", 1, [1])], [helper.make_tensor_value_info("y", 1, [1])])
+    try:
+        ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                                               ir_version=ir_version).SerializeToString(), providers=["CPUExecutionProvider"])
+        return True
+    except Exception:
+        return False
+
+
+# Versions onnx knows but this onnxruntime cannot load (None: it loads everything onnx knows).
+NEW_OPSET = next((v for v in range(17, onnx.defs.onnx_opset_version() + 1) if not _ort_loads(8, v)), None)
+NEW_IR = onnx.IR_VERSION if not _ort_loads(onnx.IR_VERSION, 17) else None
+
+
+def with_external(folder: Path, location: Optional[str] = None, length: Optional[int] = None, data_type: int = 0) -> Path:
+    """The chain model with its weights in ``chain.onnx.data``; ``location``/``length`` then
+    rewritten in the model file (as a hostile file would carry them)."""
+    folder.mkdir(exist_ok=True)
+    path = folder / "chain.onnx"
+    onnx.save(make_model(CHAIN, CHAIN_WEIGHTS), path, save_as_external_data=True, location="chain.onnx.data", size_threshold=0)
+    model = onnx.load(path, load_external_data=False)
+    for tensor in model.graph.initializer:
+        tensor.data_type = data_type or tensor.data_type
+        for entry in tensor.external_data:
+            if entry.key == "location" and location is not None:
+                entry.value = location
+            if entry.key == "length" and length is not None:
+                entry.value = str(length)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def custom_op(folder: Path) -> Path:
+    model = onnx.parser.parse_model(CHAIN.replace('"" : 17]', '"" : 17, "com.example" : 1]').replace("r = Relu(a)", "r = com.example.Mystery (a)"))
+    model.graph.initializer.extend(make_model(CHAIN, CHAIN_WEIGHTS).graph.initializer)
+    path = folder / "custom.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def symlink_out(folder: Path) -> Path:
+    outside = folder / "outside"
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(b"\x00" * 65536)
+    path = with_external(folder / "model", location="w.data")
+    (folder / "model" / "w.data").symlink_to(outside / "secret.bin")
+    return path
+
+
+def _truncate(path: Path) -> Path:
+    data = path.with_name("chain.onnx.data")
+    data.write_bytes(data.read_bytes()[:1000])
+    return path
+
+
+def _short_tensor(folder: Path) -> Path:
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    model.graph.initializer[0].raw_data = model.graph.initializer[0].raw_data[:-4]
+    return _write(folder / "short.onnx", model.SerializeToString())
+
+
+@dataclass
+class Case:
+    """``setup(tmp) -> (IN, OUT)``; ``args`` are CLI options, ``api`` the matching ``prune``
+    keywords (None: no API counterpart; OUT cases go through ``save_model`` instead)."""
+
+    setup: Callable[[Path], tuple[Path, Path]]
+    code: int
+    words: str
+    args: list = field(default_factory=list)
+    api: Optional[dict] = field(default_factory=dict)
+    save: bool = False  # the API refusal comes from save_model(OUT)
+
+
+def _in(build: Callable[[Path], Path]) -> Callable[[Path], tuple[Path, Path]]:
+    return lambda tmp: (build(tmp), tmp / "out.onnx")
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _out(make_out: Callable[[Path, Path], Path]) -> Callable[[Path], tuple[Path, Path]]:
+    def setup(tmp: Path) -> tuple[Path, Path]:
+        source = chain(tmp)
+        return source, make_out(tmp, source)
+    return setup
+
+
+def _hard_link(tmp: Path, source: Path) -> Path:
+    os.link(source, tmp / "same.onnx")
+    return tmp / "same.onnx"
+
+
+def _symlink(tmp: Path, source: Path) -> Path:
+    (tmp / "link.onnx").symlink_to(source)
+    return tmp / "link.onnx"
+
+
+CASES = {
+    "missing path": Case(lambda tmp: (tmp / "missing.onnx", tmp / "out.onnx"), 2, "no such file"),
+    "a directory": Case(lambda tmp: (tmp, tmp / "out.onnx"), 2, "not a file"),
+    "empty file": Case(_in(lambda tmp: _write(tmp / "empty.onnx", b"")), 2, "empty file"),
+    "random bytes": Case(_in(lambda tmp: _write(tmp / "noise.onnx", np.random.default_rng(0).bytes(4096))), 2, "ONNX model"),
+    "truncated model": Case(_in(lambda tmp: _write(tmp / "cut.onnx", chain(tmp).read_bytes()[:4000])), 2, "not an ONNX model"),
+    "a tensor, not a model": Case(_in(lambda tmp: _write(
+        tmp / "tensor.pb", onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "t").SerializeToString())), 2, "not an ONNX model"),
+    "a graph, not a model": Case(_in(lambda tmp: _write(
+        tmp / "graph.pb", make_model(CHAIN, CHAIN_WEIGHTS).graph.SerializeToString())), 2, "ONNX model"),
+    "IR version newer than onnx": Case(_in(lambda tmp: stamped(tmp, onnx.IR_VERSION + 1, 17)), 2, "invalid ONNX model"),
+    "IR version newer than onnxruntime": Case(_in(lambda tmp: stamped(tmp, NEW_IR, 17)), 2, "cannot load IR version"),
+    "opset newer than onnxruntime": Case(_in(lambda tmp: stamped(tmp, 10, NEW_OPSET)), 2, f"opsets ai.onnx {NEW_OPSET}"),
+    "ops onnxruntime cannot run": Case(_in(custom_op), 1, "onnxruntime cannot"),
+    "external data, absolute path": Case(_in(lambda tmp: with_external(tmp / "m", "/etc/passwd")), 2, "not relative"),
+    "external data, ../ escape": Case(_in(lambda tmp: with_external(tmp / "m", "../../../../etc/passwd")), 2, "outside the model's folder"),
+    "external data, symlink out": Case(_in(symlink_out), 2, "outside the model's folder"),
+    "external data file missing": Case(_in(lambda tmp: with_external(tmp / "m", "gone.data")), 2, "missing"),
+    "external data file too short": Case(_in(lambda tmp: _truncate(with_external(tmp / "m"))), 2, "shorter"),
+    "external data length not fitting the shape": Case(_in(lambda tmp: with_external(tmp / "m", length=4)), 2, "a shape that needs"),
+    "external data of an unknown type": Case(_in(lambda tmp: with_external(tmp / "m", data_type=99)), 2, "unknown data type"),
+    "inline data not fitting the shape": Case(_in(_short_tensor), 2, "does not match"),
+    "--ratio above 1": Case(_in(chain), 2, "ratio", ["--ratio", "1.5"], {"ratio": 1.5}),
+    "--ratio of 1": Case(_in(chain), 2, "ratio", ["--ratio", "1"], {"ratio": 1.0}),
+    "--ratio negative": Case(_in(chain), 2, "ratio", ["--ratio=-0.1"], {"ratio": -0.1}),
+    "--groups that divides no layer": Case(_in(chain), 2, "divides", ["--groups", "3"], {"groups": 3}),
+    "OUT equal to IN": Case(_out(lambda tmp, source: source), 2, "is an input", save=True),
+    "OUT a hard link to IN": Case(_out(_hard_link), 2, "is an input", save=True),
+    "OUT a symlink to IN": Case(_out(_symlink), 2, "is an input", save=True),
+    "OUT the external data of IN": Case(lambda tmp: (with_external(tmp / "m"), tmp / "m" / "chain.onnx.data"), 2, "is an input", save=True),
+    "OUT's folder missing": Case(_out(lambda tmp, source: tmp / "nowhere" / "out.onnx"), 2, "no such folder", save=True),
+    "OUT not writable": Case(_out(lambda tmp, source: Path("/proc/gkp_out.onnx")), 2, "cannot write", save=True),
+    "OUT existing without --force": Case(_out(lambda tmp, source: _write(tmp / "out.onnx", b"keep me")), 2, "exists", save=True),
+    "OUT a folder": Case(_out(lambda tmp, source: tmp), 2, "is a folder", ["--force"], save=True),
+    "OUT.data existing without --force": Case(_out(lambda tmp, source: _write(tmp / "out.onnx.data", b"keep") and tmp / "out.onnx"),
+                                             2, "exists", ["--save-external-data"], save=True),
+    "--report in a missing folder": Case(lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "no such folder",
+                                         ["--report", "nowhere/r.json"], None),
+}
+
+
+def _skip_unavailable(name: str) -> None:
+    if (name == "IR version newer than onnxruntime" and NEW_IR is None) or (name == "opset newer than onnxruntime" and NEW_OPSET is None):
+        pytest.skip("this onnxruntime loads every version onnx knows")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_cli_refuses_in_one_line_and_writes_nothing(name: str, tmp_path: Path) -> None:
+    _skip_unavailable(name)
+    case = CASES[name]
+    source, out = case.setup(tmp_path)
+    before = snapshot(tmp_path)
+    result = cli(source, out, *case.args, cwd=tmp_path)  # --report paths are relative to it
+    assert result.returncode == case.code, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnx-gkp: error:") and case.words in lines[0], result.stderr
+    assert "wrote" not in result.stdout
+    assert snapshot(tmp_path) == before, "no output, no temporary, input unchanged"
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.api is not None])
+def test_api_raises_gkp_error(name: str, tmp_path: Path) -> None:
+    _skip_unavailable(name)
+    case = CASES[name]
+    source, out = case.setup(tmp_path)
+    before = snapshot(tmp_path)
+    expected = ValidationFailed if case.code == 1 else GkpError
+    if case.save:
+        model, _ = onnx_gkp.prune(source, runtime_aware=False, latency_runs=0)
+        with pytest.raises(GkpError, match="exists|no such folder|cannot write|is a folder"):
+            onnx_gkp.save_model(model, out, external_data="--save-external-data" in case.args)
+    else:
+        with pytest.raises(expected, match=case.words.replace("(", r"\(")):
+            onnx_gkp.prune(source, runtime_aware=False, latency_runs=0, **(case.api or {}))
+    assert snapshot(tmp_path) == before
+
+
+RUNTIME_WEIGHT = """
+<ir_version: 8, opset_import: ["" : 17]>
+computed (float[1,8,10,10] x) => (float[1,16,10,10] y) {
+  two = Constant <value = float {2.0}> ()
+  w = Mul (w2, two)
+  y = Conv <pads=[1,1,1,1]> (x, w)
+}
+"""
+SHARED_WEIGHT = """
+<ir_version: 8, opset_import: ["" : 17]>
+shared (float[1,16,10,10] x) => (float[1,16,10,10] y) {
+  a = Conv <pads=[1,1,1,1]> (x, w)
+  r = Relu (a)
+  y = Conv <pads=[1,1,1,1]> (r, w)
+}
+"""
+NO_CONV = """
+<ir_version: 8, opset_import: ["" : 17]>
+plain (float[1,8,10,10] x) => (float[1,8,10,10] y) {
+  y = Relu (x)
+}
+"""
+LEFT_WHOLE = {
+    "no Conv": (NO_CONV, {}, "the model has no Conv", None),
+    "weight computed at run time": (RUNTIME_WEIGHT, {"w2": (16, 8, 3, 3)}, "no Conv could be", "not a constant"),
+    "weight shared by two Convs": (SHARED_WEIGHT, {"w": (16, 16, 3, 3)}, "no Conv could be", "shared with 1 other use"),
+}
+
+
+@pytest.mark.parametrize("name", list(LEFT_WHOLE))
+def test_nothing_to_prune_is_not_an_error(name: str, tmp_path: Path) -> None:
+    """The model is written unchanged in function (exit 0), and the report says why."""
+    text, weights, summary, reason = LEFT_WHOLE[name]
+    source, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(make_model(text, weights), source)
+    result = cli(source, out)
+    assert result.returncode == 0, result.stderr
+    assert f"nothing was pruned: {summary}" in result.stdout and "validation passed" in result.stdout
+    _, report = onnx_gkp.prune(source, latency_runs=0)
+    assert report.layers == []
+    if reason:
+        assert reason in result.stdout and all(reason in s.reason for s in report.skipped)
+    written = onnx.load(out)
+    assert [n.op_type for n in written.graph.node] == [n.op_type for n in onnx.load(source).graph.node]
+
+
+def test_no_validate_writes_what_onnxruntime_cannot_run(tmp_path: Path) -> None:
+    source, out = custom_op(tmp_path), tmp_path / "out.onnx"
+    result = cli(source, out, "--no-validate")
+    assert result.returncode == 0, result.stderr
+    assert "validation: skipped" in result.stdout and onnx.load(out).graph.node
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_interrupt_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, external: bool) -> None:
+    """Ctrl-C (or SIGTERM, turned into the same) between writing and renaming: no OUT, no temporary."""
+    source = chain(tmp_path)
+    before = snapshot(tmp_path)
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("onnx_gkp.load.os.replace", interrupted)
+    options = ["--no-validate", "--quality-only"] + (["--save-external-data"] if external else [])
+    assert cli_module.main([str(source), str(tmp_path / "out.onnx"), *options]) == 130
+    assert snapshot(tmp_path) == before
+
+
+def test_a_bug_is_one_line_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    source = chain(tmp_path)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli_module, "prune", broken)
+    assert cli_module.main([str(source), str(tmp_path / "out.onnx")]) == 3
+    assert capsys.readouterr().err == "onnx-gkp: internal error: ZeroDivisionError: division by zero (please report it)\n"
+    assert not (tmp_path / "out.onnx").exists()
