@@ -165,6 +165,7 @@ def prune(
 
 GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
 MACS_TOLERANCE = 0.005  # of the model's Conv MACs: how far past a MACs target the result may go
+MACS_STEPS = 12
 LATENCY_TOLERANCE = 0.03  # relative: a measured latency this close to the target is accepted
 LATENCY_ATTEMPTS = 6
 
@@ -247,8 +248,8 @@ def _plan_to_target(
 
     MACs: the allocation is exact, but a ``G = 1`` layer also lets its source stop computing
     the channels it drops (``rewrite._trim``), which the per-layer options do not see; the
-    budget is loosened by what the assembled model removed beyond the target until it is
-    within ``MACS_TOLERANCE`` (or loosening would miss the target). Latency: the per-layer times do not add up exactly end to end,
+    budget is loosened by bisection, keeping the loosest that still meets the target, until
+    the assembled model is within ``MACS_TOLERANCE`` of it (``MACS_STEPS`` at most). Latency: the per-layer times do not add up exactly end to end,
     so the saving asked of them is searched against measured end-to-end ratios
     (:func:`_search_saving`); the value found is kept in the cost table, so a rerun gives the
     same bytes.
@@ -315,18 +316,25 @@ def _plan_to_target(
         if target.fraction > most:
             raise GkpError(f"--target-macs {target.fraction:g} cannot be met: at most {most:.1%} of this model's Conv MACs "
                            f"can be removed (no layer loses more than {MAX_LAYER_RATIO:.0%} of its input channels)")
-        budget = whole_cost - target.fraction * total
-        chosen = realise(budget)
-        for _ in range(6):
-            removed = total - assembled(*chosen[:3])[1].totals["conv_macs_after"]
-            excess = removed - target.fraction * total
+        goal = target.fraction * total
+
+        def removed(choice: tuple) -> float:
+            return total - assembled(*choice[:3])[1].totals["conv_macs_after"]
+
+        # The budget itself always meets the goal (trimming only removes more); bisect towards
+        # the loosest budget that still does.
+        low, high = whole_cost - goal, whole_cost
+        chosen = realise(low)
+        excess = removed(chosen) - goal
+        for _ in range(MACS_STEPS):
             if excess <= MACS_TOLERANCE * total:
                 break
-            budget += excess
-            looser = realise(budget)
-            if total - assembled(*looser[:3])[1].totals["conv_macs_after"] < target.fraction * total:
-                break  # the grid has nothing in between: keep the choice that meets the target
-            chosen = looser
+            middle = realise((low + high) / 2)
+            more = removed(middle) - goal
+            if more >= 0:
+                low, chosen, excess = (low + high) / 2, middle, more
+            else:
+                high = (low + high) / 2
         pairs, whole, left, records = chosen
     else:
         feeds = random_inputs(original, build["analysis"].input_shapes, build["seed"])
