@@ -341,6 +341,7 @@ def _rewrite(
         weight = nodes[site.node_index].inputs[1]
         if isinstance(weight, gs.Constant):
             weight.values = site.weight
+            weight.data_location = None  # the stub's "external" mark would go out with the data
     carried: dict[str, _Permuted] = {}
     gathers: dict[int, gs.Node] = {}
     for site, plan in zip(sites, plans):

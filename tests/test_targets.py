@@ -128,8 +128,8 @@ def _residual(narrow: bool) -> onnx.ModelProto:
         branch = "nb"
     nodes.append(helper.make_node("Add", [branch, "s"], ["y"]))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_error_gain_is_the_branch_share_at_a_residual_add() -> None:
@@ -159,3 +159,22 @@ def test_data_free_cost_ranks_layers_like_measured_sensitivity(name: str, count:
     rows = measure(name, 0.25, 1, count)
     rho = spearmanr([r[1] for r in rows], [r[2] for r in rows]).statistic
     assert rho >= floor, f"{name}: Spearman {rho:.2f}"
+
+
+def test_small_weights_left_whole_come_back_with_their_data() -> None:
+    """A layer the budget leaves whole gets its weight back from the site after the model
+    released it; a small one (exported by onnx-graphsurgeon itself, under 1 KiB) must not keep
+    the released stub's external-data mark (YOLOv8n's 16-weight DFL Conv did)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("w1", (8, 8, 1, 1)), ("w2", (16, 8, 3, 3)))]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    pruned, report = onnx_gkp.prune(model, target_macs=0.1, latency_runs=0)
+    assert [s.node_index for s in report.skipped if s.reason.startswith("left whole by the budget")] == [0]
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in pruned.graph.initializer)
+    assert report.validation.passed
