@@ -353,7 +353,7 @@ def _plan_to_target(
         costs.save()
     skipped.extend(left)
     skipped.sort(key=lambda s: s.node_index)
-    return pairs, whole, records
+    return pairs, whole + unknown, records  # the unknown ones are whole too (their weights come back)
 
 
 def _plan_sites(
