@@ -310,9 +310,10 @@ def _plan_to_target(
         return _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, skipped + left, {}, **build)
 
     whole_cost = sum(t[0].cost for t in tables)
+    least = sum(min(o.cost for o in t) for t in tables)  # the most pruning possible keeps this
     if target.kind == "macs":
         total = sum(s.macs for s in sites) + sum(s.macs for s in skipped if s.op_type == "Conv")
-        most = (whole_cost - sum(min(o.cost for o in t) for t in tables)) / total
+        most = (whole_cost - least) / total
         if target.fraction > most:
             raise GkpError(f"--target-macs {target.fraction:g} cannot be met: at most {most:.1%} of this model's Conv MACs "
                            f"can be removed (no layer loses more than {MAX_LAYER_RATIO:.0%} of its input channels)")
@@ -339,7 +340,6 @@ def _plan_to_target(
     else:
         feeds = random_inputs(original, build["analysis"].input_shapes, build["seed"])
         runs = max(build["latency_runs"], 10)
-        least = sum(min(o.cost for o in t) for t in tables)
         recalled = costs.recall(decision)  # the predicted saving chosen last time, in seconds
 
         def measure(need: float) -> float:

@@ -20,6 +20,7 @@ from typing import Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from .analyse import ConvSite
 from .compensation import explicit_pads
@@ -74,6 +75,16 @@ def _batch_size(model: onnx.ModelProto, chunk: int) -> int:
     return min([chunk] + [b for b in fixed if b > 0])
 
 
+def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+    """Calibration runs are never timed: at least as many threads as the machine has cores
+    (``threads`` only matters for the layer timings)."""
+    return session(model, optimise=True, threads=max(threads, os.cpu_count() or 1))
+
+
+def _head(data: dict[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
+    return {name: array[:samples] for name, array in data.items()}
+
+
 def input_moments(
     model: onnx.ModelProto, sites: Sequence[ConvSite], data: dict[str, np.ndarray], *,
     threads: int = 1, samples: int = 64, chunk: int = 32,
@@ -82,8 +93,8 @@ def input_moments(
     for the budget's quality cost (``quality.py``) in place of the BN-derived moments."""
     names = list(dict.fromkeys(model.graph.node[s.node_index].input[0] for s in sites))
     inner = [n for n in names if n not in data]  # a Conv may read a graph input directly
-    sess = session(up_to(model, inner), optimise=True, threads=max(threads, os.cpu_count() or 1)) if inner else None
-    head = {name: array[:samples] for name, array in data.items()}
+    sess = _session(up_to(model, inner), threads) if inner else None
+    head = _head(data, samples)
     sums = {name: 0.0 for name in names}
     count = 0
     for batch in _chunks(head, _batch_size(model, chunk)):
@@ -102,15 +113,13 @@ def output_errors(
     """For each site pruned alone to its plan (the masked reference), the model's relative output
     error ``sum ||y' - y||^2 / sum ||y||^2`` over the first ``samples`` calibration inputs: the
     layer's measured sensitivity, for the budget's quality cost."""
-    threads = max(threads, os.cpu_count() or 1)
-    head = {name: array[:samples] for name, array in data.items()}
-    batches = list(_chunks(head, _batch_size(model, samples)))
-    dense = session(model, optimise=True, threads=threads)
+    batches = list(_chunks(_head(data, samples), _batch_size(model, samples)))
+    dense = _session(model, threads)
     wanted = [run(dense, batch) for batch in batches]
     scale = sum(float(np.sum(np.square(y.astype(np.float64)))) for outs in wanted for y in outs)
     errors = []
     for site, plan in zip(sites, plans):
-        pruned = session(masked_reference(model, [site], [plan]), optimise=True, threads=threads)
+        pruned = _session(masked_reference(model, [site], [plan]), threads)
         diff = sum(float(np.sum(np.square(a.astype(np.float64) - b)))
                    for batch, outs in zip(batches, wanted) for a, b in zip(run(pruned, batch), outs))
         errors.append(diff / max(scale, 1e-30))
@@ -129,20 +138,15 @@ def reconstructed(
     chunk: int = 32,
     damping: float = 1e-3,
 ) -> list[ConvSite]:
-    """``sites`` (in graph order) with kept weights and biases refitted on ``data``.
-
-    onnxruntime runs here with at least as many threads as the machine has cores: nothing is
-    timed, and ``threads`` only matters for the layer timings.
-    """
-    threads = max(threads, os.cpu_count() or 1)
+    """``sites`` (in graph order) with kept weights and biases refitted on ``data``."""
     chunk = _batch_size(model, chunk)
     done: list[ConvSite] = []
     for index, (site, plan) in enumerate(zip(sites, plans)):
         node = model.graph.node[site.node_index]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        target = session(up_to(model, [node.output[0]]), optimise=True, threads=threads)
+        target = _session(up_to(model, [node.output[0]]), threads)
         current = masked_reference(model, done, plans[:index])
-        source = session(up_to(current, [node.input[0]]), optimise=True, threads=threads)
+        source = _session(up_to(current, [node.input[0]]), threads)
         kernel = site.weight.shape[2:]
         ridge = GroupedRidge(plan.filter_groups, plan.kept_channels, site.weight.shape[1], int(np.prod(kernel)))
         for batch_index, batch in enumerate(_chunks(data, chunk)):

@@ -22,9 +22,10 @@ onnx-graphsurgeon; it knows nothing of how plans are made.
 
 from __future__ import annotations
 
+import functools
 import gc
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -307,6 +308,21 @@ def _export(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     return pruned
 
 
+def _collected(function: Callable[..., Rewritten]) -> Callable[..., Rewritten]:
+    """``function``, then a garbage collection once its frame is gone: the graph's nodes and
+    tensors form cycles, and their copies of the weights should be freed at once."""
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Rewritten:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            gc.collect()
+
+    return run
+
+
+@_collected
 def rewrite(
     model: onnx.ModelProto,
     sites: Sequence[ConvSite],
@@ -322,19 +338,6 @@ def rewrite(
     trimmed Conv's output only exists in part, so it is dropped from ``probes`` (its readers
     are probed).
     """
-    rewritten = _rewrite(model, sites, plans, probes, fold, whole)
-    gc.collect()  # the graph's nodes and tensors form cycles: free its copies of the weights now
-    return rewritten
-
-
-def _rewrite(
-    model: onnx.ModelProto,
-    sites: Sequence[ConvSite],
-    plans: Sequence[LayerPlan],
-    probes: Sequence[str] = (),
-    fold: bool = True,
-    whole: Sequence[ConvSite] = (),
-) -> Rewritten:
     graph = gs.import_onnx(model)
     nodes = list(graph.nodes)
     for site in whole:  # the model may hold their weights no more (api: release): the sites do

@@ -95,15 +95,20 @@ def top1(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], str]:
     return lambda dense, pruned: f"{np.mean(pruned.argmax(1) == labels):.1%}"
 
 
+def kl_divergence(dense: np.ndarray, pruned: np.ndarray) -> float:
+    """Mean KL(softmax(dense) || softmax(pruned)) over the inputs (rows of logits)."""
+    log_p = dense - np.logaddexp.reduce(dense, axis=1, keepdims=True)
+    log_q = pruned - np.logaddexp.reduce(pruned, axis=1, keepdims=True)
+    return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1)))
+
+
 def agreement(dense: np.ndarray, pruned: np.ndarray) -> str:
     """Top-1 / top-5 agreement with the unpruned model's class, and the mean KL divergence of
     the pruned model's softmax from the unpruned one's."""
     reference = dense.argmax(1)
     first5 = np.argsort(-pruned, axis=1)[:, :5]
-    log_p = dense - np.logaddexp.reduce(dense, axis=1, keepdims=True)
-    log_q = pruned - np.logaddexp.reduce(pruned, axis=1, keepdims=True)
-    kl = np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1))
-    return f"{np.mean(pruned.argmax(1) == reference):.2f} / {np.mean((first5 == reference[:, None]).any(1)):.2f} / KL {kl:.2f}"
+    return (f"{np.mean(pruned.argmax(1) == reference):.2f} / {np.mean((first5 == reference[:, None]).any(1)):.2f} "
+            f"/ KL {kl_divergence(dense, pruned):.2f}")
 
 
 def cosine(dense: np.ndarray, pruned: np.ndarray) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from bench_common import load_model  # also puts the repository on the path
-from bench_quality import TASKS, outputs
+from bench_quality import TASKS, kl_divergence, outputs
 
 from onnx_gkp.analyse import analyse, constant_tensors  # noqa: E402
 from onnx_gkp.input_stats import StatsReader  # noqa: E402
@@ -35,9 +35,7 @@ CLASSIFIERS = {"bundled", "mnist", "mobilenet_v2_imagenet", "mobilenet_v2_imagen
 def divergence(dense: np.ndarray, pruned: np.ndarray, classifier: bool) -> float:
     """Mean KL(softmax(dense) || softmax(pruned)) for classifiers, else mean ``1 - cosine``."""
     if classifier:
-        log_p = dense - np.logaddexp.reduce(dense, axis=1, keepdims=True)
-        log_q = pruned - np.logaddexp.reduce(pruned, axis=1, keepdims=True)
-        return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1)))
+        return kl_divergence(dense, pruned)
     a, b = dense.reshape(len(dense), -1), pruned.reshape(len(pruned), -1)
     cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
     return float(np.mean(1.0 - cos))
