@@ -14,20 +14,24 @@ from tqdm import tqdm
 
 from .analyse import Analysis, ConvSite, Skip, analyse, constant_tensors, count_params
 from .budget import Infeasible, Option, allocate
-from .calibrate import Calibration, input_moments, load_calibration, output_errors, reconstructed
+from .allowance import estimated_curves, levels, measured_curves, ratios_within
+from .calibrate import input_moments, output_errors, outputs_on, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
+from .fidelity import TARGET_METRICS, fidelity, model_score
 from .group_count import candidate_counts
 from .input_stats import ChannelStats, StatsReader
 from .load import ModelLike, check_onnx, digest, load_model, release, restored
 from .plan import Groups, LayerPlan, PlanOptions, kept_count, kernel_energy, plan_for_count, plan_layer
 from .propagation import ErrorGains
 from .quality import relative_error, weighted_energy
+from .keep import search
 from .reference import masked_reference
 from .report import LayerReport, Report, totals
 from .rewrite import rewrite
 from .runtime import check_supported, random_inputs
+from .samples import Calibration, Preprocess, Samples, load_samples, split
 from .targets import MAX_LAYER_RATIO, Target, alternatives, layer_options, second_moment
 from .validate import median_latency_ms, validate
 
@@ -35,7 +39,7 @@ from .validate import median_latency_ms, validate
 def prune(
     model: ModelLike,
     *,
-    ratio: float = 0.25,
+    ratio: Optional[float] = None,
     groups: Groups = "auto",
     criterion: str = "combined",
     max_groups: int = 16,
@@ -51,6 +55,10 @@ def prune(
     cost_cache: Optional[Path] = None,
     compensate: bool = True,
     calibration: Optional[Calibration] = None,
+    preprocess: Optional[Preprocess] = None,
+    keep: Optional[float] = None,
+    metrics: Optional[dict[str, str]] = None,
+    input_values: Optional[dict[str, float]] = None,
     target_macs: Optional[float] = None,
     target_latency: Optional[float] = None,
     check: bool = True,
@@ -87,7 +95,7 @@ def prune(
     is raised if they disagree; bad input raises :class:`GkpError`.
     """
     try:
-        options = PlanOptions(ratio, groups, criterion, max_groups, group_cost, seed, speed_slack)  # type: ignore[arg-type]
+        options = PlanOptions(DEFAULT_RATIO if ratio is None else ratio, groups, criterion, max_groups, group_cost, seed, speed_slack)  # type: ignore[arg-type]
     except ValueError as error:
         raise GkpError(str(error)) from None
     if threads < 1:
@@ -100,41 +108,42 @@ def prune(
     with clock("analyse"):
         analysis = analyse(original, include, exclude, test_shapes, min_in_channels)
         sites, skipped = _apply_plan_limits(analysis, options)
+    data = None if calibration is None else split(load_samples(calibration, original, preprocess), seed)
+    fit = None if data is None else data.fit
+    mode = _mode(ratio, target, keep, data, metrics, original)
+    keep = DEFAULT_KEEP if mode == "keep" and keep is None else keep
     timed = target.kind == "latency" if target is not None else runtime_aware and groups == "auto"
     costs = CostTable(threads, cost_cache or default_cache_path()) if timed else None
-    data = None if calibration is None else load_calibration(calibration, original)
-    samples = None if data is None else len(next(iter(data.values())))
     options_record = {
-        "ratio": None if target is not None else ratio, "groups": groups, "criterion": criterion,
+        "ratio": ratio if mode == "uniform" else None, "mode": mode, "keep": keep, "groups": groups, "criterion": criterion,
         "max_groups": max_groups, "group_cost": group_cost, "include": include, "exclude": exclude,
         "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
         "speed_slack": speed_slack, "threads": threads, "compensate": compensate,
-        "calibration_samples": samples, "target_macs": target_macs, "target_latency": target_latency,
+        "calibration_samples": None if data is None else data.counts, "metrics": metrics or {},
+        "target_macs": target_macs, "target_latency": target_latency,
     }
     fingerprint = f"{digest(original)} | {options_record} | {test_shapes}" if costs is not None else ""
     # The sites hold their weights as arrays: the model need not hold them too (restored to run).
     arrays = {original.graph.node[s.node_index].input[1]: s.weight for s in sites}
     full, original = original, release(original, arrays)
-    refit = None if data is None else f"weights and bias refitted on {samples} calibration samples"
+    refit = None if fit is None else f"weights and bias refitted on {len(next(iter(fit.values())))} calibration samples"
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
-                 threads=threads, clock=clock, refit=refit, arrays=arrays)
+                 threads=threads, clock=clock, refit=refit, arrays=arrays,
+                 feeds=_feeds(original, analysis, data, input_values, seed), real=data is not None)
     budget: dict[int, dict] = {}
+    ratios, trail = None, []
     if target is None:
-        pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress)
+        if mode != "uniform":
+            ratios, trail = _allowed_ratios(mode, keep, full, sites, options, costs, data, skipped, metrics, compensate, build, progress)
+        pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress, ratios)
     else:
         pairs, whole, budget = _plan_to_target(
-            target, full, sites, options, costs, data, skipped, clock, progress, f"budget | {fingerprint}",
+            target, full, sites, options, costs, fit, skipped, clock, progress, f"budget | {fingerprint}",
             build={**build, "check": False, "refit": None},
         )
     del full  # a large model is not held twice past planning
     originals = {site.node_index: site for site, _ in pairs}  # what a layer left whole keeps
-    if data is not None:
-        with clock("calibrate"):
-            refitted = reconstructed(restored(original, arrays), [s for s, _ in pairs], [p for _, p in pairs], data, threads=threads, seed=seed)
-            pairs = [(site, plan) for site, (_, plan) in zip(refitted, pairs)]
-    elif compensate:
-        with clock("plan"):
-            pairs = [(site, _compensated(site, plan)) for site, plan in pairs]
+    pairs = _refitted(pairs, fit, compensate, build)
     # The layer timings are taken one layer at a time; if the assembled model is still measured
     # slower end to end, leave whole the layers with the smallest measured gains and try again.
     # The level found is kept in the cost table, so a rerun gives the same bytes.
@@ -160,7 +169,107 @@ def prune(
     if len(guards) > 1:
         costs.remember(decision, guard)
         costs.save()
+    if data is not None:
+        with clock("fidelity"):
+            report.fidelity = _fidelity(pruned, data, metrics, build)
+        report.samples = {**data.counts, "held_out_index": list(data.held_index)}
+    report.search = [{"allowance": round(a, 9), "score": s} for a, s in trail]
     return pruned, report
+
+
+DEFAULT_RATIO = 0.25  # the uniform mode's ratio when --ratio is given without a value
+DEFAULT_KEEP = 0.99  # with real inputs and no target: keep 99% top-1 agreement (or cosine) on held-out ones
+DATA_FREE_ALLOWANCE = 0.004  # without data: each layer alone may cost this estimated relative output error
+
+
+def _mode(ratio: Optional[float], target: Optional[Target], keep: Optional[float], data: Optional[Samples],
+          metrics: Optional[dict[str, str]], model: onnx.ModelProto) -> str:
+    """``target``, ``uniform`` (an explicit ratio), ``keep`` (a fidelity target; the default with
+    data) or ``data-free`` (a conservative estimated-error allowance; the default without)."""
+    names = {o.name for o in model.graph.output}
+    for name, metric in (metrics or {}).items():
+        if name not in names or metric not in TARGET_METRICS:
+            raise GkpError(f"fidelity metric {name}:{metric}: outputs are {', '.join(sorted(names))}; "
+                           f"metrics are {', '.join(TARGET_METRICS)}")
+    if keep is not None and not 0.0 < keep <= 1.0:
+        raise GkpError(f"keep must be in (0, 1], got {keep}")
+    if target is not None:
+        if ratio is not None:
+            raise GkpError("ratio is the uniform mode; give it or a target, not both")
+        return "target"
+    if ratio is not None:
+        if keep is not None:
+            raise GkpError("ratio is the uniform mode; give it or keep, not both")
+        return "uniform"
+    if keep is not None and data is None:
+        raise GkpError("keep is measured on real inputs: give calibration data")
+    return "keep" if data is not None else "data-free"
+
+
+def _feeds(model: onnx.ModelProto, analysis: Analysis, data: Optional[Samples], values: Optional[dict[str, float]],
+           seed: int) -> dict[str, np.ndarray]:
+    """The exactness check's inputs: held-out samples when there are some (a batch at the input
+    shapes' batch size), else seeded noise with ``values`` for the inputs it names."""
+    if data is not None:
+        return {name: array[: max(1, analysis.input_shapes[name][0])] for name, array in data.held.items()}
+    return random_inputs(model, analysis.input_shapes, seed, values)
+
+
+def _allowed_ratios(
+    mode: str, keep: Optional[float], full: onnx.ModelProto, sites: list[ConvSite], options: PlanOptions,
+    costs: Optional[CostTable], data: Optional[Samples], skipped: list[Skip], metrics: Optional[dict[str, str]],
+    compensate: bool, build: dict, progress: bool,
+) -> tuple[dict[int, float], list[tuple[float, float]]]:
+    """Per-layer ratios from an error allowance: fixed and estimated without data, searched
+    against the held-out fidelity with it (``keep.py``); and the allowances measured."""
+    clock = build["clock"]
+    with clock("curves"):
+        if data is None:
+            consts, _ = constant_tensors(full)
+            gains = ErrorGains(full, consts, StatsReader(full, consts))
+            curves = estimated_curves(sites, options, {s.node_index: gains(s.node_index)[0] for s in sites},
+                                      {s.node_index: second_moment(s) for s in sites})
+            return ratios_within(curves, DATA_FREE_ALLOWANCE), []
+        curves = measured_curves(full, sites, options, data.fit, build["threads"])
+    tried: dict[tuple, float] = {}
+
+    def score(allowance: float) -> float:
+        ratios = ratios_within(curves, allowance)
+        key = tuple(sorted(ratios.items()))
+        if key not in tried:
+            pairs, whole = _plan_sites(sites, options, costs, list(skipped), clock, False, ratios)
+            pairs = _refitted(pairs, data.fit, compensate, build)
+            pruned, _ = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
+                                  **{**build, "check": False})
+            tried[key] = model_score(_fidelity(pruned, data, metrics, build)) or 0.0
+        return tried[key]
+
+    with clock("search"):
+        found, trail = search(levels(curves), score, keep)
+    return (ratios_within(curves, found) if found is not None else {s.node_index: 0.0 for s in sites}), trail
+
+
+def _refitted(pairs: list[tuple[ConvSite, LayerPlan]], fit: Optional[dict[str, np.ndarray]], compensate: bool,
+              build: dict) -> list[tuple[ConvSite, LayerPlan]]:
+    """The planned layers refitted on the fit samples, or with their data-free bias compensation."""
+    if fit is not None:
+        with build["clock"]("calibrate"):
+            model = restored(build["original"], build["arrays"])
+            refitted = reconstructed(model, [s for s, _ in pairs], [p for _, p in pairs], fit, threads=build["threads"], seed=build["seed"])
+        return [(site, plan) for site, (_, plan) in zip(refitted, pairs)]
+    if compensate:
+        with build["clock"]("plan"):
+            return [(site, _compensated(site, plan)) for site, plan in pairs]
+    return pairs
+
+
+def _fidelity(pruned: onnx.ModelProto, data: Samples, metrics: Optional[dict[str, str]], build: dict) -> dict[str, dict]:
+    """Per output, the pruned model against the original on the held-out samples."""
+    full = restored(build["original"], build["arrays"])
+    names = [o.name for o in full.graph.output]
+    want = outputs_on(full, data.held, threads=build["threads"])
+    got = outputs_on(pruned, data.held, threads=build["threads"])
+    return fidelity(names, want, got, metrics)
 
 
 GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
@@ -363,19 +472,25 @@ def _plan_sites(
     skipped: list[Skip],
     clock: "Stopwatch",
     progress: bool,
+    ratios: Optional[dict[int, float]] = None,
 ) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite]]:
-    """Time and plan every site in graph order; the planned pairs, and the sites left whole
-    (added to ``skipped`` with their reason)."""
+    """Time and plan every site in graph order, at its own ratio where ``ratios`` gives one; the
+    planned pairs, and the sites left whole (added to ``skipped`` with their reason)."""
     planned: list[tuple[ConvSite, LayerPlan]] = []
     whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
     became: dict[int, tuple[ConvSite, float]] = {}  # timed sites a G = 1 reader can trim, and their time
     for site in tqdm(sites, desc="planning", unit="Conv", disable=None if progress else True):
         # Sites come in graph order, so a source's plan is known before its reader's.
         source = became.get(site.source[0]) if site.source is not None else None
+        own = options if ratios is None else replace(options, ratio=ratios[site.node_index])
+        if own.refusal(*site.weight.shape[:2]) is not None:
+            skipped.append(Skip(site.node_index, site.node, "Conv", ALLOWANCE_REASON, site.macs))
+            whole.append(site)
+            continue
         with clock("measure"):
-            times = _candidate_times(site, options, costs, source)
+            times = _candidate_times(site, own, costs, source)
         with clock("plan"):
-            plan = plan_layer(site.weight, options, *times)
+            plan = plan_layer(site.weight, own, *times)
         if plan is None:
             skipped.append(Skip(site.node_index, site.node, "Conv", _slower_reason(*times), site.macs))
             whole.append(site)
@@ -388,6 +503,9 @@ def _plan_sites(
     if costs is not None:
         costs.save()
     return planned, whole
+
+
+ALLOWANCE_REASON = "left whole: pruning even an eighth of its inputs costs more error than the allowance"
 
 
 def _gain(plan: LayerPlan) -> float:
@@ -422,6 +540,8 @@ def _assemble(
     clock: "Stopwatch",
     refit: Optional[str],
     arrays: dict[str, np.ndarray],
+    feeds: dict[str, np.ndarray],
+    real: bool,
     budget: Optional[dict[int, dict]] = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Rewrite, check, report and (with ``check``) validate one selection of planned layers.
@@ -457,7 +577,7 @@ def _assemble(
             try:
                 report.validation = validate(
                     pruned, masked, full, analysis.input_shapes, seed, latency_runs,
-                    probes=rewritten.probes, threads=threads, probed=rewritten.probed,
+                    probes=rewritten.probes, threads=threads, probed=rewritten.probed, feeds=feeds, real=real,
                 )
             except ValidationFailed as error:
                 raise ValidationFailed(f"validation failed: {error} (--no-validate writes the model unchecked)") from None

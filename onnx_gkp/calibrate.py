@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from pathlib import Path
-from typing import Iterator, Mapping, Sequence, Union
+from typing import Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -24,52 +23,19 @@ import onnxruntime as ort
 
 from .analyse import ConvSite
 from .compensation import explicit_pads
-from .errors import GkpError
-from .load import first_line
 from .plan import LayerPlan
 from .reconstruct import GroupedRidge, patches, sample_positions
 from .reference import masked_reference
 from .runtime import graph_inputs, run, session, up_to
 
-Calibration = Union[Mapping[str, np.ndarray], str, os.PathLike]
 
-
-def load_calibration(data: Calibration, model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Arrays named like the model's inputs, samples along the first axis, all of one count."""
-    if not isinstance(data, Mapping):
-        path = Path(data)
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                data = {name: archive[name] for name in archive.files}
-        except (OSError, ValueError) as error:
-            raise GkpError(f"{path}: not a readable .npz of calibration arrays ({first_line(error)})") from None
-    arrays = {}
-    for value in graph_inputs(model):
-        if value.name not in data:
-            raise GkpError(f"calibration data has no array named {value.name!r} (a model input)")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        array = np.asarray(data[value.name])
-        rank = len(value.type.tensor_type.shape.dim)
-        if array.ndim != rank:
-            raise GkpError(f"calibration array {value.name!r} has rank {array.ndim}; the model input has rank {rank}")
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-        if any(want is not None and got != want for want, got in zip(dims[1:], array.shape[1:])):
-            raise GkpError(f"calibration array {value.name!r} has samples of shape {list(array.shape[1:])}; "
-                           f"the model input wants {dims[1:]}")
-        arrays[value.name] = array.astype(dtype, copy=False)
-    counts = {a.shape[0] for a in arrays.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise GkpError(f"calibration arrays must hold the same, non-zero number of samples (got {sorted(counts)})")
-    return arrays
-
-
-def _chunks(data: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
+def chunks(data: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
     count = next(iter(data.values())).shape[0]
     for start in range(0, count, size):
         yield {name: array[start : start + size] for name, array in data.items()}
 
 
-def _batch_size(model: onnx.ModelProto, chunk: int) -> int:
+def batch_size(model: onnx.ModelProto, chunk: int) -> int:
     """``chunk``, or the model's fixed batch size if it has one (it then runs at nothing else)."""
     fixed = [v.type.tensor_type.shape.dim[0].dim_value for v in graph_inputs(model) if v.type.tensor_type.shape.dim]
     return min([chunk] + [b for b in fixed if b > 0])
@@ -85,6 +51,13 @@ def _head(data: dict[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
     return {name: array[:samples] for name, array in data.items()}
 
 
+def outputs_on(model: onnx.ModelProto, data: dict[str, np.ndarray], *, threads: int = 1, chunk: int = 32) -> list[np.ndarray]:
+    """Every graph output of ``model`` over all of ``data``, batches concatenated."""
+    sess = _session(model, threads)
+    parts = [run(sess, batch) for batch in chunks(data, batch_size(model, chunk))]
+    return [np.concatenate(column) for column in zip(*parts)]
+
+
 def input_moments(
     model: onnx.ModelProto, sites: Sequence[ConvSite], data: dict[str, np.ndarray], *,
     threads: int = 1, samples: int = 64, chunk: int = 32,
@@ -97,7 +70,7 @@ def input_moments(
     head = _head(data, samples)
     sums = {name: 0.0 for name in names}
     count = 0
-    for batch in _chunks(head, _batch_size(model, chunk)):
+    for batch in chunks(head, batch_size(model, chunk)):
         values = {**batch, **(dict(zip(inner, run(sess, batch))) if sess is not None else {})}
         for name in names:
             x = values[name].astype(np.float64)
@@ -113,7 +86,7 @@ def output_errors(
     """For each site pruned alone to its plan (the masked reference), the model's relative output
     error ``sum ||y' - y||^2 / sum ||y||^2`` over the first ``samples`` calibration inputs: the
     layer's measured sensitivity, for the budget's quality cost."""
-    batches = list(_chunks(_head(data, samples), _batch_size(model, samples)))
+    batches = list(chunks(_head(data, samples), batch_size(model, samples)))
     dense = _session(model, threads)
     wanted = [run(dense, batch) for batch in batches]
     scale = sum(float(np.sum(np.square(y.astype(np.float64)))) for outs in wanted for y in outs)
@@ -139,7 +112,7 @@ def reconstructed(
     damping: float = 1e-3,
 ) -> list[ConvSite]:
     """``sites`` (in graph order) with kept weights and biases refitted on ``data``."""
-    chunk = _batch_size(model, chunk)
+    chunk = batch_size(model, chunk)
     done: list[ConvSite] = []
     for index, (site, plan) in enumerate(zip(sites, plans)):
         node = model.graph.node[site.node_index]
@@ -149,7 +122,7 @@ def reconstructed(
         source = _session(up_to(current, [node.input[0]]), threads)
         kernel = site.weight.shape[2:]
         ridge = GroupedRidge(plan.filter_groups, plan.kept_channels, site.weight.shape[1], int(np.prod(kernel)))
-        for batch_index, batch in enumerate(_chunks(data, chunk)):
+        for batch_index, batch in enumerate(chunks(data, chunk)):
             y = run(target, batch)[0]
             x = run(source, batch)[0]
             strides, dilations, pads = explicit_pads(

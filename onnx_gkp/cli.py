@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .api import prune
+from .api import DEFAULT_KEEP, prune
+from .fidelity import TARGET_METRICS
 from .errors import GkpError
 from .kernels import CRITERIA
 from .load import check_target, data_path, first_line, input_files, save_model, write_atomic
 from .plot import PLOT_SUFFIXES, write_plot
+from .samples import Preprocess
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,11 +46,42 @@ def _test_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def _pair(flag: str, convert: type) -> object:
+    """A ``NAME:VALUE`` (``--fidelity``) or ``NAME=VALUE`` (``--input-value``) argument parser."""
+    separator = ":" if flag == "--fidelity" else "="
+
+    def parse(text: str) -> tuple[str, object]:
+        name, _, value = text.rpartition(separator)
+        try:
+            return name, convert(value)
+        except ValueError:
+            pass
+        raise argparse.ArgumentTypeError(f"{flag} wants NAME{separator}VALUE, not {text!r}")
+
+    return parse
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want comma-separated numbers, not {text!r}") from None
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) == 2 and all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
+        return int(parts[0]), int(parts[1])
+    raise argparse.ArgumentTypeError(f"--image-size wants HxW, not {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnx-gkp", description="Grouped Kernel Pruning with a flexible group count for ONNX CNNs.")
     p.add_argument("input", type=Path, help="model to prune (never modified)")
     p.add_argument("output", type=Path, help="where the pruned model is written")
-    p.add_argument("--ratio", type=float, help="fraction of grouped kernels pruned in every layer (default 0.25; the uniform mode)")
+    p.add_argument("--ratio", type=float, help="the uniform mode: fraction of grouped kernels pruned in every layer")
+    p.add_argument("--keep", type=float, metavar="F", help=f"least fidelity to keep on held-out real inputs (top-1 agreement for class scores, cosine for dense outputs; needs --calibration; default {DEFAULT_KEEP} with it)")
+    p.add_argument("--fidelity", type=_pair("--fidelity", str), action="append", default=[], metavar="OUTPUT:METRIC", help=f"the metric --keep reads for an output: {', '.join(TARGET_METRICS)} (default: top1 for [N, C] class scores, cosine otherwise)")
     p.add_argument("--target-macs", type=float, metavar="F", help="remove the fraction F of the model's Conv MACs, choosing every layer's kept count and G jointly where they cost least quality")
     p.add_argument("--target-latency", type=float, metavar="F", help="make the pruned model take at most F of the original's onnxruntime time on this machine (layer times measured; checked end to end)")
     p.add_argument("--groups", type=_groups, default="auto", help="'auto' (flexible, per layer) or one count N for every layer it divides")
@@ -56,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-groups", type=int, default=16, help="largest group count 'auto' considers (default 16)")
     p.add_argument("--group-cost", type=float, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
     p.add_argument("--no-compensation", action="store_true", help="do not add the pruned kernels' expected contribution to the bias where BN statistics give the input means")
-    p.add_argument("--calibration", metavar="FILE.npz", help="refit each pruned layer's kept weights to reproduce its original output on these inputs (arrays named like the model's inputs, a few hundred samples)")
+    p.add_argument("--calibration", metavar="FILE|FOLDER", help="real inputs (.npz named like the model's inputs, .npy, or a folder of images): a quarter held out to measure fidelity, the rest refits each pruned layer (a few hundred samples)")
+    p.add_argument("--image-size", type=_size, metavar="HxW", help="images from a --calibration folder are resized to this (default: the input's fixed size)")
+    p.add_argument("--mean", type=_numbers, default=(0.0,), metavar="M[,M,M]", help="images: subtracted per channel after scaling pixels to [0, 1] (e.g. 0.485,0.456,0.406)")
+    p.add_argument("--std", type=_numbers, default=(1.0,), metavar="S[,S,S]", help="images: divided per channel after the mean (e.g. 0.229,0.224,0.225)")
+    p.add_argument("--channel-order", choices=("RGB", "BGR", "L"), default="RGB", help="images: channel order (L = grey, default RGB)")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="images: the input's layout (default NCHW)")
+    p.add_argument("--input-value", type=_pair("--input-value", float), action="append", default=[], metavar="NAME=V", help="without --calibration: feed this value to an input in the exactness check (integer or scalar inputs, e.g. a sample rate; default: zeros for integers, noise for floats)")
     p.add_argument("--quality-only", action="store_true", help="choose G for accuracy alone; by default each layer's candidates are timed on this machine's onnxruntime and no layer is made slower")
     p.add_argument("--speed-slack", type=float, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
@@ -83,8 +122,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise GkpError("--ratio is the uniform mode; give it or a --target-*, not both")
     if args.plot and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise GkpError(f"--plot writes .html or .svg, not {args.plot.suffix or 'a file without suffix'}")
+    preprocess = Preprocess(size=args.image_size, mean=args.mean, std=args.std, order=args.channel_order, layout=args.layout)
     model, report = prune(
-        args.input, ratio=0.25 if args.ratio is None else args.ratio, groups=args.groups,
+        args.input, ratio=args.ratio, keep=args.keep, metrics=dict(args.fidelity), preprocess=preprocess,
+        input_values=dict(args.input_value), groups=args.groups,
         target_macs=args.target_macs, target_latency=args.target_latency, criterion=args.criterion,
         max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
         exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,

@@ -94,6 +94,9 @@ class Report:
     totals: dict[str, Any]
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     validation: Optional[Validation] = None
+    fidelity: Optional[dict[str, dict[str, Any]]] = None  # per output, on the held-out samples
+    samples: Optional[dict[str, Any]] = None  # the fit / held-out split of the calibration samples
+    search: list[dict[str, float]] = dataclasses.field(default_factory=list)  # --keep: allowances measured
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +106,9 @@ class Report:
             "skipped": [dataclasses.asdict(skip) for skip in self.skipped],
             "totals": self.totals,
             "timings_s": self.timings,
+            "fidelity": self.fidelity,
+            "samples": self.samples,
+            "search": self.search,
             "validation": None if self.validation is None else dataclasses.asdict(self.validation),
         }
 
@@ -135,6 +141,7 @@ class Report:
     def summary(self) -> str:
         t = self.totals
         lines = [
+            self.fidelity_line(),
             f"pruned {t['pruned_layers']} Conv, skipped {t['skipped_layers']}, added {t['gathers_added']} Gather; "
             f"bias compensated in {t['compensated_layers']} of {t['pruned_layers']}",
             f"Conv MACs {_count(t['conv_macs_before'])} -> {_count(t['conv_macs_after'])} ({_ratio(t['conv_macs_after'], t['conv_macs_before'])}); "
@@ -153,19 +160,40 @@ class Report:
             lines.append("validation: skipped (--no-validate)")
             return "\n".join(lines)
         verdict = "passed" if v.passed else "FAILED"
-        lines.append(f"validation {verdict}: max |pruned - masked reference| = {v.masked_max_abs_diff:.3g} "
-                     f"(relative {v.masked_max_rel_diff:.3g}, tolerance {v.rtol:g})")
-        if v.output_cosine:
-            lines.append("cosine(original, pruned): " + ", ".join(f"{k} {c:.4f}" for k, c in v.output_cosine.items()))
+        lines.append(f"exactness {verdict}: max |pruned - masked reference| = {v.masked_max_abs_diff:.3g} "
+                     f"(relative {v.masked_max_rel_diff:.3g}, tolerance {v.rtol:g}) on {v.inputs}")
         if v.latency_ms:
             o, p = v.latency_ms["original"], v.latency_ms["pruned"]
             threads = self.options.get("threads", 1)
+            speed = f"speed-up {o / p:.2f}x" if t["pruned_layers"] else "nothing pruned, the difference is noise"
             lines.append(f"median latency (onnxruntime {v.onnxruntime}, {threads} thread(s)): original {o:.3f} ms, "
-                         f"pruned {p:.3f} ms, speed-up {o / p:.2f}x")
+                         f"pruned {p:.3f} ms, {speed}")
             if p > o and t["pruned_layers"]:
                 lines.append("warning: the pruned model measured slower than the original end to end; "
                              "try a larger --ratio, or --include the large layers only")
         return "\n".join(lines)
+
+
+    def fidelity_line(self) -> str:
+        """The headline: what the pruned model still does on held-out real inputs, or that it
+        was not measured."""
+        if self.fidelity is None:
+            return ("fidelity: NOT measured (no real inputs); give --calibration with a few hundred of the "
+                    "model's own inputs to measure it and to refit the pruned layers")
+        held = (self.samples or {}).get("held_out")
+        parts = [f"{name} {_figures(f)}" for name, f in self.fidelity.items()]
+        keep = self.options.get("keep")
+        goal = "" if keep is None else f" (target: keep {keep:g})"
+        return f"fidelity on {held} held-out samples{goal}: " + "; ".join(parts)
+
+
+def _figures(f: dict[str, Any]) -> str:
+    """One output's figures, its target metric first."""
+    names = {"top1": "top-1 agreement", "top5": "top-5 agreement", "kl": "KL", "cosine": "cosine",
+             "relative_l2": "relative L2 error", "snr_db": "SNR dB", "match": "equal elements"}
+    order = {"classes": ("top1", "top5", "kl"), "dense": ("cosine", "snr_db", "relative_l2"), "exact": ("match",)}[f["kind"]]
+    shown = [f["metric"]] + [m for m in order if m != f["metric"]] if f["metric"] in order else list(order)
+    return ", ".join(f"{names[m]} {f[m]:.4g}" for m in shown)
 
 
 def totals(

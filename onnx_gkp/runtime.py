@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from typing import Hashable, Sequence, TypeVar
+from typing import Hashable, Optional, Sequence, TypeVar
 
 import numpy as np
 import onnx
@@ -52,15 +52,19 @@ def up_to(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
 
 
 def random_inputs(
-    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0
+    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0, values: Optional[dict[str, float]] = None
 ) -> dict[str, np.ndarray]:
-    """Seeded standard-normal feeds for float inputs, zeros for others, at the given shapes."""
+    """Seeded standard-normal feeds for float inputs, zeros for others, at the given shapes;
+    ``values`` fills the inputs it names with one value instead (a sample rate, a flag)."""
     rng = np.random.default_rng(seed)
     feeds = {}
+    values = values or {}
     for value in graph_inputs(model):
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         shape = shapes[value.name]
-        if np.issubdtype(dtype, np.floating):
+        if value.name in values:
+            feeds[value.name] = np.full(shape, values[value.name], dtype=dtype)
+        elif np.issubdtype(dtype, np.floating):
             feeds[value.name] = rng.standard_normal(shape).astype(dtype)
         else:
             feeds[value.name] = np.zeros(shape, dtype=dtype)

@@ -74,8 +74,8 @@ def test_calibration_brings_the_outputs_back_and_the_rewrite_stays_exact() -> No
     assert errors[False] < 0.5 * errors[True]
     again, _ = onnx_gkp.prune(model, ratio=0.5, groups=2, calibration=data, latency_runs=0)
     assert again.SerializeToString() == pruned.SerializeToString(), "same data, same bytes"
-    assert report.layers[0].compensation == "weights and bias refitted on 64 calibration samples"
-    assert report.options["calibration_samples"] == 64
+    assert report.layers[0].compensation == "weights and bias refitted on 32 calibration samples"  # 32 more held out
+    assert report.options["calibration_samples"] == {"fit": 32, "held_out": 32}
 
 
 def test_bad_calibration_data_is_a_clear_error(tmp_path: Path) -> None:

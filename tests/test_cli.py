@@ -38,16 +38,16 @@ def test_prune_writes_model_and_report(chain_path: Path, tmp_path: Path) -> None
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
     result = cli(chain_path, out, "--ratio", "0.5", "--groups", "2", "--report", report)
     assert result.returncode == 0, result.stderr
-    assert "validation passed" in result.stdout and "kept/group" in result.stdout
+    assert "exactness passed" in result.stdout and "kept/group" in result.stdout
     assert chain_path.read_bytes() == before
     onnx.checker.check_model(onnx.load(out), full_check=True)
     data = json.loads(report.read_text())
-    assert set(data) == {"options", "input_shapes", "layers", "skipped", "totals", "timings_s", "validation"}
+    assert set(data) == {"options", "input_shapes", "layers", "skipped", "totals", "timings_s", "validation", "fidelity", "samples", "search"}
     layer = data["layers"][0]
     for key in ("node", "node_index", "weight_shape", "groups", "kept_per_group", "filter_groups",
                 "kept_channels", "macs_before", "macs_after", "params_before", "params_after"):
         assert key in layer
-    assert set(data["validation"]) >= {"masked_max_abs_diff", "output_cosine", "latency_ms", "onnxruntime"}
+    assert set(data["validation"]) >= {"masked_max_abs_diff", "inputs", "latency_ms", "onnxruntime"}
     assert data["options"]["seed"] == 0 and data["options"]["groups"] == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 

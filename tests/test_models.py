@@ -15,6 +15,7 @@ from onnx_gkp import GkpError
 def check_pruned(original: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, dict]:
     """Graph handling under test, so G is chosen for quality alone (no timing noise)."""
     options.setdefault("runtime_aware", False)
+    options.setdefault("ratio", 0.25)  # the uniform mode: graph handling, not the default policy
     pruned, report = onnx_gkp.prune(original, latency_runs=2, **options)
     data = report.to_dict()
     assert data["validation"]["passed"]
@@ -157,13 +158,13 @@ net (float[1,8,{dims}] x) => (float[1,8,{dims}] y) {{
 
 
 def test_same_seed_same_bytes(chain_model: onnx.ModelProto) -> None:
-    a, _ = onnx_gkp.prune(chain_model, seed=3, check=False)
-    b, _ = onnx_gkp.prune(chain_model, seed=3, check=False)
+    a, _ = onnx_gkp.prune(chain_model, ratio=0.25, seed=3, check=False)
+    b, _ = onnx_gkp.prune(chain_model, ratio=0.25, seed=3, check=False)
     assert a.SerializeToString() == b.SerializeToString()
 
 
 def test_validate_catches_a_wrong_model(chain_model: onnx.ModelProto) -> None:
-    pruned, report = onnx_gkp.prune(chain_model, groups=2, check=False)
+    pruned, report = onnx_gkp.prune(chain_model, ratio=0.25, groups=2, check=False)
     wrong = onnx.ModelProto()
     wrong.CopyFrom(pruned)
     conv = next(t for t in wrong.graph.initializer if t.name.endswith("gkp_weight"))

@@ -39,11 +39,11 @@ def test_real_model_prunes_and_validates(name: str, runtime_aware: bool) -> None
     entry = MODELS[name]
     original = onnx.load(_fetched(name))
     pruned, report = onnx_gkp.prune(
-        original, test_shapes=entry.test_shapes or None, latency_runs=5, runtime_aware=runtime_aware
+        original, ratio=0.25, test_shapes=entry.test_shapes or None, latency_runs=5, runtime_aware=runtime_aware
     )
     data = report.to_dict()
     assert data["validation"]["passed"]
-    assert all(np.isfinite(c) for c in data["validation"]["output_cosine"].values())
+    assert data["fidelity"] is None and "fidelity: NOT measured" in report.summary()  # no real inputs given
     assert data["skipped"], "every zoo model has Convs that must be left alone (stem, depthwise, ...)"
     assert all(s["reason"] for s in data["skipped"])
     if not runtime_aware:

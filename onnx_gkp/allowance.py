@@ -1,0 +1,71 @@
+"""Per-layer error curves, and the per-layer ratios an error allowance buys.
+
+A layer's *curve* is the model's relative output error ``sum ||y' - y||^2 / sum ||y||^2`` with
+that layer alone pruned (``G = 1``, masked, no refit) at each ratio of ``GRID``: measured on
+the fit samples when there are some (``calibrate.output_errors``), else estimated from the
+weights (the pruned share of ``||W[f, c]||^2 E[x_c^2]``, times the error gain read off the
+graph: ``quality.py``, ``propagation.py``). Curves are made non-decreasing.
+
+An *allowance* ``tau`` gives every layer the largest ratio whose error stays within ``tau``:
+a fragile layer is cut less, a robust one more, with one number to search. Plain numpy apart
+from the measured curves' onnxruntime runs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+
+from .analyse import ConvSite
+from .calibrate import output_errors
+from .plan import PlanOptions, kept_count, kernel_energy, plan_for_count
+from .quality import relative_error, weighted_energy
+
+GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # ratios a layer may get (at most 3/4 of its inputs)
+CURVE_SAMPLES = 16  # fit samples each point of a measured curve runs
+
+Curves = dict[int, tuple[float, ...]]  # node index -> error at each ratio of GRID
+
+
+def _plans(site: ConvSite, options: PlanOptions) -> list:
+    energy = kernel_energy(site.weight)
+    return [plan_for_count(site.weight, energy, 1, kept_count(site.weight.shape[1], r), options) for r in GRID]
+
+
+def _monotone(errors: Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(e) for e in np.maximum.accumulate(np.asarray(errors, dtype=np.float64)))
+
+
+def estimated_curves(
+    sites: Sequence[ConvSite], options: PlanOptions, gains: dict[int, float], moments: dict[int, Optional[np.ndarray]]
+) -> Curves:
+    """Data-free curves: each layer's estimated relative error times its error gain."""
+    curves = {}
+    for site in sites:
+        weighted = weighted_energy(kernel_energy(site.weight), moments.get(site.node_index))
+        c_in = site.weight.shape[1]
+        errors = [gains[site.node_index] * relative_error(weighted, p.keep_mask(c_in)) for p in _plans(site, options)]
+        curves[site.node_index] = _monotone(errors)
+    return curves
+
+
+def measured_curves(
+    model: onnx.ModelProto, sites: Sequence[ConvSite], options: PlanOptions, fit: dict[str, np.ndarray], threads: int
+) -> Curves:
+    """Curves measured on the first ``CURVE_SAMPLES`` fit samples, each layer pruned alone."""
+    flat_sites = [s for s in sites for _ in GRID]
+    flat_plans = [p for s in sites for p in _plans(s, options)]
+    errors = output_errors(model, flat_sites, flat_plans, fit, threads=threads, samples=CURVE_SAMPLES)
+    return {s.node_index: _monotone(errors[i * len(GRID) : (i + 1) * len(GRID)]) for i, s in enumerate(sites)}
+
+
+def ratios_within(curves: Curves, tau: float) -> dict[int, float]:
+    """Each layer's largest ratio of ``GRID`` whose error is at most ``tau`` (0: left whole)."""
+    return {node: max([0.0] + [r for r, e in zip(GRID, errors) if e <= tau]) for node, errors in curves.items()}
+
+
+def levels(curves: Curves) -> list[float]:
+    """Every allowance that changes some layer's ratio, ascending."""
+    return sorted({e for errors in curves.values() for e in errors})

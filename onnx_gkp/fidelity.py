@@ -1,0 +1,115 @@
+"""What the pruned model still does, measured on held-out real inputs: one metric family per output kind.
+
+* Class scores (a ``[N, C]`` float output, ``C >= 2``): top-1 agreement (the pruned model's
+  top class is the original's), top-5 agreement (the original's top class is among the pruned
+  model's five best) and the mean ``KL(original || pruned)`` of the class distributions
+  (softmax of the scores, unless they already are probabilities).
+* Dense outputs (maps, boxes, images, audio): relative L2 error ``||p - o|| / ||o||``, SNR in dB
+  ``10 log10(||o||^2 / ||p - o||^2)`` and the mean per-sample cosine.
+* Other outputs (integers, booleans): the fraction of equal elements.
+
+Each output has a *target metric* (``top1``, ``top5`` or ``cosine`` by kind; ``match`` for
+non-float outputs; ``ignore`` to leave it out), whose value is its *score*; a model's score is
+its least output score. Non-finite values where both models have them count as equal; a
+non-finite value in one model only counts as a miss. Plain numpy: nothing here knows about ONNX.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+TARGET_METRICS = ("top1", "top5", "cosine", "match", "ignore")
+
+
+def kind_of(output: np.ndarray) -> str:
+    """``classes``, ``dense`` or ``exact`` for an output batch (samples along the first axis)."""
+    if not np.issubdtype(output.dtype, np.floating):
+        return "exact"
+    return "classes" if output.ndim == 2 and output.shape[1] >= 2 else "dense"
+
+
+def default_metric(kind: str) -> str:
+    return {"classes": "top1", "dense": "cosine", "exact": "match"}[kind]
+
+
+def _probabilities(scores: np.ndarray) -> np.ndarray:
+    """Rows that already are distributions stay as they are; others go through a softmax."""
+    if np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+        return scores
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def class_metrics(original: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
+    o, p = _finite(original), _finite(pruned)
+    top = o.argmax(axis=1)
+    five = np.argsort(-p, axis=1, kind="stable")[:, :5]
+    po, pp = _probabilities(o), _probabilities(p)
+    kl = np.sum(po * (np.log(np.maximum(po, 1e-12)) - np.log(np.maximum(pp, 1e-12))), axis=1)
+    return {
+        "top1": float(np.mean(p.argmax(axis=1) == top)),
+        "top5": float(np.mean((five == top[:, None]).any(axis=1))),
+        "kl": float(np.mean(kl)),
+    }
+
+
+def dense_metrics(original: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
+    both = ~np.isfinite(original) & ~np.isfinite(pruned) & (np.isnan(original) == np.isnan(pruned))
+    o = np.where(both, 0.0, original.astype(np.float64))
+    p = np.where(both, 0.0, pruned.astype(np.float64))
+    if not (np.isfinite(o).all() and np.isfinite(p).all()):
+        return {"relative_l2": float("inf"), "snr_db": float("-inf"), "cosine": 0.0}
+    error, signal = float(np.sum((p - o) ** 2)), float(np.sum(o**2))
+    flat_o, flat_p = o.reshape(len(o), -1), p.reshape(len(p), -1)
+    norms = np.linalg.norm(flat_o, axis=1) * np.linalg.norm(flat_p, axis=1)
+    dots = np.sum(flat_o * flat_p, axis=1)
+    same = np.all(flat_o == flat_p, axis=1)
+    cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), same.astype(np.float64))
+    return {
+        "relative_l2": float(np.sqrt(error / signal)) if signal > 0 else float(error > 0) * float("inf"),
+        "snr_db": float(10 * np.log10(signal / error)) if error > 0 else float("inf"),
+        "cosine": float(np.mean(cosines)),
+    }
+
+
+def output_fidelity(original: np.ndarray, pruned: np.ndarray, metric: Optional[str] = None) -> dict[str, object]:
+    """One output's figures, its target metric and its score (None when ignored)."""
+    kind = kind_of(original)
+    if kind == "classes":
+        figures: dict[str, float] = class_metrics(original, pruned)
+        figures["cosine"] = dense_metrics(original, pruned)["cosine"]
+    elif kind == "dense":
+        figures = dense_metrics(original, pruned)
+    else:
+        figures = {"match": float(np.mean(original == pruned)) if original.size else 1.0}
+    metric = metric or default_metric(kind)
+    if metric not in TARGET_METRICS or (metric != "ignore" and metric not in figures):
+        raise ValueError(f"metric {metric!r} does not apply to a {kind} output (choose from {', '.join(sorted(figures))}, ignore)")
+    score = None if metric == "ignore" else figures[metric]
+    rounded = {k: _round(v) for k, v in figures.items()}
+    return {"kind": kind, **rounded, "metric": metric, "score": None if score is None else _round(score)}
+
+
+def model_score(fidelity: dict[str, dict[str, object]]) -> Optional[float]:
+    """The least score over the outputs not ignored (None when every output is ignored)."""
+    scores = [f["score"] for f in fidelity.values() if f["score"] is not None]
+    return min(scores) if scores else None  # type: ignore[type-var]
+
+
+def fidelity(names: Sequence[str], original: Sequence[np.ndarray], pruned: Sequence[np.ndarray],
+             metrics: Optional[dict[str, str]] = None) -> dict[str, dict[str, object]]:
+    """Per output name, :func:`output_fidelity`."""
+    metrics = metrics or {}
+    return {n: output_fidelity(o, p, metrics.get(n)) for n, o, p in zip(names, original, pruned)}
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """Class scores with NaN as the least score, so a NaN row never agrees by accident."""
+    return np.nan_to_num(scores.astype(np.float64), nan=-1e300, posinf=1e300, neginf=-1e300)
+
+
+def _round(value: float) -> float:
+    return float(value) if not np.isfinite(value) else float(round(value, 6))
