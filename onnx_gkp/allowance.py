@@ -6,9 +6,12 @@ the fit samples when there are some (``calibrate.output_errors``), else estimate
 weights (the pruned share of ``||W[f, c]||^2 E[x_c^2]``, times the error gain read off the
 graph: ``quality.py``, ``propagation.py``). Curves are made non-decreasing.
 
-An *allowance* ``tau`` gives every layer the largest ratio whose error stays within ``tau``:
-a fragile layer is cut less, a robust one more, with one number to search. Plain numpy apart
-from the measured curves' onnxruntime runs.
+An *allowance* ``tau`` gives every layer a ratio whose error stays within ``tau``: a fragile
+layer is cut less, a robust one more, with one number to search. Among the ratios within it,
+the one measured fastest on this machine (``costs.py``; the largest where times tie within
+``TIE``): onnxruntime's blocked Conv path wants channel counts in multiples of 8 or 16, so a
+layer kept at 8 of 16 channels can run faster than one kept at 10. Plain numpy apart from the
+measured curves' onnxruntime runs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from .quality import relative_error, weighted_energy
 GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # ratios a layer may get (at most 3/4 of its inputs)
 CURVE_SAMPLES = 16  # fit samples each point of a measured curve runs
 
+TIE = 0.03  # relative: layer times this close count as equal, and the larger ratio wins
+
 Curves = dict[int, tuple[float, ...]]  # node index -> error at each ratio of GRID
+Times = dict[int, tuple[float, ...]]  # node index -> measured seconds at each ratio of GRID
 
 
 def _plans(site: ConvSite, options: PlanOptions) -> list:
@@ -61,9 +67,18 @@ def measured_curves(
     return {s.node_index: _monotone(errors[i * len(GRID) : (i + 1) * len(GRID)]) for i, s in enumerate(sites)}
 
 
-def ratios_within(curves: Curves, tau: float) -> dict[int, float]:
-    """Each layer's largest ratio of ``GRID`` whose error is at most ``tau`` (0: left whole)."""
-    return {node: max([0.0] + [r for r, e in zip(GRID, errors) if e <= tau]) for node, errors in curves.items()}
+def ratios_within(curves: Curves, tau: float, times: Optional[Times] = None) -> dict[int, float]:
+    """Each layer's ratio of ``GRID`` whose error is at most ``tau`` (0: left whole): the fastest
+    where ``times`` has the layer, else the largest."""
+    chosen = {}
+    for node, errors in curves.items():
+        allowed = [i for i, e in enumerate(errors) if e <= tau]
+        seconds = (times or {}).get(node)
+        if allowed and seconds is not None:
+            fastest = min(seconds[i] for i in allowed)
+            allowed = [i for i in allowed if seconds[i] <= fastest * (1 + TIE)]
+        chosen[node] = GRID[max(allowed)] if allowed else 0.0
+    return chosen
 
 
 def levels(curves: Curves) -> list[float]:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .analyse import Analysis, ConvSite, Skip, analyse, constant_tensors, count_params
 from .budget import Infeasible, Option, allocate
-from .allowance import estimated_curves, levels, measured_curves, ratios_within
+from .allowance import GRID, estimated_curves, levels, measured_curves, ratios_within
 from .calibrate import input_moments, output_errors, outputs_on, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
@@ -229,12 +229,16 @@ def _allowed_ratios(
             gains = ErrorGains(full, consts, StatsReader(full, consts))
             curves = estimated_curves(sites, options, {s.node_index: gains(s.node_index)[0] for s in sites},
                                       {s.node_index: second_moment(s) for s in sites})
-            return ratios_within(curves, DATA_FREE_ALLOWANCE), []
+            with clock("measure"):
+                times = _grid_times(sites, costs)
+            return ratios_within(curves, DATA_FREE_ALLOWANCE, times), []
         curves = measured_curves(full, sites, options, data.fit, build["threads"])
+    with clock("measure"):
+        times = _grid_times(sites, costs)
     tried: dict[tuple, float] = {}
 
     def score(allowance: float) -> float:
-        ratios = ratios_within(curves, allowance)
+        ratios = ratios_within(curves, allowance, times)
         key = tuple(sorted(ratios.items()))
         if key not in tried:
             pairs, whole = _plan_sites(sites, options, costs, list(skipped), clock, False, ratios)
@@ -246,7 +250,23 @@ def _allowed_ratios(
 
     with clock("search"):
         found, trail = search(levels(curves), score, keep)
-    return (ratios_within(curves, found) if found is not None else {s.node_index: 0.0 for s in sites}), trail
+    return (ratios_within(curves, found, times) if found is not None else {s.node_index: 0.0 for s in sites}), trail
+
+
+def _grid_times(sites: list[ConvSite], costs: Optional[CostTable]) -> dict[int, tuple[float, ...]]:
+    """Each timed layer's measured seconds at ``G = 1`` for every ratio of the allowance grid
+    (without the input gather where a source Conv computes only the kept channels)."""
+    if costs is None:
+        return {}
+    found = {}
+    for site in sites:
+        if site.geometry is not None:
+            variants = [(1, kept_count(site.weight.shape[1], r), site.source is None) for r in GRID]
+            measured = costs.times(site.geometry, variants)
+            found[site.node_index] = tuple(measured[v] for v in variants)
+    if found:
+        costs.save()
+    return found
 
 
 def _refitted(pairs: list[tuple[ConvSite, LayerPlan]], fit: Optional[dict[str, np.ndarray]], compensate: bool,

@@ -1,0 +1,72 @@
+"""Fidelity at speed: what each fidelity target buys, measured on real held-out data.
+
+For one model of ``bench_quality.TASKS``: the data-free default, ``--keep`` at three targets
+(with ``--calibration``, 512 samples: a quarter held out inside the pass), and the uniform
+ratio with the same calibration at the kept MACs of each ``--keep`` result. Each is scored on
+the task's evaluation inputs (never seen by the pass: the Fashion-MNIST test set, the photo
+crops) and timed against the original side by side in one process (onnxruntime CPU, one
+thread, batch 1, runs interleaved, median). ``--write`` puts the table in docs/results.md.
+
+    python tools/bench_fidelity.py bundled --keep 0.99 0.98 0.97
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from bench_common import ROOT, write_section
+from bench_quality import TASKS, load_model, outputs
+
+import onnx_gkp
+from onnx_gkp.validate import median_latency_ms
+
+SAMPLES = 512
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=sorted(TASKS))
+    parser.add_argument("--keep", type=float, nargs="+", default=[0.99, 0.98, 0.97])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    task = TASKS[args.model]
+    original, shapes = load_model(args.model)
+    name = original.graph.input[0].name
+    images = task.inputs()[task.reserved :]
+    metric = task.metric(slice(task.reserved, None))
+    dense = outputs(original, images, task.batch)
+    calibration = {name: task.calibration(SAMPLES)}
+    variants: dict[str, tuple] = {}
+    start = time.perf_counter()
+    pruned, report = onnx_gkp.prune(original, test_shapes=shapes or None, latency_runs=0)
+    variants["data-free default"] = (pruned, report, time.perf_counter() - start)
+    for keep in args.keep:
+        start = time.perf_counter()
+        pruned, report = onnx_gkp.prune(original, keep=keep, calibration=calibration, test_shapes=shapes or None, latency_runs=0)
+        variants[f"--keep {keep:g}"] = (pruned, report, time.perf_counter() - start)
+    for ratio in (0.25, 0.375, 0.5):
+        start = time.perf_counter()
+        pruned, report = onnx_gkp.prune(original, ratio=ratio, calibration=calibration, test_shapes=shapes or None, latency_runs=0)
+        variants[f"uniform --ratio {ratio:g} + calibration"] = (pruned, report, time.perf_counter() - start)
+    feeds = {name: images[:1].astype(np.float32)}  # batch 1, a real input
+    times = median_latency_ms({"original": original, **{k: v[0] for k, v in variants.items()}}, feeds, args.runs)
+    rows = [f"| method | Conv MACs kept | speed-up (1 thread, side by side) | {task.metric_name} | held-out fidelity in the pass | pass time |",
+            "|---|---|---|---|---|---|",
+            f"| original | 100% | 1.00x | {metric(dense, dense)} | | |"]
+    for label, (pruned, report, seconds) in variants.items():
+        t = report.totals
+        rows.append(f"| {label} | {t['conv_macs_after'] / t['conv_macs_before']:.1%} | {times['original'] / times[label]:.2f}x | "
+                    f"{metric(dense, outputs(pruned, images, task.batch))} | {report.fidelity_line().split(': ', 1)[-1]} | {seconds:.0f} s |")
+    table = "\n".join(rows)
+    print(table)
+    if args.write:
+        command = f"python tools/bench_fidelity.py {args.model} --keep {' '.join(f'{k:g}' for k in args.keep)}"
+        write_section(ROOT / "docs" / "results.md", f"fidelity-{args.model}", f"`{command}`\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()
