@@ -16,7 +16,9 @@ from typing import Optional, Sequence
 from .api import prune
 from .errors import GkpError
 from .kernels import CRITERIA
-from .load import check_target, data_path, first_line, input_files, save_model, write_atomic
+from .costs import default_cache_path
+from .load import first_line, save_model, write_atomic
+from .paths import check_run_paths
 from .plot import PLOT_SUFFIXES, write_plot
 
 
@@ -107,14 +109,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Refuse, before any work, outputs that are inputs, exist without --force or cannot be written."""
-    inputs = frozenset(input_files(args.input))
-    check_target(args.output, args.force, inputs)
-    if args.save_external_data:
-        check_target(data_path(args.output), args.force, inputs)
-    for extra in (args.report, args.plot):
-        if extra is not None:
-            check_target(extra, True, inputs)
+    """Refuse, before any work, outputs that are inputs or each other, exist without --force or
+    cannot be written (``paths.py``)."""
+    check_run_paths(
+        args.input, args.output, force=args.force, external=args.save_external_data, report=args.report,
+        plot=args.plot, calibration=None if args.calibration is None else Path(args.calibration),
+        cost_cache=args.cost_cache or default_cache_path(),
+    )
 
 
 def _terminate(signum: int, frame: object) -> None:

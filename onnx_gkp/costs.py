@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -29,6 +30,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from .paths import check_cache_path
 from .runtime import interleaved_medians, session
 
 GEOMETRY_ATTRS = ("strides", "pads", "dilations", "auto_pad")
@@ -134,8 +136,8 @@ def cpu_name() -> str:
 
 
 def default_cache_path() -> Path:
-    """``$ONNX_GKP_CACHE`` if set, else ``~/.cache/onnx_gkp/conv_costs.json``."""
-    if "ONNX_GKP_CACHE" in os.environ:
+    """``$ONNX_GKP_CACHE`` if set and not empty, else ``~/.cache/onnx_gkp/conv_costs.json``."""
+    if os.environ.get("ONNX_GKP_CACHE"):
         return Path(os.environ["ONNX_GKP_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onnx_gkp" / "conv_costs.json"
 
@@ -149,6 +151,8 @@ class CostTable:
         self.prefix = f"onnxruntime {ort.__version__} | {cpu_name()} | {threads} thread(s) | "
         self.entries: dict[str, float] = {}
         self.measured = 0
+        if path is not None:
+            check_cache_path(path)
         if path is not None and path.is_file():
             try:
                 self.entries = {k: float(v) for k, v in json.loads(path.read_text()).items()}
@@ -186,13 +190,18 @@ class CostTable:
         """Write the cache atomically; failure to write it is not an error of the run."""
         if self.path is None or not self.measured:
             return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            if self.path.exists() and not self.path.is_file():
+                return  # a FIFO, a device or a folder put there since: never replaced
             tmp.write_text(json.dumps(dict(sorted(self.entries.items())), indent=0) + "\n")
             os.replace(tmp, self.path)
         except OSError:
             pass
+        finally:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def geometry_of(

@@ -303,5 +303,23 @@ def save_model(
         with _temporary(target) as (model_stream, temp_model):
             model_stream.write(light.SerializeToString())
             model_stream.flush()
-            os.replace(temp_data, store)
-            os.replace(temp_model, target)
+            _replace_pair(temp_model, target, temp_data, store)
+
+
+def _replace_pair(temp_model: Path, target: Path, temp_data: Path, store: Path) -> None:
+    """Put a complete model and its data file in place so that no moment, whatever kills the
+    process between two steps, shows a model beside data it was not written with.
+
+    The model file is what a loader opens first and what names the data, so it goes last and
+    the old one goes first: (1) the old ``target`` is removed, (2) the new data renamed over
+    ``store``, (3) the new model renamed to ``target``. Killed after (1) or (2), the folder holds
+    no model (at worst a lone ``.data``, which loads as nothing); after (3), the new pair. An
+    old model never meets new data (with the order reversed it would: a pair that loads, passes
+    the checker and computes something else). The price is that a kill mid-way loses the old
+    output, which ``--force`` was asked to replace anyway. Names and bytes do not depend on the
+    order, so the output stays byte-identical for the same input.
+    """
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    os.replace(temp_data, store)
+    os.replace(temp_model, target)

@@ -8,6 +8,7 @@ API (``GkpError``).
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -164,6 +165,34 @@ def _symlink(tmp: Path, source: Path) -> Path:
     return tmp / "link.onnx"
 
 
+def _calibrated(out: str = "out.onnx") -> Callable[[Path], tuple[Path, Path]]:
+    """The chain model, calibration samples in ``c.npz`` and OUT named ``out``."""
+    def setup(tmp: Path) -> tuple[Path, Path]:
+        np.savez(tmp / "c.npz", x=np.zeros((4, 8, 10, 10), np.float32))
+        return chain(tmp), tmp / out
+    return setup
+
+
+def _linked(tmp: Path, link: str, target: str) -> Path:
+    (tmp / link).symlink_to(target)
+    return tmp / "out.onnx"
+
+
+def _device(path: Path) -> Path:
+    """A character device (null's numbers) in the test's folder: never /dev/null itself, which a
+    regression run as root would replace with a regular file."""
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    except (PermissionError, AttributeError):
+        pytest.skip("cannot make a device node here")
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
 CASES = {
     "missing path": Case(lambda tmp: (tmp / "missing.onnx", tmp / "out.onnx"), 2, "no such file"),
     "a directory": Case(lambda tmp: (tmp, tmp / "out.onnx"), 2, "not a file"),
@@ -202,6 +231,26 @@ CASES = {
                                              2, "exists", ["--save-external-data"], save=True),
     "--report in a missing folder": Case(lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "no such folder",
                                          ["--report", "nowhere/r.json"], None),
+    # Every written path against every read path and each other (paths.py); relative to cwd = tmp.
+    "--cost-cache IN": Case(_in(chain), 2, "is an input", ["--cost-cache", "chain.onnx"], None),
+    "--cost-cache the calibration file": Case(_calibrated(), 2, "is an input",
+                                              ["--cost-cache", "c.npz", "--calibration", "c.npz"], None),
+    "--report the calibration file": Case(_calibrated(), 2, "is an input", ["--report", "c.npz", "--calibration", "c.npz"], None),
+    "OUT the calibration file, --force": Case(_calibrated("c.npz"), 2, "is an input", ["--force", "--calibration", "c.npz"], None),
+    "--report OUT": Case(_in(chain), 2, "written as both OUT and --report", ["--report", "out.onnx"], None),
+    "--report existing without --force": Case(lambda tmp: (chain(tmp), _write(tmp / "old.json", b"{}") and tmp / "out.onnx"),
+                                              2, "exists", ["--report", "old.json"], None),
+    "--plot OUT": Case(lambda tmp: (chain(tmp), tmp / "out.svg"), 2, "written as both OUT and --plot", ["--plot", "out.svg"], None),
+    "--report OUT.data": Case(_in(chain), 2, "written as both OUT.data and --report",
+                              ["--save-external-data", "--report", "out.onnx.data"], None),
+    "--plot a symlink to --report": Case(lambda tmp: (chain(tmp), _linked(tmp, "p.svg", "r.json")), 2, "written as both",
+                                         ["--report", "r.json", "--plot", "p.svg"], None),
+    "--cost-cache OUT": Case(_in(chain), 2, "written as both OUT and --cost-cache", ["--cost-cache", "out.onnx"], None),
+    "--cost-cache a FIFO": Case(lambda tmp: (chain(tmp), _fifo(tmp / "fifo.json") and tmp / "out.onnx"), 2,
+                                "not a regular file", ["--cost-cache", "fifo.json"], None),
+    "--cost-cache a device": Case(lambda tmp: (chain(tmp), _device(tmp / "dev") and tmp / "out.onnx"), 2,
+                                  "not a regular file", ["--cost-cache", "dev"], None),
+    "--cost-cache a folder": Case(lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "is a folder", ["--cost-cache", "."], None),
 }
 
 
@@ -319,3 +368,42 @@ def test_a_bug_is_one_line_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert cli_module.main([str(source), str(tmp_path / "out.onnx")]) == 3
     assert capsys.readouterr().err == "onnx-gkp: internal error: ZeroDivisionError: division by zero (please report it)\n"
     assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("killed_at", [1, 2])
+def test_a_model_and_its_data_are_never_mismatched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: int) -> None:
+    """Replacing OUT and OUT.data with --force, stopped at each rename: the folder holds the old
+    pair, the new pair or no model, never the old model beside the new data."""
+    source, out = chain(tmp_path), tmp_path / "out.onnx"
+    data = tmp_path / "out.onnx.data"
+    options = ["--no-validate", "--quality-only", "--save-external-data", "--force"]
+    pairs = []
+    for ratio in ("0.25", "0.5"):
+        assert cli_module.main([str(source), str(out), "--ratio", ratio, *options]) == 0
+        pairs.append((out.read_bytes(), data.read_bytes()))
+    assert pairs[0][1] != pairs[1][1]
+    calls = []
+    real = os.replace
+
+    def stopped(*args: object) -> None:
+        calls.append(args)
+        if len(calls) == killed_at:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr("onnx_gkp.load.os.replace", stopped)
+    assert cli_module.main([str(source), str(out), "--ratio", "0.25", *options]) == 130
+    assert len(calls) == killed_at
+    # The old model is gone before any data is replaced; the data is old or new, alone.
+    assert not out.exists() and data.read_bytes() == (pairs[1][1] if killed_at == 1 else pairs[0][1])
+
+
+def test_cost_table_refuses_a_cache_that_is_not_a_file(tmp_path: Path) -> None:
+    from onnx_gkp.costs import CostTable
+
+    os.mkfifo(tmp_path / "fifo.json")
+    for path in (tmp_path / "fifo.json", tmp_path, _device(tmp_path / "dev")):
+        with pytest.raises(GkpError, match="cost cache"):
+            CostTable(1, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev", "fifo.json"]
+    assert (tmp_path / "dev").is_char_device()
