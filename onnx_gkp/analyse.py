@@ -312,9 +312,20 @@ def _plain(value: object) -> object:
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    """Elements of every float initializer and Constant tensor: the model's parameters."""
-    tensors = list(model.graph.initializer) + [
-        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
-    ]
+    """Elements of every float initializer and Constant tensor: the model's parameters, those
+    of If/Loop branches included (each name once: a branch cannot shadow an outer name)."""
     float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-    return sum(math.prod(t.dims) for t in tensors if t.data_type in float_types)
+    counted: dict[str, int] = {}
+
+    def visit(graph: onnx.GraphProto) -> None:
+        tensors = list(graph.initializer)
+        for node in graph.node:
+            for attr in node.attribute:
+                if node.op_type == "Constant" and attr.name == "value":
+                    tensors.append(onnx.TensorProto(name=node.output[0], dims=attr.t.dims, data_type=attr.t.data_type))
+                for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    visit(inner)
+        counted.update((t.name, math.prod(t.dims)) for t in tensors if t.data_type in float_types)
+
+    visit(model.graph)
+    return sum(counted.values())
