@@ -10,6 +10,7 @@ validation runs.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -106,7 +107,26 @@ def resolve_input_shapes(
         shapes[value.name] = tuple(dims)
     if test_shapes:
         raise GkpError(f"--test-shape names no model input: {', '.join(sorted(test_shapes))}")
+    for name, shape in shapes.items():
+        check_input_size(name, shape)
     return shapes
+
+
+def check_input_size(name: str, shape: tuple[int, ...]) -> None:
+    """Refuse, before any array is made, an input whose float64 copy (random inputs are drawn in
+    float64, outputs compared in float64) would take more than half this machine's memory."""
+    needed = math.prod(shape) * 8
+    if needed > memory_bytes() // 2:
+        raise GkpError(f"input {name!r} at shape {list(shape)} needs {needed / 2**30:.3g} GiB per float64 copy, more than "
+                       f"half this machine's memory ({memory_bytes() / 2**30:.3g} GiB); give a smaller --test-shape")
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (1 TiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
 
 
 def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -165,6 +165,22 @@ def _symlink(tmp: Path, source: Path) -> Path:
     return tmp / "link.onnx"
 
 
+def dynamic(folder: Path) -> Path:
+    """The chain model with dynamic height and width."""
+    model = make_model(CHAIN.replace("float[1,8,10,10] x", "float[1,8,H,W] x").replace("float[1,16,10,10] y", "float[1,16,H,W] y"),
+                       CHAIN_WEIGHTS)
+    return _write(folder / "dynamic.onnx", model.SerializeToString())
+
+
+def huge_input(folder: Path) -> Path:
+    """The chain model declaring a 10^6 x 10^6 input (and output): valid, but not to be allocated."""
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        for axis in (2, 3):
+            value.type.tensor_type.shape.dim[axis].dim_value = 10**6
+    return _write(folder / "huge.onnx", model.SerializeToString())
+
+
 def _calibrated(out: str = "out.onnx") -> Callable[[Path], tuple[Path, Path]]:
     """The chain model, calibration samples in ``c.npz`` and OUT named ``out``."""
     def setup(tmp: Path) -> tuple[Path, Path]:
@@ -231,6 +247,12 @@ CASES = {
                                              2, "exists", ["--save-external-data"], save=True),
     "--report in a missing folder": Case(lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "no such folder",
                                          ["--report", "nowhere/r.json"], None),
+    "--threads past 4 per core": Case(_in(chain), 2, "threads must be between", ["--threads", "10000"], {"threads": 10000}),
+    "--test-shape too large to allocate": Case(_in(dynamic), 2, "more than half this machine's memory",
+                                               ["--test-shape", "x:1,8,20000,20000"], {"test_shapes": {"x": (1, 8, 20000, 20000)}}),
+    "--test-shape past int64": Case(_in(dynamic), 2, "more than half this machine's memory",
+                                    ["--test-shape", "x:1,8,999999999999999999999,9"], {"test_shapes": {"x": (1, 8, 10**21, 9)}}),
+    "input dims too large to allocate": Case(_in(huge_input), 2, "more than half this machine's memory"),
     # Every written path against every read path and each other (paths.py); relative to cwd = tmp.
     "--cost-cache IN": Case(_in(chain), 2, "is an input", ["--cost-cache", "chain.onnx"], None),
     "--cost-cache the calibration file": Case(_calibrated(), 2, "is an input",
