@@ -256,6 +256,23 @@ def _refusal(
     return None
 
 
+def _check_conv(
+    node: onnx.NodeProto, weight: np.ndarray, bias: Optional[np.ndarray], input_shape: Optional[tuple[int, ...]]
+) -> Optional[str]:
+    """For a Conv about to become a site: GkpError if the model cannot run it as written or its
+    parameters are not numbers; a reason to leave it whole if it has nothing to prune."""
+    name = f"Conv {node.name or node.output[0]!r}"
+    if weight.size == 0:
+        return f"its weight {list(weight.shape)} is empty: nothing to prune"
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise GkpError(f"{name}: bias of shape {list(bias.shape)} for {weight.shape[0]} output filters (an invalid model)")
+    if input_shape is not None and len(input_shape) > 1 and input_shape[1] != weight.shape[1]:
+        raise GkpError(f"{name}: weight for {weight.shape[1]} input channels, but its input has {input_shape[1]} (an invalid model)")
+    if not np.isfinite(weight).all() or (bias is not None and not np.isfinite(bias).all()):
+        raise GkpError(f"{name}: its weight or bias holds NaN or infinite values (a broken model: nothing to prune or validate)")
+    return None
+
+
 def analyse(
     model: onnx.ModelProto,
     include: Optional[str] = None,
@@ -291,6 +308,10 @@ def analyse(
             skipped.append(Skip(index, node.name, node.op_type, reason, macs))
             continue
         bias = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+        empty = _check_conv(node, weight, bias, shapes.get(node.input[0]))
+        if empty is not None:
+            skipped.append(Skip(index, node.name, node.op_type, empty, macs))
+            continue
         attributes = {a.name: _plain(onnx.helper.get_attribute_value(a)) for a in node.attribute}
         geometry = geometry_of(shapes.get(node.input[0]), weight, attributes, bias is not None)
         stats = statistics(node.input[0])

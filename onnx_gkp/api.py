@@ -93,6 +93,8 @@ def prune(
         raise GkpError(str(error)) from None
     if not 1 <= threads <= MAX_THREADS:
         raise GkpError(f"threads must be between 1 and {MAX_THREADS} (4 per CPU core), got {threads}")
+    if min_in_channels < 0:
+        raise GkpError(f"min_in_channels must be >= 0, got {min_in_channels}")
     target = _target(target_macs, target_latency)
     clock = Stopwatch()
     with clock("load"):

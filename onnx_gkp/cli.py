@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import onnxruntime as ort
+
 from .api import prune
+from .costs import default_cache_path
 from .errors import GkpError
 from .kernels import CRITERIA
-from .costs import default_cache_path
 from .load import first_line, save_model, write_atomic
 from .paths import check_run_paths
 from .plot import PLOT_SUFFIXES, write_plot
@@ -30,15 +32,32 @@ class _Parser(argparse.ArgumentParser):
 def _groups(text: str) -> object:
     if text == "auto":
         return "auto"
-    if text.isdigit() and int(text) > 0:
+    if text.isascii() and text.isdigit() and int(text) > 0:
         return int(text)
     raise argparse.ArgumentTypeError(f"--groups must be 'auto' or a positive integer, not {text!r}")
+
+
+def _integer(text: str) -> int:
+    """An integer in ASCII digits: Python's int() also takes '٤' (Arabic-Indic four) for 4."""
+    if not (text.isascii() and text.lstrip("+-").isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
+def _number(text: str) -> float:
+    """A number in ASCII (float() also takes non-ASCII digits); nan and inf pass, the options refuse them."""
+    if not text.isascii():
+        raise ValueError(text)
+    return float(text)
+
+
+_integer.__name__, _number.__name__ = "int", "float"  # argparse names the type in its message
 
 
 def _test_shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, _, dims = text.rpartition(":")
     try:
-        shape = tuple(int(d) for d in dims.split(","))
+        shape = tuple(_integer(d) for d in dims.split(","))
     except ValueError:
         shape = ()
     if not name or not shape or min(shape) < 1:
@@ -50,23 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnx-gkp", description="Grouped Kernel Pruning with a flexible group count for ONNX CNNs.")
     p.add_argument("input", type=Path, help="model to prune (never modified)")
     p.add_argument("output", type=Path, help="where the pruned model is written")
-    p.add_argument("--ratio", type=float, help="fraction of grouped kernels pruned in every layer (default 0.25; the uniform mode)")
-    p.add_argument("--target-macs", type=float, metavar="F", help="remove the fraction F of the model's Conv MACs, choosing every layer's kept count and G jointly where they cost least quality")
-    p.add_argument("--target-latency", type=float, metavar="F", help="make the pruned model take at most F of the original's onnxruntime time on this machine (layer times measured; checked end to end)")
+    p.add_argument("--ratio", type=_number, help="fraction of grouped kernels pruned in every layer (default 0.25; the uniform mode)")
+    p.add_argument("--target-macs", type=_number, metavar="F", help="remove the fraction F of the model's Conv MACs, choosing every layer's kept count and G jointly where they cost least quality")
+    p.add_argument("--target-latency", type=_number, metavar="F", help="make the pruned model take at most F of the original's onnxruntime time on this machine (layer times measured; checked end to end)")
     p.add_argument("--groups", type=_groups, default="auto", help="'auto' (flexible, per layer) or one count N for every layer it divides")
     p.add_argument("--criterion", choices=CRITERIA, default="combined", help="grouped-kernel score (default combined = energy x geometric-median distance)")
-    p.add_argument("--max-groups", type=int, default=16, help="largest group count 'auto' considers (default 16)")
-    p.add_argument("--group-cost", type=float, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
+    p.add_argument("--max-groups", type=_integer, default=16, help="largest group count 'auto' considers (default 16)")
+    p.add_argument("--group-cost", type=_number, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
     p.add_argument("--no-compensation", action="store_true", help="do not add the pruned kernels' expected contribution to the bias where BN statistics give the input means")
     p.add_argument("--calibration", metavar="FILE.npz", help="refit each pruned layer's kept weights to reproduce its original output on these inputs (arrays named like the model's inputs, a few hundred samples)")
     p.add_argument("--quality-only", action="store_true", help="choose G for accuracy alone; by default each layer's candidates are timed on this machine's onnxruntime and no layer is made slower")
-    p.add_argument("--speed-slack", type=float, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
+    p.add_argument("--speed-slack", type=_number, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
+    p.add_argument("--threads", type=_integer, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
     p.add_argument("--cost-cache", type=Path, metavar="FILE.json", help="measured layer times (default $ONNX_GKP_CACHE or ~/.cache/onnx_gkp/conv_costs.json)")
     p.add_argument("--include", metavar="REGEX", help="prune only Convs whose node name matches")
     p.add_argument("--exclude", metavar="REGEX", help="leave alone Convs whose node name matches")
-    p.add_argument("--min-in-channels", type=int, default=4, help="leave alone Convs with fewer input channels (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of clustering and validation inputs (default 0)")
+    p.add_argument("--min-in-channels", type=_integer, default=4, help="leave alone Convs with fewer input channels (default 4)")
+    p.add_argument("--seed", type=_integer, default=0, help="seed of clustering and validation inputs (default 0)")
     p.add_argument("--test-shape", type=_test_shape, action="append", default=[], metavar="NAME:d0,d1,...", help="concrete shape for an input with dynamic dims (repeatable)")
     p.add_argument("--report", type=Path, metavar="FILE.json", help="write the full report as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE.html", help="draw each Conv's MACs before/after, G and kept fraction (.html or .svg)")
@@ -90,7 +109,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         target_macs=args.target_macs, target_latency=args.target_latency, criterion=args.criterion,
         max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
         exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
-        test_shapes=dict(args.test_shape), check=not args.no_validate, progress=True,
+        test_shapes=dict(args.test_shape), check=not args.no_validate, progress=not args.quiet,
         runtime_aware=not args.quality_only, compensate=not args.no_compensation, calibration=args.calibration, speed_slack=args.speed_slack, threads=args.threads,
         cost_cache=args.cost_cache,
     )
@@ -124,6 +143,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    ort.set_default_logger_severity(4)  # onnxruntime's own error lines: the one line below says it
     try:
         return run(argv)
     except GkpError as error:

@@ -142,6 +142,29 @@ def default_cache_path() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onnx_gkp" / "conv_costs.json"
 
 
+def read_cache(path: Path) -> dict[str, float]:
+    """The entries of a cost cache worth keeping; a damaged cache is only lost time.
+
+    Unreadable files, JSON that is not an object (``null``, a list) or nests too deep, are read
+    as empty; entries whose value is not a number, or a layer time that is not a finite
+    positive number of seconds (``0`` would divide), are dropped and measured again.
+    """
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    entries = {}
+    for key, value in found.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            continue
+        if " | G=" in key and not 0 < value < float("inf"):
+            continue
+        entries[key] = float(value)
+    return entries
+
+
 class CostTable:
     """Seconds per (layer geometry, variant), measured on first use and kept in a JSON cache."""
 
@@ -154,10 +177,7 @@ class CostTable:
         if path is not None:
             check_cache_path(path)
         if path is not None and path.is_file():
-            try:
-                self.entries = {k: float(v) for k, v in json.loads(path.read_text()).items()}
-            except (OSError, ValueError, AttributeError):
-                self.entries = {}  # a damaged cache is only lost time: measure again
+            self.entries = read_cache(path)
 
     def _key(self, geometry: ConvGeometry, variant: Variant) -> str:
         return f"{self.prefix}{geometry.key} | G={variant[0]} m={variant[1]}{'' if variant[2] else ' ungathered'}"
