@@ -90,6 +90,7 @@ def resolve_input_shapes(
     for value in graph_inputs(model):
         if value.name in test_shapes:
             shapes[value.name] = tuple(int(d) for d in test_shapes.pop(value.name))
+            _check_test_shape(value, shapes[value.name])
             continue
         if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
             raise GkpError(f"input {value.name!r} has no tensor shape; give --test-shape {value.name}:d0,d1,...")
@@ -110,6 +111,17 @@ def resolve_input_shapes(
     for name, shape in shapes.items():
         check_input_size(name, shape)
     return shapes
+
+
+def _check_test_shape(value: onnx.ValueInfoProto, shape: tuple[int, ...]) -> None:
+    """Refuse a test shape of another rank than the input's, or differing from a static dim."""
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+        return
+    dims = value.type.tensor_type.shape.dim
+    declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
+    if len(shape) != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(declared, shape)):
+        raise GkpError(f"--test-shape {value.name}:{','.join(map(str, shape))} does not fit the input's declared "
+                       f"shape [{', '.join(map(str, declared))}]")
 
 
 def check_input_size(name: str, shape: tuple[int, ...]) -> None:

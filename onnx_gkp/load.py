@@ -127,7 +127,7 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
             onnx.load_external_data_for_model(loaded, str(folder))
         except (OSError, ValueError, onnx.checker.ValidationError) as error:
             raise GkpError(f"{where}: cannot read its external data ({first_line(error)})") from None
-    check_onnx(loaded, where)
+    check_onnx(loaded, where, full=True)  # types and shapes too: a model it rejects is bad input
     return loaded
 
 

@@ -186,6 +186,20 @@ def reshape_fails(folder: Path) -> Path:
     return _write(folder / "reshape.onnx", model.SerializeToString())
 
 
+def string_weight(folder: Path) -> Path:
+    """Passes onnx.checker without full_check; a Conv cannot take a string weight."""
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    model.graph.initializer[0].CopyFrom(helper.make_tensor("w1", onnx.TensorProto.STRING, [32, 8, 3, 3], [b"w"] * (32 * 8 * 9)))
+    return _write(folder / "string.onnx", model.SerializeToString())
+
+
+def huge_value_info(folder: Path) -> Path:
+    """A value_info claiming 10^9 x 10^9 for a 10 x 10 tensor."""
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    model.graph.value_info.append(helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1, 32, 10**9, 10**9]))
+    return _write(folder / "huge_vi.onnx", model.SerializeToString())
+
+
 def dynamic(folder: Path) -> Path:
     """The chain model with dynamic height and width."""
     model = make_model(CHAIN.replace("float[1,8,10,10] x", "float[1,8,H,W] x").replace("float[1,16,10,10] y", "float[1,16,H,W] y"),
@@ -290,6 +304,12 @@ CASES = {
     "--groups in Arabic-Indic digits": Case(_in(chain), 2, "--groups must be", ["--groups", "\u0664"], None),
     "--threads in Arabic-Indic digits": Case(_in(chain), 2, "invalid int value", ["--threads", "\u0664"], None),
     "--ratio in Arabic-Indic digits": Case(_in(chain), 2, "invalid float value", ["--ratio", "\u0660.\u0665"], None),
+    "a string initializer feeding a Conv": Case(_in(string_weight), 2, "string.onnx: invalid ONNX model"),
+    "value_info contradicting inferred shapes": Case(_in(huge_value_info), 2, "huge_vi.onnx: invalid ONNX model"),
+    "--test-shape of another rank": Case(_in(chain), 2, "does not fit the input's declared shape [1, 8, 10, 10]",
+                                         ["--test-shape", "x:1,8,10"], {"test_shapes": {"x": (1, 8, 10)}}),
+    "--test-shape of another channel count": Case(_in(dynamic), 2, "does not fit the input's declared shape [1, 8, H, W]",
+                                                  ["--test-shape", "x:1,3,10,10"], {"test_shapes": {"x": (1, 3, 10, 10)}}),
     # Every written path against every read path and each other (paths.py); relative to cwd = tmp.
     "--cost-cache IN": Case(_in(chain), 2, "is an input", ["--cost-cache", "chain.onnx"], None),
     "--cost-cache the calibration file": Case(_calibrated(), 2, "is an input",
