@@ -127,8 +127,27 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
             onnx.load_external_data_for_model(loaded, str(folder))
         except (OSError, ValueError, onnx.checker.ValidationError) as error:
             raise GkpError(f"{where}: cannot read its external data ({first_line(error)})") from None
+    upgrade_ir3(loaded)
     check_onnx(loaded, where, full=True)  # types and shapes too: a model it rejects is bad input
     return loaded
+
+
+def upgrade_ir3(model: onnx.ModelProto) -> None:
+    """Bring an IR version 1-3 model to IR 4, in place: its initializers stop being graph inputs.
+
+    Before IR 4 every initializer had to be listed as a graph input too (several old exporters
+    did not list them, which onnxruntime runs anyway and onnx.checker refuses). Listed, they
+    would be inputs a caller could override, so not constants the pass may prune; and the
+    rewrite writes initializers that are not inputs, which an IR 3 file may not hold. IR 4 says
+    what these files mean: fixed weights. Opsets and everything else are left as they were.
+    """
+    if not 1 <= model.ir_version < 4:
+        return
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = 4
 
 
 def check_onnx(model: onnx.ModelProto, where: str = "model", full: bool = False) -> None:
