@@ -33,6 +33,11 @@ from onnx import helper, numpy_helper
 from .paths import check_cache_path
 from .runtime import interleaved_medians, session
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: concurrent runs may then lose each other's entries
+    fcntl = None  # type: ignore[assignment]
+
 GEOMETRY_ATTRS = ("strides", "pads", "dilations", "auto_pad")
 Variant = tuple[int, int, bool]  # (G, m, input gathered); (1, C_in, False) is the dense Conv
 
@@ -207,16 +212,23 @@ class CostTable:
         return {v: self.entries[self._key(geometry, v)] for v in wanted}
 
     def save(self) -> None:
-        """Write the cache atomically; failure to write it is not an error of the run."""
+        """Merge this run's figures into the cache file, atomically and under an exclusive lock
+        (``fcntl.flock`` on the sidecar ``.NAME.lock``, left in place), so runs sharing one cache
+        keep every run's entries. A figure already in the file stays as it is (it may have
+        planned another run's output); failure to write is not an error of the run."""
         if self.path is None or not self.measured:
             return
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.exists() and not self.path.is_file():
-                return  # a FIFO, a device or a folder put there since: never replaced
-            tmp.write_text(json.dumps(dict(sorted(self.entries.items())), indent=0) + "\n")
-            os.replace(tmp, self.path)
+            with open(self.path.with_name(f".{self.path.name}.lock"), "a") as lock:
+                if fcntl is not None:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                if self.path.exists() and not self.path.is_file():
+                    return  # a FIFO, a device or a folder put there since: never replaced
+                merged = {**self.entries, **(read_cache(self.path) if self.path.exists() else {})}
+                tmp.write_text(json.dumps(dict(sorted(merged.items())), indent=0) + "\n")
+                os.replace(tmp, self.path)
         except OSError:
             pass
         finally:
