@@ -57,7 +57,7 @@ def branchy(name: str) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_branch_readers_see_the_original_order(name: str, tmp_path: Path) -> None:
+def test_branch_readers_see_the_original_order(name: str) -> None:
     original = branchy(name)
     pruned, report = onnx_gkp.prune(original, ratio=0.5, runtime_aware=False, latency_runs=0)
     assert report.layers and report.validation.passed
