@@ -10,6 +10,7 @@ validation runs.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -89,6 +90,7 @@ def resolve_input_shapes(
     for value in graph_inputs(model):
         if value.name in test_shapes:
             shapes[value.name] = tuple(int(d) for d in test_shapes.pop(value.name))
+            _check_test_shape(value, shapes[value.name])
             continue
         if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
             raise GkpError(f"input {value.name!r} has no tensor shape; give --test-shape {value.name}:d0,d1,...")
@@ -106,7 +108,37 @@ def resolve_input_shapes(
         shapes[value.name] = tuple(dims)
     if test_shapes:
         raise GkpError(f"--test-shape names no model input: {', '.join(sorted(test_shapes))}")
+    for name, shape in shapes.items():
+        check_input_size(name, shape)
     return shapes
+
+
+def _check_test_shape(value: onnx.ValueInfoProto, shape: tuple[int, ...]) -> None:
+    """Refuse a test shape of another rank than the input's, or differing from a static dim."""
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+        return
+    dims = value.type.tensor_type.shape.dim
+    declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
+    if len(shape) != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(declared, shape)):
+        raise GkpError(f"--test-shape {value.name}:{','.join(map(str, shape))} does not fit the input's declared "
+                       f"shape [{', '.join(map(str, declared))}]")
+
+
+def check_input_size(name: str, shape: tuple[int, ...]) -> None:
+    """Refuse, before any array is made, an input whose float64 copy (random inputs are drawn in
+    float64, outputs compared in float64) would take more than half this machine's memory."""
+    needed = math.prod(shape) * 8
+    if needed > memory_bytes() // 2:
+        raise GkpError(f"input {name!r} at shape {list(shape)} needs {needed / 2**30:.3g} GiB per float64 copy, more than "
+                       f"half this machine's memory ({memory_bytes() / 2**30:.3g} GiB); give a smaller --test-shape")
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (1 TiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
 
 
 def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -236,6 +268,23 @@ def _refusal(
     return None
 
 
+def _check_conv(
+    node: onnx.NodeProto, weight: np.ndarray, bias: Optional[np.ndarray], input_shape: Optional[tuple[int, ...]]
+) -> Optional[str]:
+    """For a Conv about to become a site: GkpError if the model cannot run it as written or its
+    parameters are not numbers; a reason to leave it whole if it has nothing to prune."""
+    name = f"Conv {node.name or node.output[0]!r}"
+    if weight.size == 0:
+        return f"its weight {list(weight.shape)} is empty: nothing to prune"
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise GkpError(f"{name}: bias of shape {list(bias.shape)} for {weight.shape[0]} output filters (an invalid model)")
+    if input_shape is not None and len(input_shape) > 1 and input_shape[1] != weight.shape[1]:
+        raise GkpError(f"{name}: weight for {weight.shape[1]} input channels, but its input has {input_shape[1]} (an invalid model)")
+    if not np.isfinite(weight).all() or (bias is not None and not np.isfinite(bias).all()):
+        raise GkpError(f"{name}: its weight or bias holds NaN or infinite values (a broken model: nothing to prune or validate)")
+    return None
+
+
 def analyse(
     model: onnx.ModelProto,
     include: Optional[str] = None,
@@ -271,6 +320,10 @@ def analyse(
             skipped.append(Skip(index, node.name, node.op_type, reason, macs))
             continue
         bias = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+        empty = _check_conv(node, weight, bias, shapes.get(node.input[0]))
+        if empty is not None:
+            skipped.append(Skip(index, node.name, node.op_type, empty, macs))
+            continue
         attributes = {a.name: _plain(onnx.helper.get_attribute_value(a)) for a in node.attribute}
         geometry = geometry_of(shapes.get(node.input[0]), weight, attributes, bias is not None)
         stats = statistics(node.input[0])
@@ -312,9 +365,20 @@ def _plain(value: object) -> object:
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    """Elements of every float initializer and Constant tensor: the model's parameters."""
-    tensors = list(model.graph.initializer) + [
-        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
-    ]
+    """Elements of every float initializer and Constant tensor: the model's parameters, those
+    of If/Loop branches included (each name once: a branch cannot shadow an outer name)."""
     float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-    return sum(math.prod(t.dims) for t in tensors if t.data_type in float_types)
+    counted: dict[str, int] = {}
+
+    def visit(graph: onnx.GraphProto) -> None:
+        tensors = list(graph.initializer)
+        for node in graph.node:
+            for attr in node.attribute:
+                if node.op_type == "Constant" and attr.name == "value":
+                    tensors.append(onnx.TensorProto(name=node.output[0], dims=attr.t.dims, data_type=attr.t.data_type))
+                for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    visit(inner)
+        counted.update((t.name, math.prod(t.dims)) for t in tensors if t.data_type in float_types)
+
+    visit(model.graph)
+    return sum(counted.values())

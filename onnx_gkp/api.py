@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -98,8 +99,10 @@ def prune(
         options = PlanOptions(DEFAULT_RATIO if ratio is None else ratio, groups, criterion, max_groups, group_cost, seed, speed_slack)  # type: ignore[arg-type]
     except ValueError as error:
         raise GkpError(str(error)) from None
-    if threads < 1:
-        raise GkpError(f"threads must be positive, got {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise GkpError(f"threads must be between 1 and {MAX_THREADS} (4 per CPU core), got {threads}")
+    if min_in_channels < 0:
+        raise GkpError(f"min_in_channels must be >= 0, got {min_in_channels}")
     target = _target(target_macs, target_latency)
     clock = Stopwatch()
     with clock("load"):
@@ -292,6 +295,7 @@ def _fidelity(pruned: onnx.ModelProto, data: Samples, metrics: Optional[dict[str
     return fidelity(names, want, got, metrics)
 
 
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only queue: 10000 threads ran for minutes
 GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
 MACS_TOLERANCE = 0.005  # of the model's Conv MACs: how far past a MACs target the result may go
 MACS_STEPS = 12

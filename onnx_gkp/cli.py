@@ -13,11 +13,15 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import onnxruntime as ort
+
 from .api import DEFAULT_KEEP, prune
+from .costs import default_cache_path
 from .fidelity import TARGET_METRICS
 from .errors import GkpError
 from .kernels import CRITERIA
-from .load import check_target, data_path, first_line, input_files, save_model, write_atomic
+from .load import first_line, save_model, write_atomic
+from .paths import check_run_paths
 from .plot import PLOT_SUFFIXES, write_plot
 from .samples import Preprocess
 
@@ -30,15 +34,32 @@ class _Parser(argparse.ArgumentParser):
 def _groups(text: str) -> object:
     if text == "auto":
         return "auto"
-    if text.isdigit() and int(text) > 0:
+    if text.isascii() and text.isdigit() and int(text) > 0:
         return int(text)
     raise argparse.ArgumentTypeError(f"--groups must be 'auto' or a positive integer, not {text!r}")
+
+
+def _integer(text: str) -> int:
+    """An integer in ASCII digits: Python's int() also takes '٤' (Arabic-Indic four) for 4."""
+    if not (text.isascii() and text.lstrip("+-").isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
+def _number(text: str) -> float:
+    """A number in ASCII (float() also takes non-ASCII digits); nan and inf pass, the options refuse them."""
+    if not text.isascii():
+        raise ValueError(text)
+    return float(text)
+
+
+_integer.__name__, _number.__name__ = "int", "float"  # argparse names the type in its message
 
 
 def _test_shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, _, dims = text.rpartition(":")
     try:
-        shape = tuple(int(d) for d in dims.split(","))
+        shape = tuple(_integer(d) for d in dims.split(","))
     except ValueError:
         shape = ()
     if not name or not shape or min(shape) < 1:
@@ -79,15 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnx-gkp", description="Grouped Kernel Pruning with a flexible group count for ONNX CNNs.")
     p.add_argument("input", type=Path, help="model to prune (never modified)")
     p.add_argument("output", type=Path, help="where the pruned model is written")
-    p.add_argument("--ratio", type=float, help="the uniform mode: fraction of grouped kernels pruned in every layer")
-    p.add_argument("--keep", type=float, metavar="F", help=f"least fidelity to keep on held-out real inputs (top-1 agreement for class scores, cosine for dense outputs; needs --calibration; default {DEFAULT_KEEP} with it)")
+    p.add_argument("--ratio", type=_number, help="the uniform mode: fraction of grouped kernels pruned in every layer")
+    p.add_argument("--keep", type=_number, metavar="F", help=f"least fidelity to keep on held-out real inputs (top-1 agreement for class scores, cosine for dense outputs; needs --calibration; default {DEFAULT_KEEP} with it)")
     p.add_argument("--fidelity", type=_pair("--fidelity", str), action="append", default=[], metavar="OUTPUT:METRIC", help=f"the metric --keep reads for an output: {', '.join(TARGET_METRICS)} (default: top1 for [N, C] class scores, cosine otherwise)")
-    p.add_argument("--target-macs", type=float, metavar="F", help="remove the fraction F of the model's Conv MACs, choosing every layer's kept count and G jointly where they cost least quality")
-    p.add_argument("--target-latency", type=float, metavar="F", help="make the pruned model take at most F of the original's onnxruntime time on this machine (layer times measured; checked end to end)")
+    p.add_argument("--target-macs", type=_number, metavar="F", help="remove the fraction F of the model's Conv MACs, choosing every layer's kept count and G jointly where they cost least quality")
+    p.add_argument("--target-latency", type=_number, metavar="F", help="make the pruned model take at most F of the original's onnxruntime time on this machine (layer times measured; checked end to end)")
     p.add_argument("--groups", type=_groups, default="auto", help="'auto' (flexible, per layer) or one count N for every layer it divides")
     p.add_argument("--criterion", choices=CRITERIA, default="combined", help="grouped-kernel score (default combined = energy x geometric-median distance)")
-    p.add_argument("--max-groups", type=int, default=16, help="largest group count 'auto' considers (default 16)")
-    p.add_argument("--group-cost", type=float, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
+    p.add_argument("--max-groups", type=_integer, default=16, help="largest group count 'auto' considers (default 16)")
+    p.add_argument("--group-cost", type=_number, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
     p.add_argument("--no-compensation", action="store_true", help="do not add the pruned kernels' expected contribution to the bias where BN statistics give the input means")
     p.add_argument("--calibration", metavar="FILE|FOLDER", help="real inputs (.npz named like the model's inputs, .npy, or a folder of images): a quarter held out to measure fidelity, the rest refits each pruned layer (a few hundred samples)")
     p.add_argument("--image-size", type=_size, metavar="HxW", help="images from a --calibration folder are resized to this (default: the input's fixed size)")
@@ -97,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="images: the input's layout (default NCHW)")
     p.add_argument("--input-value", type=_pair("--input-value", float), action="append", default=[], metavar="NAME=V", help="without --calibration: feed this value to an input in the exactness check (integer or scalar inputs, e.g. a sample rate; default: zeros for integers, noise for floats)")
     p.add_argument("--quality-only", action="store_true", help="choose G for accuracy alone; by default each layer's candidates are timed on this machine's onnxruntime and no layer is made slower")
-    p.add_argument("--speed-slack", type=float, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
+    p.add_argument("--speed-slack", type=_number, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
+    p.add_argument("--threads", type=_integer, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
     p.add_argument("--cost-cache", type=Path, metavar="FILE.json", help="measured layer times (default $ONNX_GKP_CACHE or ~/.cache/onnx_gkp/conv_costs.json)")
     p.add_argument("--include", metavar="REGEX", help="prune only Convs whose node name matches")
     p.add_argument("--exclude", metavar="REGEX", help="leave alone Convs whose node name matches")
-    p.add_argument("--min-in-channels", type=int, default=4, help="leave alone Convs with fewer input channels (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of clustering and validation inputs (default 0)")
+    p.add_argument("--min-in-channels", type=_integer, default=4, help="leave alone Convs with fewer input channels (default 4)")
+    p.add_argument("--seed", type=_integer, default=0, help="seed of clustering and validation inputs (default 0)")
     p.add_argument("--test-shape", type=_test_shape, action="append", default=[], metavar="NAME:d0,d1,...", help="concrete shape for an input with dynamic dims (repeatable)")
     p.add_argument("--report", type=Path, metavar="FILE.json", help="write the full report as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE.html", help="draw each Conv's MACs before/after, G and kept fraction (.html or .svg)")
@@ -129,7 +150,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         target_macs=args.target_macs, target_latency=args.target_latency, criterion=args.criterion,
         max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
         exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
-        test_shapes=dict(args.test_shape), check=not args.no_validate, progress=True,
+        test_shapes=dict(args.test_shape), check=not args.no_validate, progress=not args.quiet,
         runtime_aware=not args.quality_only, compensate=not args.no_compensation, calibration=args.calibration, speed_slack=args.speed_slack, threads=args.threads,
         cost_cache=args.cost_cache,
     )
@@ -148,14 +169,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Refuse, before any work, outputs that are inputs, exist without --force or cannot be written."""
-    inputs = frozenset(input_files(args.input))
-    check_target(args.output, args.force, inputs)
-    if args.save_external_data:
-        check_target(data_path(args.output), args.force, inputs)
-    for extra in (args.report, args.plot):
-        if extra is not None:
-            check_target(extra, True, inputs)
+    """Refuse, before any work, outputs that are inputs or each other, exist without --force or
+    cannot be written (``paths.py``)."""
+    check_run_paths(
+        args.input, args.output, force=args.force, external=args.save_external_data, report=args.report,
+        plot=args.plot, calibration=None if args.calibration is None else Path(args.calibration),
+        cost_cache=args.cost_cache or default_cache_path(),
+    )
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -164,6 +184,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    ort.set_default_logger_severity(4)  # onnxruntime's own error lines: the one line below says it
     try:
         return run(argv)
     except GkpError as error:

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -29,7 +30,13 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from .paths import check_cache_path
 from .runtime import interleaved_medians, session
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: concurrent runs may then lose each other's entries
+    fcntl = None  # type: ignore[assignment]
 
 GEOMETRY_ATTRS = ("strides", "pads", "dilations", "auto_pad")
 Variant = tuple[int, int, bool]  # (G, m, input gathered); (1, C_in, False) is the dense Conv
@@ -134,10 +141,33 @@ def cpu_name() -> str:
 
 
 def default_cache_path() -> Path:
-    """``$ONNX_GKP_CACHE`` if set, else ``~/.cache/onnx_gkp/conv_costs.json``."""
-    if "ONNX_GKP_CACHE" in os.environ:
+    """``$ONNX_GKP_CACHE`` if set and not empty, else ``~/.cache/onnx_gkp/conv_costs.json``."""
+    if os.environ.get("ONNX_GKP_CACHE"):
         return Path(os.environ["ONNX_GKP_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onnx_gkp" / "conv_costs.json"
+
+
+def read_cache(path: Path) -> dict[str, float]:
+    """The entries of a cost cache worth keeping; a damaged cache is only lost time.
+
+    Unreadable files, JSON that is not an object (``null``, a list) or nests too deep, are read
+    as empty; entries whose value is not a number, or a layer time that is not a finite
+    positive number of seconds (``0`` would divide), are dropped and measured again.
+    """
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    entries = {}
+    for key, value in found.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            continue
+        if " | G=" in key and not 0 < value < float("inf"):
+            continue
+        entries[key] = float(value)
+    return entries
 
 
 class CostTable:
@@ -149,11 +179,10 @@ class CostTable:
         self.prefix = f"onnxruntime {ort.__version__} | {cpu_name()} | {threads} thread(s) | "
         self.entries: dict[str, float] = {}
         self.measured = 0
+        if path is not None:
+            check_cache_path(path)
         if path is not None and path.is_file():
-            try:
-                self.entries = {k: float(v) for k, v in json.loads(path.read_text()).items()}
-            except (OSError, ValueError, AttributeError):
-                self.entries = {}  # a damaged cache is only lost time: measure again
+            self.entries = read_cache(path)
 
     def _key(self, geometry: ConvGeometry, variant: Variant) -> str:
         return f"{self.prefix}{geometry.key} | G={variant[0]} m={variant[1]}{'' if variant[2] else ' ungathered'}"
@@ -183,16 +212,28 @@ class CostTable:
         return {v: self.entries[self._key(geometry, v)] for v in wanted}
 
     def save(self) -> None:
-        """Write the cache atomically; failure to write it is not an error of the run."""
+        """Merge this run's figures into the cache file, atomically and under an exclusive lock
+        (``fcntl.flock`` on the sidecar ``.NAME.lock``, left in place), so runs sharing one cache
+        keep every run's entries. A figure already in the file stays as it is (it may have
+        planned another run's output); failure to write is not an error of the run."""
         if self.path is None or not self.measured:
             return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(dict(sorted(self.entries.items())), indent=0) + "\n")
-            os.replace(tmp, self.path)
+            with open(self.path.with_name(f".{self.path.name}.lock"), "a") as lock:
+                if fcntl is not None:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                if self.path.exists() and not self.path.is_file():
+                    return  # a FIFO, a device or a folder put there since: never replaced
+                merged = {**self.entries, **(read_cache(self.path) if self.path.exists() else {})}
+                tmp.write_text(json.dumps(dict(sorted(merged.items())), indent=0) + "\n")
+                os.replace(tmp, self.path)
         except OSError:
             pass
+        finally:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def geometry_of(

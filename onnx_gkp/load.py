@@ -127,8 +127,27 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
             onnx.load_external_data_for_model(loaded, str(folder))
         except (OSError, ValueError, onnx.checker.ValidationError) as error:
             raise GkpError(f"{where}: cannot read its external data ({first_line(error)})") from None
-    check_onnx(loaded, where)
+    upgrade_ir3(loaded)
+    check_onnx(loaded, where, full=True)  # types and shapes too: a model it rejects is bad input
     return loaded
+
+
+def upgrade_ir3(model: onnx.ModelProto) -> None:
+    """Bring an IR version 1-3 model to IR 4, in place: its initializers stop being graph inputs.
+
+    Before IR 4 every initializer had to be listed as a graph input too (several old exporters
+    did not list them, which onnxruntime runs anyway and onnx.checker refuses). Listed, they
+    would be inputs a caller could override, so not constants the pass may prune; and the
+    rewrite writes initializers that are not inputs, which an IR 3 file may not hold. IR 4 says
+    what these files mean: fixed weights. Opsets and everything else are left as they were.
+    """
+    if not 1 <= model.ir_version < 4:
+        return
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = 4
 
 
 def check_onnx(model: onnx.ModelProto, where: str = "model", full: bool = False) -> None:
@@ -303,5 +322,23 @@ def save_model(
         with _temporary(target) as (model_stream, temp_model):
             model_stream.write(light.SerializeToString())
             model_stream.flush()
-            os.replace(temp_data, store)
-            os.replace(temp_model, target)
+            _replace_pair(temp_model, target, temp_data, store)
+
+
+def _replace_pair(temp_model: Path, target: Path, temp_data: Path, store: Path) -> None:
+    """Put a complete model and its data file in place so that no moment, whatever kills the
+    process between two steps, shows a model beside data it was not written with.
+
+    The model file is what a loader opens first and what names the data, so it goes last and
+    the old one goes first: (1) the old ``target`` is removed, (2) the new data renamed over
+    ``store``, (3) the new model renamed to ``target``. Killed after (1) or (2), the folder holds
+    no model (at worst a lone ``.data``, which loads as nothing); after (3), the new pair. An
+    old model never meets new data (with the order reversed it would: a pair that loads, passes
+    the checker and computes something else). The price is that a kill mid-way loses the old
+    output, which ``--force`` was asked to replace anyway. Names and bytes do not depend on the
+    order, so the output stays byte-identical for the same input.
+    """
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    os.replace(temp_data, store)
+    os.replace(temp_model, target)

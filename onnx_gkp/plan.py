@@ -48,10 +48,12 @@ class PlanOptions:
             raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}")
         if self.max_groups < 1:
             raise ValueError(f"max_groups must be positive, got {self.max_groups}")
-        if self.group_cost < 0:
-            raise ValueError(f"group_cost must be >= 0, got {self.group_cost}")
-        if self.speed_slack < 0:
-            raise ValueError(f"speed_slack must be >= 0, got {self.speed_slack}")
+        if not 0 <= self.group_cost < float("inf"):  # NaN fails every comparison
+            raise ValueError(f"group_cost must be a finite number >= 0, got {self.group_cost}")
+        if not 0 <= self.speed_slack < float("inf"):
+            raise ValueError(f"speed_slack must be a finite number >= 0, got {self.speed_slack}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be between 0 and 2^63 - 1, got {self.seed}")
 
     def refusal(self, c_out: int, c_in: int) -> Optional[str]:
         """Why a layer of this size cannot be planned with these options, or None."""

@@ -200,11 +200,14 @@ def _apply(node: gs.Node, changes: Changes, tag: str = "param") -> None:
 def _fold(graph: gs.Graph, carried: dict[str, _Permuted]) -> None:
     """Carry every permuted tensor forward as far as its consumers allow (see the module doc)."""
     originals = {t.name: t for t in graph.tensors().values()}
+    top = {id(n) for n in graph.nodes}  # a reader inside an If/Loop branch reads the restored order
     queue = list(carried)
     while queue:
         name = queue.pop(0)
         permuted, original = carried[name], originals[name]
         for node in list(original.outputs):
+            if id(node) not in top:
+                continue
             if node.op == "Gather" and node.name.endswith(IN_GATHER) and node.inputs[0] is original:
                 index = _constant(node.inputs[1])
                 node.inputs[0] = permuted.tensor
@@ -297,6 +300,7 @@ def _export(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
             held[tensor.name] = tensor._values
             tensor.values = np.zeros(0, tensor._values.dtype)
     pruned = gs.export_onnx(graph, do_type_check=False, opset_imports=list(model.opset_import))
+    _hoist(pruned.graph, {t.name for t in model.graph.initializer}, pruned.graph)
     for initializer in pruned.graph.initializer:
         if initializer.name in held:
             initializer.CopyFrom(numpy_helper.from_array(held.pop(initializer.name), initializer.name))
@@ -306,6 +310,31 @@ def _export(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     del pruned.metadata_props[:]
     pruned.metadata_props.extend(model.metadata_props)
     return pruned
+
+
+def _hoist(graph: onnx.GraphProto, top_level: set[str], top: onnx.GraphProto) -> None:
+    """Move back to ``top`` the initializers onnx-graphsurgeon copied into If/Loop branches
+    (``graph``'s subgraphs, recursively) that the input model kept at its top level.
+
+    graphsurgeon exports every constant a branch reads into that branch, so a weight shared by
+    the main graph and a branch would be stored twice (and, here, as the empty placeholder
+    :func:`_export` refills at the top level only). ONNX forbids a branch to shadow an outer
+    name, so a name is one tensor: it is kept once, at the top, where the input had it.
+    """
+    present = {t.name for t in top.initializer}
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                local = []
+                for tensor in sub.initializer:
+                    if tensor.name not in top_level:
+                        local.append(tensor)
+                    elif tensor.name not in present:
+                        top.initializer.add().CopyFrom(tensor)
+                        present.add(tensor.name)
+                del sub.initializer[:]
+                sub.initializer.extend(local)
+                _hoist(sub, top_level, top)
 
 
 def _collected(function: Callable[..., Rewritten]) -> Callable[..., Rewritten]:

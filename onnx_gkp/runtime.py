@@ -79,7 +79,7 @@ def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.Inf
     )
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: failures come back as one-line errors
     arrays: list[ort.OrtValue] = []
     if serialized_size(model) > PROTOBUF_LIMIT:
         model, stripped = skeleton(model)
@@ -124,8 +124,10 @@ def check_supported(model: onnx.ModelProto) -> None:
     graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe", [value],
                                    [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
     probe = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
     try:
-        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as error:
         versions = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
         reason = ort_message(error).rstrip(". ").split(". ")[-1]
