@@ -196,7 +196,9 @@ def _mode(ratio: Optional[float], target: Optional[Target], keep: Optional[float
                            f"metrics are {', '.join(TARGET_METRICS)}")
     if keep is not None and not 0.0 < keep <= 1.0:
         raise GkpError(f"keep must be in (0, 1], got {keep}")
-    if target is not None:
+    if keep is not None and data is None:
+        raise GkpError("keep is measured on real inputs: give calibration data")
+    if target is not None:  # it governs; a keep given with it is checked and reported
         if ratio is not None:
             raise GkpError("ratio is the uniform mode; give it or a target, not both")
         return "target"
@@ -204,8 +206,6 @@ def _mode(ratio: Optional[float], target: Optional[Target], keep: Optional[float
         if keep is not None:
             raise GkpError("ratio is the uniform mode; give it or keep, not both")
         return "uniform"
-    if keep is not None and data is None:
-        raise GkpError("keep is measured on real inputs: give calibration data")
     return "keep" if data is not None else "data-free"
 
 

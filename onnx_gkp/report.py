@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from .analyse import ConvSite, Skip
+from .fidelity import model_score
 from .plan import LayerPlan
 from .validate import Validation
 
@@ -183,7 +184,9 @@ class Report:
         held = (self.samples or {}).get("held_out")
         parts = [f"{name} {_figures(f)}" for name, f in self.fidelity.items()]
         keep = self.options.get("keep")
-        goal = "" if keep is None else f" (target: keep {keep:g})"
+        score = model_score(self.fidelity)
+        missed = keep is not None and score is not None and score < keep
+        goal = "" if keep is None else f" (target: keep {keep:g}{', MISSED: ' + format(score, '.4g') if missed else ''})"
         return f"fidelity on {held} held-out samples{goal}: " + "; ".join(parts)
 
 

@@ -141,3 +141,10 @@ net (float[N,3,12,12] x) => (float[N,16,12,12] y) {
                  "--keep", "0.95", "--report", tmp_path / "r.json")
     assert result.returncode == 0, result.stderr
     assert any(line.startswith("fidelity on 6 held-out samples (target: keep 0.95): y cosine") for line in result.stdout.splitlines())
+
+
+def test_with_a_target_the_target_governs_and_a_keep_is_checked() -> None:
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    _, report = onnx_gkp.prune(model, target_macs=0.5, keep=1.0, calibration=_calibration(64), latency_runs=0)
+    assert report.options["mode"] == "target" and report.fidelity["y"]["score"] < 1.0
+    assert "(target: keep 1, MISSED: " in report.summary().splitlines()[0]
