@@ -148,3 +148,15 @@ def test_with_a_target_the_target_governs_and_a_keep_is_checked() -> None:
     _, report = onnx_gkp.prune(model, target_macs=0.5, keep=1.0, calibration=_calibration(64), latency_runs=0)
     assert report.options["mode"] == "target" and report.fidelity["y"]["score"] < 1.0
     assert "(target: keep 1, MISSED: " in report.summary().splitlines()[0]
+
+
+def test_allowances_are_a_ladder_of_the_curves_values_and_buy_the_fastest_ratio_within() -> None:
+    from onnx_gkp.allowance import GRID, levels, ratios_within
+
+    curves = {1: (0.01, 0.02, 0.03, 0.04, 0.05, 0.06), 2: (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
+    assert levels(curves) == sorted(curves[1] + curves[2])
+    assert levels(curves, most=4) == [0.01, 0.05, 0.2, 0.6]
+    assert ratios_within(curves, 0.035) == {1: GRID[2], 2: 0.0}
+    times = {1: (5.0, 4.0, 6.0, 3.0, 3.05, 9.0)}  # 0.5 is the fastest; 0.625 ties with it within 3%
+    assert ratios_within(curves, 1.0, times) == {1: GRID[4], 2: GRID[-1]}
+    assert ratios_within(curves, 0.025, times) == {1: GRID[1], 2: 0.0}
