@@ -69,3 +69,32 @@ def test_exports_predict_what_their_weights_learned() -> None:
         photo = dict(zip(real_data.PHOTOS, logits.argmax(1)))
         assert photo["chelsea.png"] in range(281, 286), "ImageNet 281-285 are the domestic cats"
         assert photo["coffee.png"] == 967, "ImageNet 967 is espresso"
+
+
+def _real_inputs(name: str) -> np.ndarray:
+    """16 real inputs of the model's own kind (photos, printed text, digits), none it is scored on."""
+    import real_data
+
+    if name == "mnist":
+        return real_data.shuffled_mnist()[0][:16]
+    if name in ("ppocr_det", "ppocr_rec"):
+        text = real_data.text_crops(320)[:16]
+        return text if name == "ppocr_det" else np.ascontiguousarray(text[:, :, 136:184, :])  # 48-row strips of text
+    size = 320 if name == "yolov8n" else 224
+    return real_data.calibration_crops(16, size, normalise=name != "yolov8n")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_real_model_prints_its_held_out_fidelity(name: str) -> None:
+    pytest.importorskip("PIL", reason="the real inputs need the zoo extra")
+    original = onnx.load(_fetched(name))
+    entry = MODELS[name]
+    data = {original.graph.input[0].name: _real_inputs(name)}
+    _, report = onnx_gkp.prune(original, ratio=0.25, runtime_aware=False, calibration=data,
+                               test_shapes=entry.test_shapes or None, latency_runs=0)
+    assert report.validation.passed and report.validation.inputs == "held-out samples"
+    assert report.samples["held_out"] == 8 and report.layers
+    assert report.summary().startswith("fidelity on 8 held-out samples: ")
+    for figures in report.fidelity.values():
+        assert figures["kind"] in ("classes", "dense") and 0.0 <= figures["score"] <= 1.0 or figures["score"] is None
+        assert all(np.isfinite(v) or k == "snr_db" for k, v in figures.items() if isinstance(v, float))
