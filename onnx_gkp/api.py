@@ -278,8 +278,9 @@ def _refitted(pairs: list[tuple[ConvSite, LayerPlan]], fit: Optional[dict[str, n
     if fit is not None:
         with build["clock"]("calibrate"):
             model = restored(build["original"], build["arrays"])
-            refitted = reconstructed(model, [s for s, _ in pairs], [p for _, p in pairs], fit, threads=build["threads"], seed=build["seed"])
-        return [(site, plan) for site, (_, plan) in zip(refitted, pairs)]
+            fallback = [_compensated(s, p) for s, p in pairs] if compensate else None  # where a refit is declined
+            return reconstructed(model, [s for s, _ in pairs], [p for _, p in pairs], fit, fallback=fallback,
+                                 threads=build["threads"], seed=build["seed"])
     if compensate:
         with build["clock"]("plan"):
             return [(site, _compensated(site, plan)) for site, plan in pairs]
