@@ -337,7 +337,7 @@ def _with_sources(model: onnx.ModelProto, sites: list[ConvSite], uses: Counter, 
     """Each site with its ``source`` filled in where one exists."""
     nodes = model.graph.node
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
-    prunable = {s.node_index for s in sites}
+    prunable = {s.node_index: s for s in sites}
     found = []
     for site in sites:
         chain: list[int] = []
@@ -345,16 +345,29 @@ def _with_sources(model: onnx.ModelProto, sites: list[ConvSite], uses: Counter, 
         while uses[tensor] == 1 and tensor in producer:
             index = producer[tensor]
             if index in prunable:
-                source = (index, tuple(reversed(chain)))
+                # Channel c of the reader is filter c of the source, unless a constant broadcast
+                # along the chain widened the channels (a Mul of one filter by 16 scales, say).
+                if prunable[index].weight.shape[0] == site.weight.shape[1]:
+                    source = (index, tuple(reversed(chain)))
                 break
             node = nodes[index]
             variables = [n for n in node.input[1:] if n and n not in consts]
             if node.op_type not in CHANNELWISE or node.domain not in ("", "ai.onnx") or variables or not node.input:
                 break
+            if node.op_type == "Conv" and not _depthwise(node, consts):
+                break  # it mixes channels: a Conv left out of the sites (--include, ...) or grouped
             chain.append(index)
             tensor = node.input[0]
         found.append(replace(site, source=source))
     return found
+
+
+def _depthwise(node: onnx.NodeProto, consts: dict) -> bool:
+    """A Conv whose output channel ``c`` reads input channel ``c`` alone: one filter per group,
+    one input channel per filter (a channel multiplier would make ``C_out > C_in``)."""
+    weight = consts.get(node.input[1]) if len(node.input) > 1 else None
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return weight is not None and weight.ndim > 2 and weight.shape[0] == group and weight.shape[1] == 1
 
 
 def _plain(value: object) -> object:

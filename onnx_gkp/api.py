@@ -21,7 +21,7 @@ from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
 from .fidelity import TARGET_METRICS, fidelity, model_score
-from .group_count import candidate_counts
+from .group_count import candidate_counts, none_fast_reason
 from .input_stats import ChannelStats, StatsReader
 from .load import ModelLike, check_onnx, digest, load_model, release, restored
 from .plan import Groups, LayerPlan, PlanOptions, kept_count, kernel_energy, plan_for_count, plan_layer
@@ -279,8 +279,9 @@ def _refitted(pairs: list[tuple[ConvSite, LayerPlan]], fit: Optional[dict[str, n
     if fit is not None:
         with build["clock"]("calibrate"):
             model = restored(build["original"], build["arrays"])
-            refitted = reconstructed(model, [s for s, _ in pairs], [p for _, p in pairs], fit, threads=build["threads"], seed=build["seed"])
-        return [(site, plan) for site, (_, plan) in zip(refitted, pairs)]
+            fallback = [_compensated(s, p) for s, p in pairs] if compensate else None  # where a refit is declined
+            return reconstructed(model, [s for s, _ in pairs], [p for _, p in pairs], fit, fallback=fallback,
+                                 threads=build["threads"], seed=build["seed"])
     if compensate:
         with build["clock"]("plan"):
             return [(site, _compensated(site, plan)) for site, plan in pairs]
@@ -517,7 +518,7 @@ def _plan_sites(
         with clock("plan"):
             plan = plan_layer(site.weight, own, *times)
         if plan is None:
-            skipped.append(Skip(site.node_index, site.node, "Conv", _slower_reason(*times), site.macs))
+            skipped.append(Skip(site.node_index, site.node, "Conv", none_fast_reason(*times), site.macs))
             whole.append(site)
             if times[1] is not None:
                 became[site.node_index] = (site, times[1])
@@ -686,12 +687,6 @@ def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], whole: list[ConvSit
     c_out = next(w.weight.shape[0] for w in whole if w.node_index == skip.node_index)
     after = None if skip.macs is None else skip.macs * (c_out - len(dead)) // c_out
     return replace(skip, dead_filters=tuple(dead), macs_after=after)
-
-
-def _slower_reason(times: dict[int, float], dense: float) -> str:
-    best = min(times, key=times.__getitem__)
-    return (f"every grouped variant is slower here (fastest G={best}: {times[best] * 1e6:.0f} us, "
-            f"dense Conv: {dense * 1e6:.0f} us)")
 
 
 def _apply_plan_limits(analysis: Analysis, options: PlanOptions) -> tuple[list[ConvSite], list[Skip]]:

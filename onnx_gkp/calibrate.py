@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -105,20 +105,29 @@ def reconstructed(
     plans: Sequence[LayerPlan],
     data: dict[str, np.ndarray],
     *,
+    fallback: Optional[Sequence[LayerPlan]] = None,
     threads: int = 1,
     seed: int = 0,
     positions: int = 64,
     chunk: int = 32,
     damping: float = 1e-3,
-) -> list[ConvSite]:
-    """``sites`` (in graph order) with kept weights and biases refitted on ``data``."""
+) -> list[tuple[ConvSite, LayerPlan]]:
+    """``sites`` (in graph order) with kept weights and biases refitted on ``data``, and their plans.
+
+    A refit is bounded by what it replaces: where its weights are not finite (activations that
+    overflow, a singular fit) or it fits ``data`` worse than the masked weights with the
+    ``fallback`` plan's data-free compensation (``plans`` where none is given), the layer keeps
+    its site and the fallback plan, whose ``declined_refit`` says why; later layers are fitted
+    to the network as it then is.
+    """
     chunk = batch_size(model, chunk)
     done: list[ConvSite] = []
+    chosen: list[LayerPlan] = []
     for index, (site, plan) in enumerate(zip(sites, plans)):
         node = model.graph.node[site.node_index]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         target = _session(up_to(model, [node.output[0]]), threads)
-        current = masked_reference(model, done, plans[:index])
+        current = masked_reference(model, done, chosen)
         source = _session(up_to(current, [node.input[0]]), threads)
         kernel = site.weight.shape[2:]
         ridge = GroupedRidge(plan.filter_groups, plan.kept_channels, site.weight.shape[1], int(np.prod(kernel)))
@@ -135,5 +144,30 @@ def reconstructed(
             ridge.add(rows, wanted)
         bias = site.bias if site.bias is not None else np.zeros(site.weight.shape[0], site.weight.dtype)
         weight, bias = ridge.solve(site.weight, bias, damping)
-        done.append(replace(site, weight=weight, bias=bias))
-    return done
+        instead = plan if fallback is None else fallback[index]
+        declined = _declined(ridge, site, instead, weight, bias)
+        if declined is None:
+            done.append(replace(site, weight=weight, bias=bias))
+            chosen.append(plan)
+        else:
+            done.append(site)
+            chosen.append(replace(instead, declined_refit=declined))
+    return list(zip(done, chosen))
+
+
+def _declined(ridge: GroupedRidge, site: ConvSite, instead: LayerPlan, weight: np.ndarray, bias: np.ndarray) -> Optional[str]:
+    """Why the refit ``(weight, bias)`` must not replace the masked weights of ``instead``, or None."""
+    taken = "calibration refit not taken"
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        return (f"{taken}: its weights are not finite (the calibration data overflow this layer's activations "
+                f"or leave its fit singular); the masked weights are kept")
+    masked_bias = instead.compensated_bias(site.bias, site.weight.dtype)
+    masked_bias = np.zeros(site.weight.shape[0]) if masked_bias is None else masked_bias
+    before, after = ridge.fit_errors(instead.masked_weight(site.weight), masked_bias, weight, bias)
+    if not (np.isfinite(before) and np.isfinite(after)):
+        return f"{taken}: its error on the calibration data overflows; the masked weights are kept"
+    if after - before > 1e-9 * abs(before):
+        scale = max(float(np.sum(ridge.energy)), 1e-300)
+        return (f"{taken}: it fits the calibration data worse (relative error {after / scale:.3g}) than the masked "
+                f"weights ({before / scale:.3g}); the masked weights are kept")
+    return None

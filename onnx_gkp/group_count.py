@@ -56,3 +56,13 @@ def fast_counts(times: dict[int, float], dense: float, slack: float) -> list[int
         return []
     fastest = min(allowed.values())
     return sorted(g for g, t in allowed.items() if t <= fastest * (1.0 + slack))
+
+
+def none_fast_reason(times: dict[int, float], dense: float) -> str:
+    """Why :func:`fast_counts` let no count through, for a layer left whole: every variant
+    measured slower than the dense Conv, or the fastest faster by less than the noise margin."""
+    best = min(times, key=times.__getitem__)
+    figures = f"fastest G={best}: {times[best] * 1e6:.0f} us, dense Conv: {dense * 1e6:.0f} us"
+    if times[best] > dense:
+        return f"every grouped variant is slower here ({figures})"
+    return f"no grouped variant measured clearly faster ({figures}, within the {NOISE_GUARD:.0%} noise margin)"

@@ -75,6 +75,7 @@ class LayerPlan:
     times: dict[int, float] = field(default_factory=dict)
     dense_time: Optional[float] = None
     bias_delta: Optional[tuple[float, ...]] = None  # data-free compensation, original filter order
+    declined_refit: Optional[str] = None  # why calibration's refit of this layer was not taken
 
     @property
     def groups(self) -> int:

@@ -72,14 +72,43 @@ class GroupedRidge:
         c_out = sum(len(g) for g in self.filter_groups)
         self.gram = np.zeros((size, size))
         self.cross = np.zeros((size, c_out))
+        self.energy = np.zeros(c_out)  # sum of the squared targets, per filter
         self.rows = 0
 
     def add(self, patch: np.ndarray, target: np.ndarray) -> None:
-        """``patch`` ``[P, C_in, taps]`` (pruned network's input), ``target`` ``[P, C_out]`` (original output)."""
+        """``patch`` ``[P, C_in, taps]`` (pruned network's input), ``target`` ``[P, C_out]`` (original output).
+
+        Overflowing activations make the sums infinite or NaN, silently: :meth:`solve` then
+        returns non-finite weights, which the caller refuses."""
         design = np.hstack([patch.reshape(patch.shape[0], -1).astype(np.float64), np.ones((patch.shape[0], 1))])
-        self.gram += design.T @ design
-        self.cross += design.T @ target.astype(np.float64)
+        target = target.astype(np.float64)
+        with np.errstate(all="ignore"):
+            self.gram += design.T @ design
+            self.cross += design.T @ target
+            self.energy += np.sum(np.square(target), axis=0)
         self.rows += patch.shape[0]
+
+    def _columns(self, kept: np.ndarray) -> np.ndarray:
+        """Rows and columns of the Gram matrix a group reads: its kept channels' taps, then the bias."""
+        return np.r_[(kept[:, None] * self.taps + np.arange(self.taps)).ravel(), self.gram.shape[0] - 1]
+
+    def fit_errors(self, weight_a: np.ndarray, bias_a: np.ndarray, weight_b: np.ndarray, bias_b: np.ndarray) -> tuple[float, float]:
+        """Squared residuals ``sum ||Y - (P W + b)||^2`` over the accumulated rows of two weights
+        (their kept kernels: the pruned layer computes no others), read off the Gram matrices
+        without another pass over the data: ``err(w) = w^T G w - 2 w^T c + ||y||^2`` per filter.
+        The second is the first plus the exact difference ``(b - a)^T (G (b + a) - 2 c)``, so the
+        comparison does not lose the constant's digits."""
+        first = change = 0.0
+        with np.errstate(all="ignore"):
+            for filters, kept in zip(self.filter_groups, self.kept_channels):
+                columns = self._columns(kept)
+                gram = self.gram[np.ix_(columns, columns)]
+                cross = self.cross[np.ix_(columns, filters)]
+                a, b = (np.vstack([w[filters][:, kept].reshape(len(filters), -1).T, np.asarray(v, np.float64)[filters][None]])
+                        .astype(np.float64) for w, v in ((weight_a, bias_a), (weight_b, bias_b)))
+                first += float(np.sum(a * (gram @ a)) - 2 * np.sum(a * cross) + np.sum(self.energy[filters]))
+                change += float(np.sum((b - a) * (gram @ (b + a))) - 2 * np.sum((b - a) * cross))
+        return first, first + change
 
     def solve(self, weight: np.ndarray, bias: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray]:
         """New ``(weight, bias)``: kept kernels and biases refitted, pruned kernels zero.
@@ -90,13 +119,17 @@ class GroupedRidge:
         new_weight = np.zeros(weight.shape, dtype=np.float64)
         new_bias = np.asarray(bias, dtype=np.float64).copy()
         kernel = weight.shape[2:]
-        last = self.gram.shape[0] - 1
         for filters, kept in zip(self.filter_groups, self.kept_channels):
-            columns = np.r_[(kept[:, None] * self.taps + np.arange(self.taps)).ravel(), last]
+            columns = self._columns(kept)
             gram = self.gram[np.ix_(columns, columns)]
             size = gram.shape[0]
-            penalty = damping * max(float(np.trace(gram[:-1, :-1])) / max(size - 1, 1), 1e-12)
-            solution = np.linalg.solve(gram + np.diag(np.r_[np.full(size - 1, penalty), 0.0]), self.cross[np.ix_(columns, filters)])
+            with np.errstate(all="ignore"):  # non-finite sums give non-finite weights (see add)
+                penalty = damping * max(float(np.trace(gram[:-1, :-1])) / max(size - 1, 1), 1e-12)
+                try:
+                    solution = np.linalg.solve(gram + np.diag(np.r_[np.full(size - 1, penalty), 0.0]), self.cross[np.ix_(columns, filters)])
+                except np.linalg.LinAlgError:  # singular: no refit for this group
+                    solution = np.full((size, len(filters)), np.nan)
             new_weight[filters[:, None], kept[None, :]] = solution[:-1].T.reshape(len(filters), len(kept), *kernel)
             new_bias[filters] = solution[-1]
-        return new_weight.astype(weight.dtype), new_bias.astype(weight.dtype)
+        with np.errstate(all="ignore"):  # past the weight's dtype: infinite, and refused by the caller
+            return new_weight.astype(weight.dtype), new_bias.astype(weight.dtype)

@@ -56,12 +56,14 @@ class LayerReport:
         live = c_out - len(dead_filters)
         bias = live if site.bias is not None or plan.bias_delta is not None else 0
         stats = site.input_stats
-        if refit is not None:
+        if refit is not None and plan.declined_refit is None:
             compensation = refit
         elif plan.bias_delta is not None:
             compensation = f"input mean from {stats.path}"  # type: ignore[union-attr]
         else:
             compensation = stats if isinstance(stats, str) else "off"
+        if plan.declined_refit is not None:  # masked weights and the data-free compensation instead
+            compensation = f"{plan.declined_refit}; {'data-free compensation off' if compensation == 'off' else compensation}"
         m = plan.kept_per_group
         return cls(
             node=site.node,

@@ -44,7 +44,7 @@ def test_default_never_picks_a_variant_measured_slower(tmp_path: Path) -> None:
         assert chosen <= 0.97 * layer["dense_us"] + 1e-9
         assert chosen <= 1.05 * min(layer["candidate_us"].values()) + 1e-9
     for skip in report["skipped"][1:]:
-        assert skip["reason"].startswith("every grouped variant is slower here")
+        assert skip["reason"].startswith(("every grouped variant is slower here", "no grouped variant measured clearly faster"))
     original = onnx.load(BUNDLED)
     feeds = feeds_for(original, shapes={"input": [2, 1, 28, 28]})
     assert_close(run(onnx.load(out), feeds), run(reference_from_report(original, report), feeds))

@@ -95,3 +95,90 @@ def test_bad_calibration_data_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "junk.npz" in result.stderr
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_the_fit_error_read_off_the_gram_matrix_is_the_residual() -> None:
+    """``fit_errors`` (no second pass over the data) equals the squared residual computed directly."""
+    rng = np.random.default_rng(3)
+    c_out, c_in, taps = 6, 5, 4
+    groups, kept = [[0, 3, 4], [1, 2, 5]], [[0, 2, 4], [1, 2, 3]]
+    ridge = GroupedRidge(groups, kept, c_in, taps)
+    chunks = [(rng.normal(size=(40, c_in, taps)), rng.normal(size=(40, c_out))) for _ in range(3)]
+    for patch, target in chunks:
+        ridge.add(patch, target)
+    patch = np.concatenate([p for p, _ in chunks]).reshape(120, -1)
+    target = np.concatenate([t for _, t in chunks])
+    pairs = [(rng.normal(size=(c_out, c_in, 2, 2)), rng.normal(size=c_out)) for _ in range(2)]
+    for weight, bias in pairs:  # the fit counts the kept kernels only, as the pruned layer does
+        for filters, channels in zip(groups, kept):
+            weight[np.ix_(filters, [c for c in range(c_in) if c not in channels])] = 0
+    got = ridge.fit_errors(*pairs[0], *pairs[1])
+    want = [float(np.sum(np.square(patch @ w.reshape(c_out, -1).T + b - target))) for w, b in pairs]
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+BN_CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+bn_chain (float[1,8,10,10] x) => (float[1,8,10,10] y) {
+  n0 = BatchNormalization (x, s0, o0, m0, v0)
+  r0 = Relu (n0)
+  c1 = Conv <pads=[1,1,1,1]> (r0, w1, b1)
+  n1 = BatchNormalization (c1, s1, o1, m1, v1)
+  r1 = Relu (n1)
+  y = Conv <pads=[1,1,1,1]> (r1, w2)
+}
+"""
+
+
+def _bn_chain() -> "onnx.ModelProto":
+    from onnx import numpy_helper
+
+    weights = {"s0": (8,), "o0": (8,), "m0": (8,), "v0": (8,), "w1": (16, 8, 3, 3), "b1": (16,),
+               "s1": (16,), "o1": (16,), "m1": (16,), "v1": (16,), "w2": (8, 16, 3, 3)}
+    model = make_model(BN_CHAIN, weights, seed=4)
+    for tensor in model.graph.initializer:
+        if tensor.name.startswith("v"):
+            tensor.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(tensor)) + 0.5, tensor.name))
+    return model
+
+
+def test_a_refit_from_overflowing_samples_keeps_the_masked_weights() -> None:
+    """Issue 14 (bound what a refit may do): samples of 1e37 overflow the second Conv's inputs to
+    infinity and the ridge solve gave NaN weights, written into the model and 'validated' against
+    a masked reference holding the same NaN. That layer keeps its masked weights and data-free
+    compensation instead, and its ``compensation`` says why; the first layer's refit is finite
+    and fits better, and is taken."""
+    from onnx import numpy_helper
+
+    from conftest import feeds_for
+
+    model = _bn_chain()
+    data = {"x": (np.random.default_rng(6).normal(size=(16, 8, 10, 10)) * 1e37).astype(np.float32)}
+    pruned, report = onnx_gkp.prune(model, ratio=0.5, groups=1, calibration=data, latency_runs=0)
+    assert all(np.isfinite(numpy_helper.to_array(t)).all() for t in pruned.graph.initializer)
+    first, second = report.layers
+    assert first.compensation == "weights and bias refitted on 8 calibration samples"
+    assert second.compensation.startswith("calibration refit not taken: its weights are not finite"), second.compensation
+    assert second.compensation.endswith("the masked weights are kept; input mean from BatchNormalization > Relu")
+    assert second.bias_delta is not None and report.validation.passed
+    assert np.isfinite(run(pruned, feeds_for(model))[0]).all()
+
+
+def test_a_refit_that_fits_worse_than_the_masked_weights_is_not_taken() -> None:
+    """A refit is kept only if it fits the calibration data at least as well as the masked weights
+    with their data-free compensation; an over-damped ridge (weights pulled to zero) does not."""
+    from onnx_gkp.analyse import analyse
+    from onnx_gkp.calibrate import reconstructed
+    from onnx_gkp.plan import PlanOptions, plan_layer
+
+    model = _bn_chain()
+    sites = analyse(model).sites
+    plans = [plan_layer(s.weight, PlanOptions(ratio=0.5, groups=1)) for s in sites]
+    data = {"x": np.random.default_rng(7).normal(size=(8, 8, 10, 10)).astype(np.float32)}
+    kept = reconstructed(model, sites, plans, data)
+    assert all(p.declined_refit is None for _, p in kept)
+    assert not np.array_equal(kept[0][0].weight, sites[0].weight)
+    damped = reconstructed(model, sites, plans, data, damping=1e9)
+    for (site, plan), original in zip(damped, sites):
+        assert site.weight is original.weight and plan.declined_refit.startswith(
+            "calibration refit not taken: it fits the calibration data worse (relative error "), plan.declined_refit

@@ -161,3 +161,60 @@ def test_trimming_a_whole_conv_keeps_its_folded_input_order() -> None:
     assert len(rewritten.dead_filters[s2.node_index]) == 8
     feeds = feeds_for(model)
     assert_close(run(rewritten.model, feeds), run(masked_reference(model, [s1, s3], [p1, p3]), feeds))
+
+
+
+@pytest.mark.parametrize("middle, shape", [
+    ("Conv", (32, 16, 1, 1)),  # a dense Conv left out by --include: mixes its 16 inputs into 32
+    ("Conv <group=16, pads=[1,1,1,1]>", (32, 1, 3, 3)),  # depthwise with a channel multiplier: 16 -> 32
+    ("Conv <group=2, pads=[1,1,1,1]>", (32, 8, 3, 3)),  # grouped, not depthwise: mixes channels in a group
+], ids=["dense-excluded", "depthwise-multiplier", "grouped"])
+def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple[int, ...]) -> None:
+    """y reads 32 channels made by a Conv that mixes c1's 16: c1 is not y's source, and its
+    filters are not trimmed to y's kept channels (issue 17: IndexError in ``rewrite._trim``)."""
+    from onnx_gkp.analyse import analyse
+
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,8,6,6] x) => (float[1,8,6,6] y) {{
+      c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+      n1 = BatchNormalization (c1, s1, o1, m1, v1)
+      e = {middle} (n1, we)
+      r = Relu (e)
+      y = Conv (r, w2)
+    }}
+    """
+    weights = {"w1": (16, 8, 3, 3), "b1": (16,), "s1": (16,), "o1": (16,), "m1": (16,), "v1": (16,), "we": shape,
+               "w2": (8, 32, 1, 1)}
+    model = make_model(text, weights)
+    variance = next(t for t in model.graph.initializer if t.name == "v1")
+    variance.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(variance)), "v1"))
+    for node in model.graph.node:
+        node.name = node.output[0]
+    y = analyse(model, include="^(c1|y)$").sites[1]
+    assert y.node == "y" and y.source is None
+    pruned, report = onnx_gkp.prune(model, ratio=0.25, groups=1, include="^(c1|y)$", runtime_aware=False, latency_runs=0)
+    data = report.to_dict()
+    assert data["validation"]["passed"] and [layer["dead_filters"] for layer in data["layers"]] == [[], []]
+    feeds = feeds_for(model)
+    assert_close(run(pruned, feeds), run(reference_from_report(model, data), feeds))
+
+
+def test_a_broadcast_that_widens_the_channels_ends_the_trimming_chain() -> None:
+    """c1's one filter is scaled into 16 channels by a constant: y's 16 input channels are not
+    c1's filters, so c1 is not its source."""
+    from onnx_gkp.analyse import analyse
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,8,6,6] x) => (float[1,8,6,6] y) {
+      c1 = Conv <pads=[1,1,1,1]> (x, w1)
+      m = Mul (c1, k)
+      y = Conv (m, w2)
+    }
+    """
+    model = make_model(text, {"w1": (1, 8, 3, 3), "k": (1, 16, 1, 1), "w2": (8, 16, 1, 1)})
+    c1, y = analyse(model).sites
+    assert c1.weight.shape[0] == 1 and y.source is None
+    pruned, report = onnx_gkp.prune(model, ratio=0.25, groups=1, runtime_aware=False, latency_runs=0)
+    assert report.to_dict()["validation"]["passed"]

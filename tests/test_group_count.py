@@ -73,3 +73,38 @@ def test_measured_costs_drive_the_pass(tmp_path) -> None:
     assert report.layers == []
     assert all("slower" in s.reason for s in report.skipped)
     assert not any(n.op_type == "Gather" for n in pruned.graph.node)
+
+
+@pytest.mark.parametrize("fastest, says, not_says", [
+    (0.985e-3, "no grouped variant measured clearly faster", "slower"),  # faster, but inside the 3% margin
+    (1.0e-3, "no grouped variant measured clearly faster", "slower"),  # a tie
+    (1.2e-3, "every grouped variant is slower here", "margin"),
+])
+def test_a_layer_left_whole_says_why_truly(tmp_path, fastest: float, says: str, not_says: str) -> None:
+    """Issue 14: a layer whose best variant is faster by less than the noise margin was said to
+    have every variant slower. Each skip reason gives the fastest count and the dense time."""
+    from conftest import make_model
+
+    import onnx_gkp
+    from onnx_gkp.analyse import analyse
+    from onnx_gkp.costs import CostTable
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    one (float[1,16,10,10] x) => (float[1,16,10,10] y) {
+      y = Conv <pads=[1,1,1,1]> (x, w)
+    }
+    """
+    model = make_model(text, {"w": (16, 16, 3, 3)})
+    path = tmp_path / "costs.json"
+    table = CostTable(1, path)
+    (site,) = analyse(model).sites
+    table.record(site.geometry, site.geometry.dense, 1e-3)
+    for g in candidate_counts(16, 16):
+        table.record(site.geometry, (g, 12, True), fastest * (1 + 0.1 * (g > 1)))
+    table.save()
+    _, report = onnx_gkp.prune(model, ratio=0.25, cost_cache=path, latency_runs=0)
+    assert report.layers == [] and len(report.skipped) == 1
+    reason = report.skipped[0].reason
+    assert reason.startswith(says) and not_says not in reason, reason
+    assert f"fastest G=1: {fastest * 1e6:.0f} us" in reason and "dense Conv: 1000 us" in reason

@@ -7,6 +7,7 @@ itself and checked again here against the masked reference rebuilt from the JSON
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,45 @@ def test_real_model_prints_its_held_out_fidelity(name: str) -> None:
     for figures in report.fidelity.values():
         assert figures["kind"] in ("classes", "dense") and 0.0 <= figures["score"] <= 1.0 or figures["score"] is None
         assert all(np.isfinite(v) or k == "snr_db" for k, v in figures.items() if isinstance(v, float))
+
+
+def _dense_convs(model: onnx.ModelProto) -> list[str]:
+    """Names of the ``group = 1`` Convs, the ones ``--include`` can select for pruning."""
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and n.name and all(a.name != "group" or a.i == 1 for a in n.attribute)]
+
+
+SUBSETS = 4  # per model: two with G = 1 (trimming across layers), two with the flexible count
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_random_include_subsets_prune_and_validate(name: str) -> None:
+    """Any selection of layers prunes and validates (issue 17: a subset that left MobileNetV2's
+    expand Convs out crashed in ``rewrite._trim``). Seeded random subsets of every size, so
+    chains of pruned, excluded and depthwise Convs meet in every arrangement the model has."""
+    entry = MODELS[name]
+    original = onnx.load(_fetched(name))
+    convs = _dense_convs(original)
+    rng = np.random.default_rng(sorted(MODELS).index(name))
+    shapes = {k: list(v) for k, v in entry.test_shapes.items()}
+    feeds = feeds_for(original, shapes=shapes)
+    for i in range(SUBSETS):
+        chosen = sorted(rng.choice(len(convs), size=int(rng.integers(1, len(convs) + 1)), replace=False))
+        include = "^(" + "|".join(re.escape(convs[c]) for c in chosen) + ")$"
+        groups = 1 if i < SUBSETS // 2 else "auto"
+        pruned, report = onnx_gkp.prune(original, ratio=0.25, groups=groups, include=include, runtime_aware=False,
+                                        test_shapes=entry.test_shapes or None, latency_runs=0)
+        data = report.to_dict()
+        assert data["validation"]["passed"], (groups, include)
+        assert {layer["node"] for layer in data["layers"]} <= {convs[c] for c in chosen}
+        assert_close(run(pruned, feeds), run(reference_from_report(original, data), feeds), rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"])
+def test_projections_without_their_expand_convs(name: str) -> None:
+    """Issue 17's command: the projections and block 1's, at G = 1, the expand Convs left out."""
+    original = onnx.load(_fetched(name))
+    pruned, report = onnx_gkp.prune(original, ratio=0.25, groups=1, include=r"(conv\.2/Conv$)|(features\.1/conv/conv\.1/Conv$)",
+                                    test_shapes={"input": (1, 3, 224, 224)}, latency_runs=0)
+    data = report.to_dict()
+    assert data["validation"]["passed"] and len(data["layers"]) == 17
