@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(TASKS))
     parser.add_argument("--keep", type=float, nargs="+", default=[0.99, 0.98, 0.97])
+    parser.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.375, 0.5], help="uniform ratios to compare with")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -48,7 +49,7 @@ def main() -> None:
         start = time.perf_counter()
         pruned, report = onnx_gkp.prune(original, keep=keep, calibration=calibration, test_shapes=shapes or None, latency_runs=0)
         variants[f"--keep {keep:g}"] = (pruned, report, time.perf_counter() - start)
-    for ratio in (0.25, 0.375, 0.5):
+    for ratio in args.ratios:
         start = time.perf_counter()
         pruned, report = onnx_gkp.prune(original, ratio=ratio, calibration=calibration, test_shapes=shapes or None, latency_runs=0)
         variants[f"uniform --ratio {ratio:g} + calibration"] = (pruned, report, time.perf_counter() - start)
@@ -64,7 +65,8 @@ def main() -> None:
     table = "\n".join(rows)
     print(table)
     if args.write:
-        command = f"python tools/bench_fidelity.py {args.model} --keep {' '.join(f'{k:g}' for k in args.keep)}"
+        command = (f"python tools/bench_fidelity.py {args.model} --keep {' '.join(f'{k:g}' for k in args.keep)} "
+                   f"--ratios {' '.join(f'{r:g}' for r in args.ratios)}")
         write_section(ROOT / "docs" / "results.md", f"fidelity-{args.model}", f"`{command}`\n\n{table}")
 
 
