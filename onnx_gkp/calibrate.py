@@ -111,8 +111,13 @@ def reconstructed(
     positions: int = 64,
     chunk: int = 32,
     damping: float = 1e-3,
+    select: bool = True,
 ) -> list[tuple[ConvSite, LayerPlan]]:
     """``sites`` (in graph order) with kept weights and biases refitted on ``data``, and their plans.
+
+    With ``select`` (the default) each group's kept channels are chosen anew, as the ones whose
+    refit reconstructs the layer's output best (:meth:`GroupedRidge.select`), instead of by
+    weight energy; the groups of filters, their number and the kept count stay the plan's.
 
     A refit is bounded by what it replaces: where its weights are not finite (activations that
     overflow, a singular fit) or it fits ``data`` worse than the masked weights with the
@@ -142,6 +147,9 @@ def reconstructed(
             rows = patches(x, kernel, strides, dilations, pads, where)
             wanted = y.reshape(y.shape[0], y.shape[1], -1)[:, :, where].transpose(0, 2, 1).reshape(-1, y.shape[1])
             ridge.add(rows, wanted)
+        if select:
+            kept = tuple(tuple(int(c) for c in k) for k in ridge.select(plan.kept_per_group, damping))
+            plan = replace(plan, kept_channels=kept, pruned_energy=_pruned_energy(site.weight, plan, kept))
         bias = site.bias if site.bias is not None else np.zeros(site.weight.shape[0], site.weight.dtype)
         weight, bias = ridge.solve(site.weight, bias, damping)
         instead = plan if fallback is None else fallback[index]
@@ -153,6 +161,14 @@ def reconstructed(
             done.append(site)
             chosen.append(replace(instead, declined_refit=declined))
     return list(zip(done, chosen))
+
+
+def _pruned_energy(weight: np.ndarray, plan: LayerPlan, kept: tuple[tuple[int, ...], ...]) -> float:
+    """The share of the weight's energy in the kernels ``kept`` leaves out, for the report."""
+    energy = np.square(weight.astype(np.float64)).reshape(weight.shape[0], weight.shape[1], -1).sum(-1)
+    mask = replace(plan, kept_channels=kept).keep_mask(weight.shape[1])
+    total = float(energy.sum())
+    return float(energy[~mask].sum()) / total if total > 0 else 0.0
 
 
 def _declined(ridge: GroupedRidge, site: ConvSite, instead: LayerPlan, weight: np.ndarray, bias: np.ndarray) -> Optional[str]:

@@ -88,6 +88,52 @@ class GroupedRidge:
             self.energy += np.sum(np.square(target), axis=0)
         self.rows += patch.shape[0]
 
+    def select(self, keep: int, damping: float) -> list[np.ndarray]:
+        """Each group's ``keep`` input channels that reconstruct its filters' outputs best.
+
+        Backward elimination as in Optimal Brain Surgeon, by channel (a block of ``taps`` rows):
+        with ``H`` the inverse of the damped Gram matrix of the channels still in and ``W = H c``
+        their least-squares weights, taking out channel ``b`` and refitting the rest raises the
+        squared error by exactly ``tr(W_b^T (H_bb)^-1 W_b)``; the cheapest channels go, ``H`` and
+        ``W`` are downdated in place, and so on until ``keep`` remain (a few at a time on wide
+        layers: at most about 32 downdates per group). The bias column never goes.
+        """
+        found = []
+        c_in, taps = (self.gram.shape[0] - 1) // self.taps, self.taps
+        everything = np.arange(c_in)
+        for filters in self.filter_groups:
+            columns = self._columns(everything)
+            gram = self.gram[np.ix_(columns, columns)]
+            size = gram.shape[0]
+            penalty = damping * max(float(np.trace(gram[:-1, :-1])) / max(size - 1, 1), 1e-12)
+            with np.errstate(all="ignore"):
+                try:
+                    inverse = np.linalg.inv(gram + np.diag(np.r_[np.full(size - 1, penalty), 0.0]))
+                except np.linalg.LinAlgError:
+                    found.append(np.sort(everything[:keep]))
+                    continue
+            if not np.isfinite(inverse).all():
+                found.append(np.sort(everything[:keep]))
+                continue
+            weights = inverse @ self.cross[np.ix_(columns, filters)]
+            alive = list(everything)
+            while len(alive) > keep:
+                blocks = np.arange(len(alive) * taps).reshape(len(alive), taps)
+                h_bb = inverse[blocks[:, :, None], blocks[:, None, :]]  # [channels, taps, taps]
+                w_b = weights[blocks]  # [channels, taps, filters]
+                cost = np.einsum("bti,btj,bji->b", w_b, np.linalg.pinv(h_bb), w_b)
+                step = max(1, min(len(alive) - keep, len(alive) // 32))
+                out = np.sort(np.argsort(cost, kind="stable")[:step])
+                gone = blocks[out].ravel()
+                stay = np.setdiff1d(np.arange(inverse.shape[0]), gone)
+                link = inverse[np.ix_(stay, gone)] @ np.linalg.pinv(inverse[np.ix_(gone, gone)])
+                weights = weights[stay] - link @ weights[gone]
+                inverse = inverse[np.ix_(stay, stay)] - link @ inverse[np.ix_(gone, stay)]
+                alive = [c for i, c in enumerate(alive) if i not in set(out.tolist())]
+            found.append(np.asarray(alive, dtype=np.int64))
+        self.kept_channels = found
+        return found
+
     def _columns(self, kept: np.ndarray) -> np.ndarray:
         """Rows and columns of the Gram matrix a group reads: its kept channels' taps, then the bias."""
         return np.r_[(kept[:, None] * self.taps + np.arange(self.taps)).ravel(), self.gram.shape[0] - 1]

@@ -182,3 +182,20 @@ def test_a_refit_that_fits_worse_than_the_masked_weights_is_not_taken() -> None:
     for (site, plan), original in zip(damped, sites):
         assert site.weight is original.weight and plan.declined_refit.startswith(
             "calibration refit not taken: it fits the calibration data worse (relative error "), plan.declined_refit
+
+
+def test_select_keeps_the_channels_that_reconstruct_the_output() -> None:
+    rng = np.random.default_rng(5)
+    c_in, taps = 12, 4
+    patch = rng.normal(size=(2000, c_in, taps))
+    patch[:, 7] = patch[:, 3] + 0.01 * rng.normal(size=(2000, taps))  # 7 repeats 3: one of them is enough
+    used = [1, 3, 7, 10]
+    target = np.einsum("pct,fct->pf", patch[:, used], rng.normal(size=(6, len(used), taps)))
+    ridge = GroupedRidge([[0, 1, 2], [3, 4, 5]], [[0, 1, 2], [0, 1, 2]], c_in, taps)
+    ridge.add(patch, target)
+    kept = ridge.select(3, damping=1e-6)
+    for channels in kept:
+        assert {1, 10} <= set(channels.tolist()) and len({3, 7} & set(channels.tolist())) == 1
+    weight, bias = ridge.solve(np.zeros((6, c_in, 2, 2)), np.zeros(6), 1e-6)
+    residual = np.einsum("pct,fct->pf", patch, weight.reshape(6, c_in, taps)) + bias - target
+    assert np.linalg.norm(residual) < 0.01 * np.linalg.norm(target)  # the copy stands in for its original
