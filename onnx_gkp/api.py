@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .analyse import Analysis, ConvSite, Skip, analyse, constant_tensors, count_params
 from .budget import Infeasible, Option, allocate
 from .allowance import GRID, estimated_curves, levels, measured_curves, ratios_within
-from .calibrate import input_moments, output_errors, outputs_on, reconstructed
+from .calibrate import batch_size, input_moments, output_errors, outputs_on, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
@@ -212,10 +212,10 @@ def _mode(ratio: Optional[float], target: Optional[Target], keep: Optional[float
 
 def _feeds(model: onnx.ModelProto, analysis: Analysis, data: Optional[Samples], values: Optional[dict[str, float]],
            seed: int) -> dict[str, np.ndarray]:
-    """The exactness check's inputs: held-out samples when there are some (a batch at the input
-    shapes' batch size), else seeded noise with ``values`` for the inputs it names."""
+    """The exactness check's inputs: held-out samples when there are some (up to 8, or the
+    model's fixed batch size), else seeded noise with ``values`` for the inputs it names."""
     if data is not None:
-        return {name: array[: max(1, analysis.input_shapes[name][0])] for name, array in data.held.items()}
+        return {name: array[: batch_size(model, 8)] for name, array in data.held.items()}
     return random_inputs(model, analysis.input_shapes, seed, values)
 
 
