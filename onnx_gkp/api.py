@@ -182,7 +182,6 @@ def prune(
 
 DEFAULT_RATIO = 0.25  # the uniform mode's ratio when --ratio is given without a value
 DEFAULT_KEEP = 0.99  # with real inputs and no target: keep 99% top-1 agreement (or cosine) on held-out ones
-SEARCH_SAMPLES = 128  # fit samples a --keep candidate is refitted on (the model returned: all of them)
 DATA_FREE_ALLOWANCE = 0.004  # without data: each layer alone may cost this estimated relative output error
 
 
@@ -246,7 +245,7 @@ def _allowed_ratios(
         key = tuple(sorted(ratios.items()))
         if key not in tried:
             pairs, whole = _plan_sites(sites, options, costs, list(skipped), clock, False, ratios)
-            pairs = _refitted(pairs, {k: v[:SEARCH_SAMPLES] for k, v in data.fit.items()}, compensate, build)
+            pairs = _refitted(pairs, data.fit, compensate, build)
             pruned, _ = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
                                   **{**build, "check": False})
             tried[key] = model_score(_fidelity(pruned, data, metrics, build)) or 0.0
