@@ -233,8 +233,8 @@ def _allowed_ratios(
             gains = ErrorGains(full, consts, StatsReader(full, consts))
             curves = estimated_curves(sites, options, {s.node_index: gains(s.node_index)[0] for s in sites},
                                       {s.node_index: second_moment(s) for s in sites})
-            with clock("measure"):
-                times = _grid_times(sites, costs)
+            with clock("measure"):  # only the layers the allowance lets prune at all
+                times = _grid_times([s for s in sites if curves[s.node_index][0] <= DATA_FREE_ALLOWANCE], costs)
             return ratios_within(curves, DATA_FREE_ALLOWANCE, times), []
         curves = measured_curves(full, sites, options, data.fit, build["threads"])
     with clock("measure"):
