@@ -134,7 +134,7 @@ def prune(
                  threads=threads, clock=clock, refit=refit, arrays=arrays,
                  feeds=_feeds(original, analysis, data, input_values, seed), real=data is not None)
     budget: dict[int, dict] = {}
-    ratios, trail = None, []  # trail: every --keep candidate measured
+    ratios, trail = None, []
     if target is None:
         if mode != "uniform":
             ratios, trail = _allowed_ratios(mode, keep, full, sites, options, costs, data, skipped, metrics, compensate, build, progress)
@@ -176,7 +176,7 @@ def prune(
         with clock("fidelity"):
             report.fidelity = _fidelity(pruned, data, metrics, build)
         report.samples = {**data.counts, "held_out_index": list(data.held_index)}
-    report.search = trail
+    report.search = [{"allowance": round(a, 9), "score": s} for a, s in trail]
     return pruned, report
 
 
@@ -222,10 +222,9 @@ def _allowed_ratios(
     mode: str, keep: Optional[float], full: onnx.ModelProto, sites: list[ConvSite], options: PlanOptions,
     costs: Optional[CostTable], data: Optional[Samples], skipped: list[Skip], metrics: Optional[dict[str, str]],
     compensate: bool, build: dict, progress: bool,
-) -> tuple[dict[int, float], list[dict]]:
-    """Per-layer ratios: from an error allowance, fixed and estimated without data; with data,
-    the fewer Conv MACs of two searches against the held-out fidelity (``keep.py``), the
-    allowance and the uniform ratio. Also every candidate measured."""
+) -> tuple[dict[int, float], list[tuple[float, float]]]:
+    """Per-layer ratios from an error allowance: fixed and estimated without data, searched
+    against the held-out fidelity with it (``keep.py``); and the allowances measured."""
     clock = build["clock"]
     with clock("curves"):
         if data is None:
@@ -239,28 +238,22 @@ def _allowed_ratios(
         curves = measured_curves(full, sites, options, data.fit, build["threads"])
     with clock("measure"):
         times = _grid_times(sites, costs)
-    tried: dict[tuple, tuple[float, int]] = {}  # ratios -> (score, Conv MACs kept)
-    trail: list[dict] = []
+    tried: dict[tuple, float] = {}
 
-    def measured(ratios: dict[int, float], family: str, level: float) -> float:
+    def score(allowance: float) -> float:
+        ratios = ratios_within(curves, allowance, times)
         key = tuple(sorted(ratios.items()))
         if key not in tried:
             pairs, whole = _plan_sites(sites, options, costs, list(skipped), clock, False, ratios)
             pairs = _refitted(pairs, data.fit, compensate, build)
-            pruned, report = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
-                                       **{**build, "check": False})
-            tried[key] = (model_score(_fidelity(pruned, data, metrics, build)) or 0.0, report.totals["conv_macs_after"] or 0)
-        trail.append({"family": family, "level": round(level, 9), "score": tried[key][0], "conv_macs_after": tried[key][1]})
-        return tried[key][0]
+            pruned, _ = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
+                                  **{**build, "check": False})
+            tried[key] = model_score(_fidelity(pruned, data, metrics, build)) or 0.0
+        return tried[key]
 
     with clock("search"):
-        allowance, _ = search(levels(curves), lambda a: measured(ratios_within(curves, a, times), "allowance", a), keep)
-        uniform, _ = search(GRID, lambda r: measured({s.node_index: r for s in sites}, "uniform", r), keep)
-    found = [ratios for ratios in (None if allowance is None else ratios_within(curves, allowance, times),
-                                   None if uniform is None else {s.node_index: uniform for s in sites}) if ratios is not None]
-    if not found:
-        return {s.node_index: 0.0 for s in sites}, trail
-    return min(found, key=lambda ratios: tried[tuple(sorted(ratios.items()))][1]), trail
+        found, trail = search(levels(curves), score, keep)
+    return (ratios_within(curves, found, times) if found is not None else {s.node_index: 0.0 for s in sites}), trail
 
 
 def _grid_times(sites: list[ConvSite], costs: Optional[CostTable]) -> dict[int, tuple[float, ...]]:

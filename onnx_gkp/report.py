@@ -99,7 +99,7 @@ class Report:
     validation: Optional[Validation] = None
     fidelity: Optional[dict[str, dict[str, Any]]] = None  # per output, on the held-out samples
     samples: Optional[dict[str, Any]] = None  # the fit / held-out split of the calibration samples
-    search: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # --keep: every candidate measured
+    search: list[dict[str, float]] = dataclasses.field(default_factory=list)  # --keep: allowances measured
 
     def to_dict(self) -> dict[str, Any]:
         return {
