@@ -1,7 +1,7 @@
 """Fidelity at speed: what each fidelity target buys, measured on real held-out data.
 
 For one model of ``bench_quality.TASKS``: the data-free default, ``--keep`` at three targets
-(with ``--calibration``, 512 samples: a quarter held out inside the pass), and the uniform
+(with ``--calibration``, 512 samples by default: a quarter held out inside the pass), and the uniform
 ratio with the same calibration at the kept MACs of each ``--keep`` result. Each is scored on
 the task's evaluation inputs (never seen by the pass: the Fashion-MNIST test set, the photo
 crops) and timed against the original side by side in one process (onnxruntime CPU, one
@@ -29,7 +29,8 @@ SAMPLES = 512
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(TASKS))
-    parser.add_argument("--keep", type=float, nargs="+", default=[0.99, 0.98, 0.97])
+    parser.add_argument("--keep", type=float, nargs="*", default=[0.99, 0.98, 0.97])
+    parser.add_argument("--samples", type=int, default=SAMPLES, help="calibration samples (a quarter held out inside the pass)")
     parser.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.375, 0.5], help="uniform ratios to compare with")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true")
@@ -40,7 +41,7 @@ def main() -> None:
     images = task.inputs()[task.reserved :]
     metric = task.metric(slice(task.reserved, None))
     dense = outputs(original, images, task.batch)
-    calibration = {name: task.calibration(SAMPLES)}
+    calibration = {name: task.calibration(args.samples)}
     variants: dict[str, tuple] = {}
     start = time.perf_counter()
     pruned, report = onnx_gkp.prune(original, test_shapes=shapes or None, latency_runs=0)
@@ -65,7 +66,7 @@ def main() -> None:
     table = "\n".join(rows)
     print(table)
     if args.write:
-        command = (f"python tools/bench_fidelity.py {args.model} --keep {' '.join(f'{k:g}' for k in args.keep)} "
+        command = (f"python tools/bench_fidelity.py {args.model} --samples {args.samples} --keep {' '.join(f'{k:g}' for k in args.keep)} "
                    f"--ratios {' '.join(f'{r:g}' for r in args.ratios)}")
         write_section(ROOT / "docs" / "results.md", f"fidelity-{args.model}", f"`{command}`\n\n{table}")
 
