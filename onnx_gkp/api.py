@@ -79,10 +79,15 @@ def prune(
     contribution of its pruned kernels added to its bias (``compensation.py``); the report
     lists it per layer as ``bias_delta``, and the masked reference includes it.
 
-    With ``calibration`` (a ``.npz`` path or a mapping of arrays named like the model's inputs,
-    samples along the first axis), each pruned layer's kept weights and bias are refitted by
-    least squares to reproduce its original output, layer by layer (``calibrate.py``); the
-    refitted bias replaces the data-free compensation.
+    With ``calibration`` (a mapping of arrays named like the model's inputs, samples along the
+    first axis, or a ``.npz``, ``.npy`` or folder of images read with ``preprocess``), a quarter
+    of the samples is held out (``samples.py``): on the rest each pruned layer's kept channels
+    are chosen and its weights and bias refitted to reproduce its original output, layer by
+    layer (``calibrate.py``); on the held-out part the report measures the fidelity per output
+    (``fidelity.py``, target metrics by output kind or ``metrics``). Without ``ratio`` or a
+    target, ``keep`` (default 0.99 with data) is the fidelity to keep there: the most pruning
+    measured to keep it is returned (``allowance.py``, ``keep.py``). Without data, ratio or
+    target, only what a conservative estimated-error allowance admits is pruned.
 
     With ``target_macs`` (remove this fraction of the model's Conv MACs) or ``target_latency``
     (the pruned model should take this fraction of the original's onnxruntime time), ``ratio``
@@ -137,7 +142,7 @@ def prune(
     ratios, trail = None, []
     if target is None:
         if mode != "uniform":
-            ratios, trail = _allowed_ratios(mode, keep, full, sites, options, costs, data, skipped, metrics, compensate, build, progress)
+            ratios, trail = _allowed_ratios(keep, full, sites, options, costs, data, skipped, metrics, compensate, build)
         pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress, ratios)
     else:
         pairs, whole, budget = _plan_to_target(
@@ -180,7 +185,7 @@ def prune(
     return pruned, report
 
 
-DEFAULT_RATIO = 0.25  # the uniform mode's ratio when --ratio is given without a value
+DEFAULT_RATIO = 0.25  # PlanOptions' ratio outside the uniform mode (only its refusal of tiny layers reads it)
 DEFAULT_KEEP = 0.99  # with real inputs and no target: keep 99% top-1 agreement (or cosine) on held-out ones
 DATA_FREE_ALLOWANCE = 0.004  # without data: each layer alone may cost this estimated relative output error
 
@@ -219,9 +224,9 @@ def _feeds(model: onnx.ModelProto, analysis: Analysis, data: Optional[Samples], 
 
 
 def _allowed_ratios(
-    mode: str, keep: Optional[float], full: onnx.ModelProto, sites: list[ConvSite], options: PlanOptions,
+    keep: Optional[float], full: onnx.ModelProto, sites: list[ConvSite], options: PlanOptions,
     costs: Optional[CostTable], data: Optional[Samples], skipped: list[Skip], metrics: Optional[dict[str, str]],
-    compensate: bool, build: dict, progress: bool,
+    compensate: bool, build: dict,
 ) -> tuple[dict[int, float], list[tuple[float, float]]]:
     """Per-layer ratios from an error allowance: fixed and estimated without data, searched
     against the held-out fidelity with it (``keep.py``); and the allowances measured."""
