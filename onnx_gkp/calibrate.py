@@ -23,7 +23,7 @@ import onnxruntime as ort
 
 from .analyse import ConvSite
 from .compensation import explicit_pads
-from .plan import LayerPlan
+from .plan import LayerPlan, kernel_energy
 from .reconstruct import GroupedRidge, patches, sample_positions
 from .reference import masked_reference
 from .runtime import graph_inputs, run, session, up_to
@@ -165,7 +165,7 @@ def reconstructed(
 
 def _pruned_energy(weight: np.ndarray, plan: LayerPlan, kept: tuple[tuple[int, ...], ...]) -> float:
     """The share of the weight's energy in the kernels ``kept`` leaves out, for the report."""
-    energy = np.square(weight.astype(np.float64)).reshape(weight.shape[0], weight.shape[1], -1).sum(-1)
+    energy = kernel_energy(weight)
     mask = replace(plan, kept_channels=kept).keep_mask(weight.shape[1])
     total = float(energy.sum())
     return float(energy[~mask].sum()) / total if total > 0 else 0.0
