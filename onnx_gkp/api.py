@@ -26,6 +26,7 @@ from .input_stats import ChannelStats, StatsReader
 from .load import ModelLike, check_onnx, digest, load_model, release, restored
 from .plan import Groups, LayerPlan, PlanOptions, kept_count, kernel_energy, plan_for_count, plan_layer
 from .propagation import ErrorGains
+from .quantize import CHOICES as QUANTIZE, Int8, int8_original, quantized
 from .quality import relative_error, weighted_energy
 from .keep import search
 from .reference import masked_reference
@@ -62,6 +63,7 @@ def prune(
     input_values: Optional[dict[str, float]] = None,
     target_macs: Optional[float] = None,
     target_latency: Optional[float] = None,
+    quantize: Optional[str] = None,
     check: bool = True,
     latency_runs: int = 20,
     progress: bool = False,
@@ -96,6 +98,11 @@ def prune(
     left whole. The report records each layer's choice, its estimated costs and the
     alternatives it beat, and the target met.
 
+    With ``quantize`` (``"int8"``, or ``"u8s8"`` / ``"s8s8"`` to pin the activation and weight
+    types), the pruned model is quantized with onnxruntime's static QDQ quantization on the fit
+    samples, and what ships is measured: ``keep`` is checked on the quantized candidates, and
+    the report compares them with the original quantized the same way (``quantize.py``).
+
     Returns the pruned model and its :class:`Report`. With ``check`` (the default) the result
     is validated against the masked reference in onnxruntime and :class:`ValidationFailed`
     is raised if they disagree; bad input raises :class:`GkpError`.
@@ -120,21 +127,28 @@ def prune(
     fit = None if data is None else data.fit
     mode = _mode(ratio, target, keep, data, metrics, original)
     keep = DEFAULT_KEEP if mode == "keep" and keep is None else keep
+    if quantize is not None and (quantize not in QUANTIZE or data is None):
+        raise GkpError(f"quantize is one of {', '.join(QUANTIZE)} and calibrates on real inputs: give calibration data"
+                       if quantize in QUANTIZE else f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     timed = target.kind == "latency" if target is not None else runtime_aware and groups == "auto"
-    costs = CostTable(threads, cost_cache or default_cache_path()) if timed else None
+    costs = CostTable(threads, cost_cache or default_cache_path()) if timed or quantize == "int8" else None
     options_record = {
         "ratio": ratio if mode == "uniform" else None, "mode": mode, "keep": keep, "groups": groups, "criterion": criterion,
         "max_groups": max_groups, "group_cost": group_cost, "include": include, "exclude": exclude,
         "min_in_channels": min_in_channels, "seed": seed, "runtime_aware": runtime_aware,
         "speed_slack": speed_slack, "threads": threads, "compensate": compensate,
         "calibration_samples": None if data is None else data.counts, "metrics": metrics or {},
-        "target_macs": target_macs, "target_latency": target_latency,
+        "target_macs": target_macs, "target_latency": target_latency, "quantize": quantize,
     }
     fingerprint = f"{digest(original)} | {options_record} | {test_shapes}" if costs is not None else ""
     # The sites hold their weights as arrays: the model need not hold them too (restored to run).
     arrays = {original.graph.node[s.node_index].input[1]: s.weight for s in sites}
     full, original = original, release(original, arrays)
     refit = None if fit is None else f"weights and bias refitted on {len(next(iter(fit.values())))} calibration samples"
+    int8 = None
+    if quantize is not None:
+        with clock("quantize"):
+            int8 = int8_original(quantize, full, fit, _timing_feeds(data, analysis), costs, threads, latency_runs)
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
                  threads=threads, clock=clock, refit=refit, arrays=arrays,
                  feeds=_feeds(original, analysis, data, input_values, seed), real=data is not None)
@@ -142,7 +156,7 @@ def prune(
     ratios, trail = None, []
     if target is None:
         if mode != "uniform":
-            ratios, trail = _allowed_ratios(keep, full, sites, options, costs, data, skipped, metrics, compensate, build)
+            ratios, trail = _allowed_ratios(keep, full, sites, options, costs, data, skipped, (metrics, int8), compensate, build)
         pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress, ratios)
     else:
         pairs, whole, budget = _plan_to_target(
@@ -177,6 +191,9 @@ def prune(
     if len(guards) > 1:
         costs.remember(decision, guard)
         costs.save()
+    if int8 is not None:
+        with clock("quantize"):
+            pruned, report.quantization = _shipped(pruned, int8, data, metrics, build)
     if data is not None:
         with clock("fidelity"):
             report.fidelity = _fidelity(pruned, data, metrics, build)
@@ -225,12 +242,14 @@ def _feeds(model: onnx.ModelProto, analysis: Analysis, data: Optional[Samples], 
 
 def _allowed_ratios(
     keep: Optional[float], full: onnx.ModelProto, sites: list[ConvSite], options: PlanOptions,
-    costs: Optional[CostTable], data: Optional[Samples], skipped: list[Skip], metrics: Optional[dict[str, str]],
-    compensate: bool, build: dict,
+    costs: Optional[CostTable], data: Optional[Samples], skipped: list[Skip],
+    measure: tuple[Optional[dict[str, str]], Optional[Int8]], compensate: bool, build: dict,
 ) -> tuple[dict[int, float], list[tuple[float, float]]]:
     """Per-layer ratios from an error allowance: fixed and estimated without data, searched
-    against the held-out fidelity with it (``keep.py``); and the allowances measured."""
+    against the held-out fidelity with it (``keep.py``), on what ships (quantized with
+    ``measure``'s types, if any); and the allowances measured."""
     clock = build["clock"]
+    metrics, int8 = measure
     with clock("curves"):
         if data is None:
             consts, _ = constant_tensors(full)
@@ -253,6 +272,7 @@ def _allowed_ratios(
             pairs = _refitted(pairs, data.fit, compensate, build)
             pruned, _ = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
                                   **{**build, "check": False})
+            pruned = pruned if int8 is None else quantized(pruned, data.fit, int8.types)
             tried[key] = model_score(_fidelity(pruned, data, metrics, build)) or 0.0
         return tried[key]
 
@@ -290,6 +310,30 @@ def _refitted(pairs: list[tuple[ConvSite, LayerPlan]], fit: Optional[dict[str, n
         with build["clock"]("plan"):
             return [(site, _compensated(site, plan)) for site, plan in pairs]
     return pairs
+
+
+def _shipped(pruned: onnx.ModelProto, int8: Int8, data: Samples, metrics: Optional[dict[str, str]],
+             build: dict) -> tuple[onnx.ModelProto, dict]:
+    """The pruned model quantized, and how it compares with the pruned fp32 model and with the
+    original quantized alone: fidelity on the held-out samples, latency side by side."""
+    shipped = quantized(pruned, data.fit, int8.types)
+    record = {
+        "types": int8.types, "chosen": int8.reason,
+        "fidelity_int8_alone": _fidelity(int8.alone, data, metrics, build),
+        "fidelity_pruned_fp32": _fidelity(pruned, data, metrics, build),
+        "latency_ms": {},
+    }
+    if build["check"] and build["latency_runs"] > 0:
+        models = {"original": restored(build["original"], build["arrays"]), "int8 alone": int8.alone,
+                  "pruned": pruned, "pruned int8": shipped}
+        record["latency_ms"] = median_latency_ms(models, _timing_feeds(data, build["analysis"]),
+                                                 build["latency_runs"], build["threads"])
+    return shipped, record
+
+
+def _timing_feeds(data: Samples, analysis: Analysis) -> dict[str, np.ndarray]:
+    """Held-out samples at the batch size the model is checked with."""
+    return {name: array[: analysis.input_shapes[name][0]] for name, array in data.held.items()}
 
 
 def _fidelity(pruned: onnx.ModelProto, data: Samples, metrics: Optional[dict[str, str]], build: dict) -> dict[str, dict]:

@@ -23,6 +23,7 @@ from .kernels import CRITERIA
 from .load import first_line, save_model, write_atomic
 from .paths import check_run_paths
 from .plot import PLOT_SUFFIXES, write_plot
+from .quantize import CHOICES as QUANTIZE
 from .samples import Preprocess
 
 
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-order", choices=("RGB", "BGR", "L"), default="RGB", help="images: channel order (L = grey, default RGB)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="images: the input's layout (default NCHW)")
     p.add_argument("--input-value", type=_pair("--input-value", float), action="append", default=[], metavar="NAME=V", help="without --calibration: feed this value to an input in the exactness check (integer or scalar inputs, e.g. a sample rate; default: zeros for integers, noise for floats)")
+    p.add_argument("--quantize", choices=QUANTIZE, help="after pruning, quantize with onnxruntime's static QDQ quantization on the --calibration samples: int8 = the activation type measured faster here (u8s8: uint8 activations, int8 weights; s8s8: both int8); fidelity and --keep are measured on the quantized model, and compared with the original quantized alone")
     p.add_argument("--quality-only", action="store_true", help="choose G for accuracy alone; by default each layer's candidates are timed on this machine's onnxruntime and no layer is made slower")
     p.add_argument("--speed-slack", type=_number, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
     p.add_argument("--threads", type=_integer, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
@@ -152,7 +154,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
         test_shapes=dict(args.test_shape), check=not args.no_validate, progress=not args.quiet,
         runtime_aware=not args.quality_only, compensate=not args.no_compensation, calibration=args.calibration, speed_slack=args.speed_slack, threads=args.threads,
-        cost_cache=args.cost_cache,
+        cost_cache=args.cost_cache, quantize=args.quantize,
     )
     if not args.quiet:
         print(report.table())

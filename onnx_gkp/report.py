@@ -100,6 +100,7 @@ class Report:
     fidelity: Optional[dict[str, dict[str, Any]]] = None  # per output, on the held-out samples
     samples: Optional[dict[str, Any]] = None  # the fit / held-out split of the calibration samples
     search: list[dict[str, float]] = dataclasses.field(default_factory=list)  # --keep: allowances measured
+    quantization: Optional[dict[str, Any]] = None  # --quantize: the types, INT8 alone and the fp32 pruned model compared
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +113,7 @@ class Report:
             "fidelity": self.fidelity,
             "samples": self.samples,
             "search": self.search,
+            "quantization": self.quantization,
             "validation": None if self.validation is None else dataclasses.asdict(self.validation),
         }
 
@@ -174,7 +176,23 @@ class Report:
             if p > o and t["pruned_layers"]:
                 lines.append("warning: the pruned model measured slower than the original end to end; "
                              "try a larger --ratio, or --include the large layers only")
-        return "\n".join(lines)
+        return "\n".join(lines + self.int8_lines())
+
+    def int8_lines(self) -> list[str]:
+        """What quantizing added, next to what INT8 alone gives (``--quantize``)."""
+        q = self.quantization
+        if q is None:
+            return []
+        lines = [f"INT8 ({q['types']}, {q['chosen']}): the original quantized alone keeps "
+                 + "; ".join(f"{name} {_figures(f)}" for name, f in q["fidelity_int8_alone"].items())]
+        ms = q["latency_ms"]
+        if ms:
+            threads = self.options.get("threads", 1)
+            lines.append(f"median latency (onnxruntime, {threads} thread(s)): original {ms['original']:.3f} ms, INT8 alone "
+                         f"{ms['int8 alone']:.3f} ms, pruned {ms['pruned']:.3f} ms, pruned + INT8 {ms['pruned int8']:.3f} ms: "
+                         f"{ms['original'] / ms['pruned int8']:.2f}x over the original, "
+                         f"{ms['int8 alone'] / ms['pruned int8']:.2f}x over INT8 alone")
+        return lines
 
 
     def fidelity_line(self) -> str:
@@ -189,7 +207,8 @@ class Report:
         score = model_score(self.fidelity)
         missed = keep is not None and score is not None and score < keep
         goal = "" if keep is None else f" (target: keep {keep:g}{', MISSED: ' + format(score, '.4g') if missed else ''})"
-        return f"fidelity on {held} held-out samples{goal}: " + "; ".join(parts)
+        model = "" if self.quantization is None else " of the INT8 model"
+        return f"fidelity{model} on {held} held-out samples{goal}: " + "; ".join(parts)
 
 
 def _figures(f: dict[str, Any]) -> str:

@@ -1,0 +1,125 @@
+"""INT8 after pruning: onnxruntime's static quantization, on the same calibration inputs.
+
+The pruned model is quantized the way a user quantizes the original (``quant_pre_process``,
+``quantize_static``, QDQ, per-channel int8 weights, MinMax ranges over every fit sample), so
+"pruned + INT8" and "INT8 alone" differ only by the pruning. Which activation type runs
+faster depends on the CPU (uint8 activations ran 1.75-2.6x faster than fp32 on this project's
+AVX-512 VNNI machine, int8 ones slower than fp32: ``docs/results.md``), so ``int8`` measures
+both on the original and takes the faster.
+
+The MinMax calibrator keeps one min and max per tensor per batch, so every sample is fed;
+``CalibMaxIntermediateOutputs`` is not used (onnxruntime issue 18893 drops collected batches).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+from .calibrate import batch_size, chunks
+from .costs import CostTable
+from .errors import GkpError
+from .load import PROTOBUF_LIMIT, digest, first_line, serialized_size
+from .validate import median_latency_ms
+
+TYPES = {"u8s8": (QuantType.QUInt8, QuantType.QInt8), "s8s8": (QuantType.QInt8, QuantType.QInt8)}
+CHOICES = ("int8", *TYPES)  # int8: whichever of TYPES runs the quantized original faster here
+
+
+class Feeder(CalibrationDataReader):
+    """The samples in batches the model accepts; ``fed`` counts what reached the calibrator."""
+
+    def __init__(self, data: dict[str, np.ndarray], batch: int) -> None:
+        self.batches = chunks(data, batch)
+        self.fed = 0
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        batch = next(self.batches, None)
+        if batch is not None:
+            self.fed += len(next(iter(batch.values())))
+        return batch
+
+
+def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str) -> onnx.ModelProto:
+    """``model`` quantized to QDQ with ``types`` (a key of ``TYPES``), ranges from all of ``data``."""
+    activations, weights = TYPES[types]
+    large = serialized_size(model) > PROTOBUF_LIMIT
+    with tempfile.TemporaryDirectory(prefix="onnx_gkp_int8_") as folder, _quiet():
+        source, prepared, target = (Path(folder) / n for n in ("model.onnx", "prepared.onnx", "int8.onnx"))
+        onnx.save_model(model, source, save_as_external_data=large)
+        prepared = _prepared(source, prepared, large)
+        feeder = Feeder(data, batch_size(model, 32))
+        try:
+            quantize_static(
+                str(prepared), str(target), feeder, quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=activations, weight_type=weights, use_external_data_format=large,
+            )
+        except Exception as error:  # the quantizer raises many unrelated types
+            raise GkpError(f"onnxruntime.quantization cannot quantize this model: {first_line(error)}") from None
+        count = len(next(iter(data.values())))
+        if feeder.fed != count:  # an internal error: the ranges would not be the samples'
+            raise AssertionError(f"the calibrator read {feeder.fed} of {count} samples")
+        return onnx.load_model(target)
+
+
+def _prepared(source: Path, target: Path, large: bool) -> Path:
+    """onnxruntime's pre-processing (shape inference, graph optimisation), or the model as it is
+    where symbolic shape inference, then all of it, fails on a valid graph."""
+    for symbolic in (True, False):
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=not symbolic, save_as_external_data=large)
+            return target
+        except Exception:  # an optional step: quantization works without it
+            continue
+    return source
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantizer's advice goes to Python logging; the tool's output is its own lines."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@dataclass(frozen=True)
+class Int8:
+    """The activation/weight types the run ships, why, and the original quantized with them."""
+
+    types: str
+    reason: str
+    alone: onnx.ModelProto
+
+
+def int8_original(
+    requested: str, original: onnx.ModelProto, fit: dict[str, np.ndarray], feeds: dict[str, np.ndarray],
+    costs: CostTable, threads: int, runs: int,
+) -> Int8:
+    """The original quantized with the ``requested`` types, or for ``int8`` with each of ``TYPES``,
+    timed side by side here, the faster kept. The choice is remembered in the cost table with
+    the timings, so a rerun ships the same bytes."""
+    if requested != "int8":
+        return Int8(requested, "given", quantized(original, fit, requested))
+    decision = f"int8 types | {digest(original)}"
+    names = list(TYPES)
+    recalled = costs.recall(decision)
+    if recalled is not None and 0 <= int(recalled) < len(names):
+        types = names[int(recalled)]
+        return Int8(types, "measured faster here (remembered in the cost cache)", quantized(original, fit, types))
+    models = {name: quantized(original, fit, name) for name in names}
+    times = median_latency_ms(models, feeds, max(runs, 10), threads)
+    types = min(names, key=lambda name: (times[name], names.index(name)))
+    costs.remember(decision, float(names.index(types)))
+    costs.save()
+    measured = ", ".join(f"{name} {times[name]:.3f} ms" for name in names)
+    return Int8(types, f"measured faster here ({measured})", models[types])

@@ -1,0 +1,86 @@
+"""--quantize: the pruned model shipped as onnxruntime's static QDQ INT8, calibrated on every fit
+sample, measured against the original quantized alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import onnx_gkp
+from onnx_gkp.errors import GkpError
+from onnx_gkp.quantize import quantized
+
+from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
+from test_cli import assert_refused, cli
+from test_zoo import _fetched
+
+
+def _input_scale(model: onnx.ModelProto, name: str = "x") -> float:
+    """The scale of the QuantizeLinear that quantizes graph input ``name``."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == name)
+    return float(inits[node.input[1]])
+
+
+def test_every_calibration_sample_reaches_the_calibrator() -> None:
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    samples = {"x": np.random.default_rng(0).uniform(-1, 1, (70, 8, 10, 10)).astype(np.float32)}
+    samples["x"][-1, 0, 0, 0] = 51.0  # the last sample alone widens the input's range
+    q = quantized(model, samples, "u8s8")
+    assert _input_scale(q) == pytest.approx((51.0 - samples["x"].min()) / 255, rel=1e-3)
+    assert {n.op_type for n in q.graph.node} >= {"QuantizeLinear", "DequantizeLinear", "Conv"}
+    assert q.SerializeToString() == quantized(model, samples, "u8s8").SerializeToString(), "deterministic"
+
+
+def test_quantize_needs_real_inputs_and_a_known_type() -> None:
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    with pytest.raises(GkpError, match="calibration"):
+        onnx_gkp.prune(model, ratio=0.5, quantize="int8")
+    with pytest.raises(GkpError, match="one of int8"):
+        onnx_gkp.prune(model, ratio=0.5, quantize="int4", calibration={"x": np.zeros((4, 8, 10, 10), np.float32)})
+
+
+def test_cli_refuses_quantize_without_calibration(tmp_path: Path) -> None:
+    onnx.save(make_model(CHAIN, CHAIN_WEIGHTS), tmp_path / "in.onnx")
+    assert_refused(cli(tmp_path / "in.onnx", tmp_path / "out.onnx", "--quantize", "int8"), 2, "calibration")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_int8_types_are_measured_once_and_remembered(tmp_path: Path) -> None:
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    data = {"x": np.random.default_rng(1).standard_normal((64, 8, 10, 10)).astype(np.float32)}
+    cache = tmp_path / "costs.json"
+    first, report = onnx_gkp.prune(model, ratio=0.5, groups=1, quantize="int8", calibration=data, cost_cache=cache,
+                                   latency_runs=3)
+    q = report.quantization
+    assert q["types"] in ("u8s8", "s8s8") and q["chosen"].startswith("measured faster here (u8s8 ")
+    assert set(q["latency_ms"]) == {"original", "int8 alone", "pruned", "pruned int8"}
+    assert "over INT8 alone" in report.summary() and report.summary().startswith("fidelity of the INT8 model")
+    again, report = onnx_gkp.prune(model, ratio=0.5, groups=1, quantize="int8", calibration=data, cost_cache=cache,
+                                   latency_runs=3)
+    assert "remembered" in report.quantization["chosen"]
+    assert again.SerializeToString() == first.SerializeToString()
+
+
+def test_a_real_model_ships_int8_and_keeps_its_digits() -> None:
+    """The zoo's MNIST net on 256 real digits: pruned, refitted, quantized; held-out top-1 agreement."""
+    pytest.importorskip("PIL", reason="the digits need the zoo extra")
+    import real_data
+
+    original = onnx.load(_fetched("mnist"))
+    digits = real_data.shuffled_mnist()[0][:256]
+    pruned, report = onnx_gkp.prune(original, ratio=0.25, quantize="u8s8", calibration={"input": digits}, latency_runs=0)
+    q = report.quantization
+    assert q["types"] == "u8s8" and q["chosen"] == "given" and not q["latency_ms"]
+    score = min(f["score"] for f in report.fidelity.values())
+    alone = min(f["score"] for f in q["fidelity_int8_alone"].values())
+    assert score >= 0.97 and alone >= 0.97, (score, alone)
+    assert sum(n.op_type == "QuantizeLinear" for n in pruned.graph.node) >= 4
+    held = digits[list(report.samples["held_out_index"])]
+    want = run(original, {"input": held[:32]})[0].argmax(1)
+    got = run(pruned, {"input": held[:32]})[0].argmax(1)
+    assert np.mean(want == got) >= 0.9, "the shipped model itself still reads the digits"
