@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .analyse import Analysis, ConvSite, Skip, analyse, constant_tensors, count_params
 from .budget import Infeasible, Option, allocate
 from .allowance import GRID, estimated_curves, levels, measured_curves, ratios_within
-from .calibrate import batch_size, input_moments, output_errors, outputs_on, reconstructed
+from .calibrate import input_moments, output_errors, outputs_on, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
 from .errors import GkpError, ValidationFailed
@@ -32,10 +32,10 @@ from .keep import search
 from .reference import masked_reference
 from .report import LayerReport, Report, totals
 from .rewrite import rewrite
-from .runtime import check_supported, random_inputs
+from .runtime import batch_size, check_supported, median_latency_ms, random_inputs
 from .samples import Calibration, Preprocess, Samples, load_samples, split
 from .targets import MAX_LAYER_RATIO, Target, alternatives, layer_options, second_moment
-from .validate import median_latency_ms, validate
+from .validate import validate
 
 
 def prune(
@@ -131,7 +131,8 @@ def prune(
         raise GkpError(f"quantize is one of {', '.join(QUANTIZE)} and calibrates on real inputs: give calibration data"
                        if quantize in QUANTIZE else f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     timed = target.kind == "latency" if target is not None else runtime_aware and groups == "auto"
-    costs = CostTable(threads, cost_cache or default_cache_path()) if timed or quantize == "int8" else None
+    table = CostTable(threads, cost_cache or default_cache_path()) if timed or quantize == "int8" else None
+    costs = table if timed else None
     options_record = {
         "ratio": ratio if mode == "uniform" else None, "mode": mode, "keep": keep, "groups": groups, "criterion": criterion,
         "max_groups": max_groups, "group_cost": group_cost, "include": include, "exclude": exclude,
@@ -148,7 +149,9 @@ def prune(
     int8 = None
     if quantize is not None:
         with clock("quantize"):
-            int8 = int8_original(quantize, full, fit, _timing_feeds(data, analysis), costs, threads, latency_runs)
+            int8 = int8_original(quantize, full, fit, _timing_feeds(data, analysis), table, threads, latency_runs)
+        if costs is not None:
+            costs.precision = int8.types  # layers are timed as they will run
     build = dict(original=original, analysis=analysis, check=check, latency_runs=latency_runs, seed=seed,
                  threads=threads, clock=clock, refit=refit, arrays=arrays,
                  feeds=_feeds(original, analysis, data, input_values, seed), real=data is not None)
@@ -185,8 +188,7 @@ def prune(
             skipped + [Skip(s.node_index, s.node, "Conv", _guard_reason(p, guard), s.macs) for s, p in dropped],
             options_record, budget=budget, **build,
         )
-        latency = report.validation.latency_ms if report.validation else {}
-        if not latency or latency["pruned"] <= latency["original"]:
+        if not _slower(pruned, report, int8, data, build):
             break
     if len(guards) > 1:
         costs.remember(decision, guard)
@@ -329,6 +331,17 @@ def _shipped(pruned: onnx.ModelProto, int8: Int8, data: Samples, metrics: Option
         record["latency_ms"] = median_latency_ms(models, _timing_feeds(data, build["analysis"]),
                                                  build["latency_runs"], build["threads"])
     return shipped, record
+
+
+def _slower(pruned: onnx.ModelProto, report: Report, int8: Optional[Int8], data: Optional[Samples], build: dict) -> bool:
+    """Whether the pruned model measured slower end to end than what the user has without it:
+    the original, or with ``int8`` the original quantized alone (against the pruned one quantized)."""
+    latency = report.validation.latency_ms if report.validation else {}
+    if not latency or int8 is None:
+        return bool(latency) and latency["pruned"] > latency["original"]
+    models = {"alone": int8.alone, "pruned": quantized(pruned, data.fit, int8.types)}  # type: ignore[union-attr]
+    ms = median_latency_ms(models, _timing_feeds(data, build["analysis"]), build["latency_runs"], build["threads"])  # type: ignore[arg-type]
+    return ms["pruned"] > ms["alone"]
 
 
 def _timing_feeds(data: Samples, analysis: Analysis) -> dict[str, np.ndarray]:

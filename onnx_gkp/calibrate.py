@@ -26,19 +26,7 @@ from .compensation import explicit_pads
 from .plan import LayerPlan, kernel_energy
 from .reconstruct import GroupedRidge, patches, sample_positions
 from .reference import masked_reference
-from .runtime import graph_inputs, run, session, up_to
-
-
-def chunks(data: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
-    count = next(iter(data.values())).shape[0]
-    for start in range(0, count, size):
-        yield {name: array[start : start + size] for name, array in data.items()}
-
-
-def batch_size(model: onnx.ModelProto, chunk: int) -> int:
-    """``chunk``, or the model's fixed batch size if it has one (it then runs at nothing else)."""
-    fixed = [v.type.tensor_type.shape.dim[0].dim_value for v in graph_inputs(model) if v.type.tensor_type.shape.dim]
-    return min([chunk] + [b for b in fixed if b > 0])
+from .runtime import batch_size, chunks, graph_inputs, run, session, up_to
 
 
 def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:

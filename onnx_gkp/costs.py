@@ -8,7 +8,12 @@ Gather, the grouped Conv and, for ``1 < G < C_out``, the output Gather, between 
 neighbours), timed side by side with the dense Conv in the same setting, median of
 interleaved runs. Only differences between variants of one layer are used.
 
-Figures are cached in a JSON file keyed by onnxruntime version, CPU, thread count and
+In INT8 (``--quantize``) each variant model is quantized as the shipped model will be (QDQ
+around every Conv and Gather), so the table sees what onnxruntime's int8 kernels and layout
+changes cost: int8 Convs are fast only at some channel counts, and a channel Gather between
+int8 Convs costs two Transposes (``docs/results.md``).
+
+Figures are cached in a JSON file keyed by onnxruntime version, CPU, thread count, precision and
 geometry, so a second run measures nothing and plans the same model byte-identically. The
 table is plain data the planner queries (``{G: seconds}`` per layer); it knows nothing of
 pruning.
@@ -31,6 +36,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from .paths import check_cache_path
+from .quantize import quantized
 from .runtime import interleaved_medians, session
 
 try:
@@ -114,11 +120,17 @@ def variant_model(geometry: ConvGeometry, groups: int, keep: int, gathered: bool
 
 
 def measure(
-    geometry: ConvGeometry, variants: Sequence[Variant], threads: int = 1, budget_s: float = 0.1
+    geometry: ConvGeometry, variants: Sequence[Variant], threads: int = 1, budget_s: float = 0.1, precision: str = "fp32"
 ) -> dict[Variant, float]:
-    """Median seconds of each variant (interleaved runs, as many as fit in about ``budget_s``)."""
-    feeds = {"x": np.random.default_rng(0).standard_normal(geometry.input_shape).astype(geometry.dtype)}
-    sessions = {v: session(variant_model(geometry, *v), optimise=True, threads=threads) for v in variants}
+    """Median seconds of each variant (interleaved runs, as many as fit in about ``budget_s``),
+    quantized with ``precision``'s types unless it is ``fp32``."""
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal(geometry.input_shape).astype(geometry.dtype)}
+    models = {v: variant_model(geometry, *v) for v in variants}
+    if precision != "fp32":
+        ranges = {"x": rng.standard_normal((2, *geometry.input_shape[1:])).astype(geometry.dtype)}
+        models = {v: quantized(m, ranges, precision, prepare=False) for v, m in models.items()}
+    sessions = {v: session(m, optimise=True, threads=threads) for v, m in models.items()}
     first = {}
     for v, sess in sessions.items():
         sess.run(None, feeds)
@@ -177,6 +189,7 @@ class CostTable:
         self.threads = threads
         self.path = path
         self.prefix = f"onnxruntime {ort.__version__} | {cpu_name()} | {threads} thread(s) | "
+        self.precision = "fp32"  # or the INT8 types (quantize.TYPES) the layers are timed in
         self.entries: dict[str, float] = {}
         self.measured = 0
         if path is not None:
@@ -185,7 +198,8 @@ class CostTable:
             self.entries = read_cache(path)
 
     def _key(self, geometry: ConvGeometry, variant: Variant) -> str:
-        return f"{self.prefix}{geometry.key} | G={variant[0]} m={variant[1]}{'' if variant[2] else ' ungathered'}"
+        precision = "" if self.precision == "fp32" else f"{self.precision} | "
+        return f"{self.prefix}{precision}{geometry.key} | G={variant[0]} m={variant[1]}{'' if variant[2] else ' ungathered'}"
 
     def record(self, geometry: ConvGeometry, variant: Variant, seconds: float) -> None:
         """Set one figure by hand (a table carried from another run, or a test)."""
@@ -205,7 +219,8 @@ class CostTable:
         wanted = [geometry.dense] + [v for v in variants if v != geometry.dense]
         missing = [v for v in wanted if self._key(geometry, v) not in self.entries]
         if missing:
-            fresh = measure(geometry, wanted if geometry.dense in missing else [geometry.dense] + missing, self.threads)
+            fresh = measure(geometry, wanted if geometry.dense in missing else [geometry.dense] + missing, self.threads,
+                            precision=self.precision)
             for v in missing:
                 self.entries[self._key(geometry, v)] = fresh[v]
             self.measured += len(missing)

@@ -18,17 +18,18 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-from .calibrate import batch_size, chunks
-from .costs import CostTable
 from .errors import GkpError
 from .load import PROTOBUF_LIMIT, digest, first_line, serialized_size
-from .validate import median_latency_ms
+from .runtime import batch_size, chunks, median_latency_ms
+
+if TYPE_CHECKING:  # costs.py times layers quantized with quantized() below
+    from .costs import CostTable
 
 TYPES = {"u8s8": (QuantType.QUInt8, QuantType.QInt8), "s8s8": (QuantType.QInt8, QuantType.QInt8)}
 CHOICES = ("int8", *TYPES)  # int8: whichever of TYPES runs the quantized original faster here
@@ -48,14 +49,15 @@ class Feeder(CalibrationDataReader):
         return batch
 
 
-def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str) -> onnx.ModelProto:
-    """``model`` quantized to QDQ with ``types`` (a key of ``TYPES``), ranges from all of ``data``."""
+def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str, prepare: bool = True) -> onnx.ModelProto:
+    """``model`` quantized to QDQ with ``types`` (a key of ``TYPES``), ranges from all of ``data``;
+    ``prepare`` runs onnxruntime's pre-processing first (what a user does; seconds per model)."""
     activations, weights = TYPES[types]
     large = serialized_size(model) > PROTOBUF_LIMIT
     with tempfile.TemporaryDirectory(prefix="onnx_gkp_int8_") as folder, _quiet():
         source, prepared, target = (Path(folder) / n for n in ("model.onnx", "prepared.onnx", "int8.onnx"))
         onnx.save_model(model, source, save_as_external_data=large)
-        prepared = _prepared(source, prepared, large)
+        prepared = _prepared(source, prepared, large) if prepare else source
         feeder = Feeder(data, batch_size(model, 32))
         try:
             quantize_static(
@@ -103,7 +105,7 @@ class Int8:
 
 def int8_original(
     requested: str, original: onnx.ModelProto, fit: dict[str, np.ndarray], feeds: dict[str, np.ndarray],
-    costs: CostTable, threads: int, runs: int,
+    costs: "CostTable", threads: int, runs: int,
 ) -> Int8:
     """The original quantized with the ``requested`` types, or for ``int8`` with each of ``TYPES``,
     timed side by side here, the faster kept. The choice is remembered in the cost table with

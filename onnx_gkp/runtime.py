@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from typing import Hashable, Optional, Sequence, TypeVar
+from typing import Hashable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import onnx
@@ -49,6 +49,18 @@ def up_to(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     cut.graph.initializer.extend(kept)
     cut.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     return cut
+
+
+def chunks(data: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
+    count = next(iter(data.values())).shape[0]
+    for start in range(0, count, size):
+        yield {name: array[start : start + size] for name, array in data.items()}
+
+
+def batch_size(model: onnx.ModelProto, chunk: int) -> int:
+    """``chunk``, or the model's fixed batch size if it has one (it then runs at nothing else)."""
+    fixed = [v.type.tensor_type.shape.dim[0].dim_value for v in graph_inputs(model) if v.type.tensor_type.shape.dim]
+    return min([chunk] + [b for b in fixed if b > 0])
 
 
 def random_inputs(
@@ -153,3 +165,13 @@ def interleaved_medians(
             sess.run(None, feeds)
             times[key].append(time.perf_counter() - start)
     return {key: statistics.median(t) for key, t in times.items()}
+
+
+def median_latency_ms(
+    models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], runs: int, threads: int = 1
+) -> dict[str, float]:
+    """Median wall time per run of each model, interleaved run by run."""
+    sessions = {name: session(m, optimise=True, threads=threads) for name, m in models.items()}
+    for sess in sessions.values():
+        run(sess, feeds)
+    return {name: round(1000 * t, 4) for name, t in interleaved_medians(sessions, feeds, runs).items()}

@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 from .analyse import resolve_input_shapes
 from .errors import ValidationFailed
-from .runtime import interleaved_medians, random_inputs, run, session, with_outputs
+from .runtime import median_latency_ms, random_inputs, run, session, with_outputs
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,6 @@ def _magnitude(b: np.ndarray) -> float:
     b64 = np.asarray(b, np.float64)
     finite = b64[np.isfinite(b64)]
     return float(np.max(np.abs(finite))) if finite.size else 0.0
-
-
-def median_latency_ms(
-    models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], runs: int, threads: int = 1
-) -> dict[str, float]:
-    """Median wall time per run of each model, interleaved run by run."""
-    sessions = {name: session(m, optimise=True, threads=threads) for name, m in models.items()}
-    for sess in sessions.values():
-        run(sess, feeds)
-    return {name: round(1000 * t, 4) for name, t in interleaved_medians(sessions, feeds, runs).items()}
 
 
 def validate(

@@ -3,6 +3,7 @@ sample, measured against the original quantized alone."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 import onnx_gkp
+from onnx_gkp.costs import ConvGeometry, CostTable
 from onnx_gkp.errors import GkpError
 from onnx_gkp.quantize import quantized
 
@@ -84,3 +86,17 @@ def test_a_real_model_ships_int8_and_keeps_its_digits() -> None:
     want = run(original, {"input": held[:32]})[0].argmax(1)
     got = run(pruned, {"input": held[:32]})[0].argmax(1)
     assert np.mean(want == got) >= 0.9, "the shipped model itself still reads the digits"
+
+
+def test_layers_are_timed_in_the_precision_that_ships(tmp_path: Path) -> None:
+    geometry = ConvGeometry((1, 32, 14, 14), (32, 32, 3, 3), (("pads", (1, 1, 1, 1)),), "float32", True)
+    table = CostTable(1, tmp_path / "costs.json")
+    variants = [(1, 16, True), (1, 16, False)]
+    fp32 = table.times(geometry, variants)
+    table.precision = "u8s8"
+    int8 = table.times(geometry, variants)
+    assert table.measured == 6, "int8 figures are measured apart from the fp32 ones"
+    assert all(0 < t < 1 for t in [*fp32.values(), *int8.values()])
+    table.save()
+    keys = json.loads((tmp_path / "costs.json").read_text())
+    assert sum(" | u8s8 | " in k for k in keys) == 3 and sum(" | u8s8 | " not in k for k in keys) == 3

@@ -21,7 +21,7 @@ from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model, outputs
 
 import onnx_gkp
-from onnx_gkp.validate import median_latency_ms
+from onnx_gkp.runtime import median_latency_ms
 
 SAMPLES = 512
 

@@ -31,7 +31,7 @@ import onnx_gkp  # noqa: E402
 from onnx_gkp.analyse import resolve_input_shapes  # noqa: E402
 from onnx_gkp.costs import cpu_name  # noqa: E402
 from onnx_gkp.runtime import random_inputs  # noqa: E402
-from onnx_gkp.validate import median_latency_ms  # noqa: E402
+from onnx_gkp.runtime import median_latency_ms  # noqa: E402
 
 DEFAULT = "ours (default)"
 METHODS = {

@@ -26,7 +26,7 @@ from bench_common import load_model, write_section  # noqa: E402  (also puts the
 import onnx_gkp  # noqa: E402
 from onnx_gkp.costs import cpu_name  # noqa: E402
 from onnx_gkp.runtime import random_inputs  # noqa: E402
-from onnx_gkp.validate import median_latency_ms  # noqa: E402
+from onnx_gkp.runtime import median_latency_ms  # noqa: E402
 
 
 def bench(name: str, macs: list[float], latency: list[float], runs: int, cache: Path) -> list[str]:
