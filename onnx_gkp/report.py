@@ -174,6 +174,8 @@ class Report:
             if p > o and t["pruned_layers"]:
                 lines.append("warning: the pruned model measured slower than the original end to end; "
                              "try a larger --ratio, or --include the large layers only")
+        elif v.latency_note:
+            lines.append(f"median latency: {v.latency_note}")
         return "\n".join(lines)
 
 
