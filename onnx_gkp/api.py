@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import contextmanager
@@ -29,13 +30,13 @@ from .propagation import ErrorGains
 from .quantize import CHOICES as QUANTIZE, Int8, int8_original, quantized
 from .quality import relative_error, weighted_energy
 from .keep import search
-from .reference import masked_reference
+from .reference import masked_reference, masked_stubs
 from .report import LayerReport, Report, totals
 from .rewrite import rewrite
-from .runtime import batch_size, check_supported, median_latency_ms, random_inputs
+from .runtime import batch_size, check_supported, median_latency_ms, random_inputs, weight_bytes
 from .samples import Calibration, Preprocess, Samples, load_samples, split
 from .targets import MAX_LAYER_RATIO, Target, alternatives, layer_options, second_moment
-from .validate import validate
+from .validate import PART_BYTES, WHOLE_LIMIT, validate
 
 
 def prune(
@@ -659,12 +660,19 @@ def _assemble(
     )
     if check:
         with clock("validate"):
-            full = restored(original, arrays)
-            masked = masked_reference(full, sites, plans)
+            stubs, parts = None, None
+            if weight_bytes(original) <= WHOLE_LIMIT:
+                full = restored(original, arrays)
+                masked = masked_reference(full, sites, plans)
+            else:  # never a whole copy of the weights: made a part at a time (validate.py)
+                full, parts = None, PART_BYTES
+                masked, made = masked_stubs(original, sites, plans)
+                stubs = {**{name: functools.partial(np.asarray, a) for name, a in arrays.items()}, **made}
             try:
                 report.validation = validate(
                     pruned, masked, full, analysis.input_shapes, seed, latency_runs,
                     probes=rewritten.probes, threads=threads, probed=rewritten.probed, feeds=feeds, real=real,
+                    masked_stubs=stubs, part_bytes=parts,
                 )
             except ValidationFailed as error:
                 raise ValidationFailed(f"validation failed: {error} (--no-validate writes the model unchecked)") from None

@@ -176,6 +176,8 @@ class Report:
             if p > o and t["pruned_layers"]:
                 lines.append("warning: the pruned model measured slower than the original end to end; "
                              "try a larger --ratio, or --include the large layers only")
+        elif v.latency_note:
+            lines.append(f"median latency: {v.latency_note}")
         return "\n".join(lines + self.int8_lines())
 
     def int8_lines(self) -> list[str]:
@@ -193,7 +195,6 @@ class Report:
                          f"{ms['original'] / ms['pruned int8']:.2f}x over the original, "
                          f"{ms['int8 alone'] / ms['pruned int8']:.2f}x over INT8 alone")
         return lines
-
 
     def fidelity_line(self) -> str:
         """The headline: what the pruned model still does on held-out real inputs, or that it

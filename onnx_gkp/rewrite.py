@@ -33,7 +33,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from .analyse import BINARY, SPATIAL, UNARY, ConvSite
-from .load import EXTERNAL_MIN
+from .load import EXTERNAL_MIN, STRIPPED
 from .plan import LayerPlan
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
@@ -42,7 +42,11 @@ IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
 @dataclass(frozen=True)
 class Rewritten:
     """The pruned model, the same model exposing the ``probes`` tensors, its Gather count, and per
-    trimmed layer (by node index) the filters no longer computed because nothing reads them."""
+    trimmed layer (by node index) the filters no longer computed because nothing reads them.
+
+    ``probed`` holds no copy of the large weights ``model`` has too: they are stubs
+    (``load.STRIPPED``) of the same name, filled from ``model`` to run it.
+    """
 
     model: onnx.ModelProto
     probed: Optional[onnx.ModelProto]
@@ -288,7 +292,9 @@ def _trim(
     return trimmed
 
 
-def _export(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
+def _export(graph: gs.Graph, model: onnx.ModelProto, shared: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    """``graph`` as a model stamped like ``model``; its large constants named in ``shared`` go out as
+    stubs (``load.STRIPPED``)."""
     graph.cleanup().toposort()
     # onnx-graphsurgeon builds every new initializer, then copies them all into the graph: the
     # new weights go out as empty placeholders and are moved in one at a time afterwards, so
@@ -302,7 +308,14 @@ def _export(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     pruned = gs.export_onnx(graph, do_type_check=False, opset_imports=list(model.opset_import))
     _hoist(pruned.graph, {t.name for t in model.graph.initializer}, pruned.graph)
     for initializer in pruned.graph.initializer:
-        if initializer.name in held:
+        if initializer.name in held and initializer.name in shared:
+            array = held.pop(initializer.name)
+            stub = onnx.TensorProto(name=initializer.name, dims=array.shape,
+                                    data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype))
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            stub.external_data.add(key="location", value=STRIPPED)
+            initializer.CopyFrom(stub)
+        elif initializer.name in held:
             initializer.CopyFrom(numpy_helper.from_array(held.pop(initializer.name), initializer.name))
     pruned.ir_version = model.ir_version
     for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
@@ -394,8 +407,14 @@ def rewrite(
     if wanted:
         extra = [tensors[n] for n in wanted if tensors[n] not in graph.outputs]
         graph.outputs.extend(extra)
-        probed = _export(graph.copy(), model)
+        copy = graph.copy()  # shares the constants' arrays with ``graph``
         del graph.outputs[len(graph.outputs) - len(extra):]
+        # What the pruned model will hold the probed one leaves out: it is never in memory twice.
+        shared = frozenset(n for n, t in graph.cleanup().tensors().items() if isinstance(t, gs.Constant))
+        # graph.copy() drops spare copies of the constants (sharing their arrays) in reference
+        # cycles: collected now, the arrays are freed as the export below moves them out.
+        gc.collect()
+        probed = _export(copy, model, shared)
     pruned = _export(graph, model)
     count = sum(n.op_type == "Gather" and n.name.endswith((IN_GATHER, RESTORE)) for n in pruned.graph.node)
     return Rewritten(pruned, probed, count, dead, wanted)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from typing import Hashable, Iterator, Optional, Sequence, TypeVar
+from typing import Callable, Hashable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from .errors import GkpError, ValidationFailed
-from .load import PROTOBUF_LIMIT, first_line, serialized_size, skeleton
+from .load import EXTERNAL_MIN, PROTOBUF_LIMIT, STRIPPED, first_line, serialized_size, skeleton
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -83,8 +83,7 @@ def random_inputs(
     return feeds
 
 
-def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session; past protobuf's 2 GiB the large initializers are handed over as arrays."""
+def _options(optimise: bool, threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -92,6 +91,12 @@ def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.Inf
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 4  # fatal only: failures come back as one-line errors
+    return options
+
+
+def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session; past protobuf's 2 GiB the large initializers are handed over as arrays."""
+    options = _options(optimise, threads)
     arrays: list[ort.OrtValue] = []
     if serialized_size(model) > PROTOBUF_LIMIT:
         model, stripped = skeleton(model)
@@ -110,14 +115,139 @@ def session(model: onnx.ModelProto, optimise: bool, threads: int = 1) -> ort.Inf
     return sess
 
 
+Stubs = Mapping[str, Callable[[], np.ndarray]]  # the data of a model's stub initializers, made on demand
+
+
+def is_stub(tensor: onnx.TensorProto) -> bool:
+    """An initializer left without its data (``load.STRIPPED``): a :data:`Stubs` mapping has it."""
+    return tensor.data_location == onnx.TensorProto.EXTERNAL and any(
+        e.key == "location" and e.value == STRIPPED for e in tensor.external_data)
+
+
+def filled(model: onnx.ModelProto, stubs: Stubs) -> onnx.ModelProto:
+    """A copy of ``model`` whose stub initializers hold their data from ``stubs``."""
+    full = onnx.ModelProto()
+    full.CopyFrom(model)
+    for tensor in full.graph.initializer:
+        if is_stub(tensor) and tensor.name in stubs:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(stubs[tensor.name](), tensor.name))
+    return full
+
+
+class Unsplittable(Exception):
+    """A value other than a tensor (a sequence, a map) flows between two parts."""
+
+
+def run_in_parts(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], stubs: Stubs, part_bytes: int, extra: Sequence[str] = ()
+) -> list[np.ndarray]:
+    """The graph outputs and then the tensors ``extra`` of ``model``, computed a run of
+    consecutive nodes at a time, optimisations off, one thread.
+
+    Each part reads at most ``part_bytes`` of large initializers (unless one node alone reads
+    more); its session is built, run and freed before the next one's, and its large
+    initializers exist only meanwhile (made by ``stubs``, or read from the model). The values
+    are the whole model's: with optimisations off every node runs the same kernel on the same
+    inputs. Raises :class:`Unsplittable` where a non-tensor value would cross parts.
+    """
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    reads = [_node_reads(node) for node in graph.node]
+    sizes = {name: _nbytes(t) for name, t in initializers.items()}
+    parts: list[list[int]] = []
+    counted: set[str] = set()
+    load = 0
+    for index, names in enumerate(reads):
+        large = {n for n in names if n in initializers and n not in feeds and sizes[n] >= EXTERNAL_MIN} - counted
+        weight = sum(sizes[n] for n in large)
+        if not parts or (load + weight > part_bytes and load > 0):
+            parts.append([])
+            counted, load = set(), 0
+        parts[-1].append(index)
+        counted |= large
+        load += weight
+    wanted = list(dict.fromkeys([o.name for o in graph.output] + list(extra)))
+    last = {}  # part index of each name's last reader
+    for number, part in enumerate(parts):
+        for index in part:
+            for name in reads[index]:
+                last[name] = number
+    typed = {o.name: o for o in graph.output}
+    values = dict(feeds)
+    for number, part in enumerate(parts):
+        nodes = [graph.node[i] for i in part]
+        made = {o for node in nodes for o in node.output if o}
+        read = set().union(*(reads[i] for i in part)) - made
+        inputs = sorted(n for n in read if n in values)
+        outputs = [n for n in sorted(made) if last.get(n, -1) > number or n in wanted]
+        cut = onnx.ModelProto(ir_version=model.ir_version)
+        cut.opset_import.extend(model.opset_import)
+        cut.functions.extend(model.functions)
+        cut.graph.name = graph.name
+        cut.graph.node.extend(nodes)
+        names, arrays = [], []
+        for name in sorted(n for n in read if n in initializers and n not in feeds):
+            tensor = initializers[name]
+            if sizes[name] < EXTERNAL_MIN and not is_stub(tensor):
+                cut.graph.initializer.add().CopyFrom(tensor)
+                continue
+            stub = cut.graph.initializer.add(name=name, data_type=tensor.data_type, dims=tensor.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            stub.external_data.add(key="location", value=STRIPPED)
+            array = stubs[name]() if is_stub(tensor) else onnx.numpy_helper.to_array(tensor)
+            names.append(name)
+            arrays.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
+        for name in inputs:
+            value = values[name]
+            if not isinstance(value, np.ndarray):
+                raise Unsplittable(name)
+            dtype = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+            cut.graph.input.append(onnx.helper.make_tensor_value_info(name, dtype, value.shape))
+        cut.graph.output.extend(typed[n] if n in typed else onnx.ValueInfoProto(name=n) for n in outputs)
+        options = _options(optimise=False, threads=1)
+        if names:
+            options.add_external_initializers(names, arrays)
+        try:
+            sess = ort.InferenceSession(cut.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise ValidationFailed(f"onnxruntime cannot load the model: {ort_message(error)}") from None
+        values.update(zip(outputs, run(sess, {n: values[n] for n in inputs})))
+        del sess, options, arrays  # the arrays outlive the session: onnxruntime may read them in place
+        for name in [n for n in values if last.get(n, -1) <= number and n not in wanted]:
+            del values[name]
+    missing = [n for n in wanted if n not in values]
+    for name in missing:  # an output that no node makes: an initializer
+        if name not in initializers:
+            raise ValidationFailed(f"onnxruntime cannot run the model: no value named {name!r}")
+        tensor = initializers[name]
+        values[name] = stubs[name]() if is_stub(tensor) else onnx.numpy_helper.to_array(tensor)
+    return [values[n] for n in wanted]
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the top-level initializers' data, stubs counted as if filled."""
+    return sum(_nbytes(t) for t in model.graph.initializer)
+
+
+def _nbytes(tensor: onnx.TensorProto) -> int:
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+
+
 def _read_names(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name a node of ``graph`` or of its subgraphs reads."""
-    names = set()
-    for node in graph.node:
-        names.update(node.input)
-        for attr in node.attribute:
-            for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                names |= _read_names(inner)
+    return set().union(*(_node_reads(node) for node in graph.node))
+
+
+def _node_reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor name ``node`` or one of its subgraphs reads."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            names |= _read_names(inner)
     return names
 
 

@@ -12,6 +12,10 @@
 * Speed: median latency of the original and pruned models, optimisations on, ``threads``
   threads, runs interleaved so both see the same machine state.
 
+Past ``WHOLE_LIMIT`` of weights the two models of the exactness check are run a part at a time
+(``runtime.run_in_parts``: the same values, never a whole model in onnxruntime), one model after
+the other, and speed is not measured: timing needs both whole models in onnxruntime at once.
+
 How close the pruned model stays to the *original* is fidelity, measured on held-out real
 inputs (``fidelity.py``), never on noise.
 """
@@ -19,6 +23,7 @@ inputs (``fidelity.py``), never on noise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,7 +32,10 @@ import onnxruntime as ort
 
 from .analyse import resolve_input_shapes
 from .errors import ValidationFailed
-from .runtime import median_latency_ms, random_inputs, run, session, with_outputs
+from .runtime import Stubs, Unsplittable, filled, is_stub, median_latency_ms, random_inputs, run, run_in_parts, session, with_outputs
+
+WHOLE_LIMIT = 2**30  # bytes of weights up to which validation runs whole models and times them
+PART_BYTES = 2**27  # bytes of weights in one part past it
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class Validation:
     onnxruntime: str
     rtol: float
     atol: float
+    latency_note: str = ""  # why latency_ms is empty, when validation ran
 
 
 def _difference(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
@@ -74,6 +83,8 @@ def validate(
     probed: Optional[onnx.ModelProto] = None,
     feeds: Optional[dict[str, np.ndarray]] = None,
     real: bool = False,
+    masked_stubs: Optional[Stubs] = None,
+    part_bytes: Optional[int] = None,
 ) -> Validation:
     """Check ``pruned`` against ``masked`` on ``feeds`` (default: seeded noise at ``shapes``), and
     time ``pruned`` against ``original``.
@@ -83,14 +94,18 @@ def validate(
     zero, say) would otherwise hide a wrong layer. ``probed`` is ``pruned`` already exposing
     them (the rewrite makes it where a tensor only exists in permuted order); by default they
     are added as outputs here. ``real`` says the feeds are real samples (for the record).
+
+    ``probed`` and ``masked`` may hold stubs (``load.STRIPPED``): ``probed``'s are filled from
+    ``pruned``, ``masked``'s from ``masked_stubs``. With ``part_bytes`` both are run a part of at
+    most that many weight bytes at a time, one after the other, and not timed.
     """
     count = len(pruned.graph.output)
     if shapes is None:
         shapes = resolve_input_shapes(pruned)
     noise = random_inputs(pruned, shapes, seed)
     feeds = noise if feeds is None else feeds
-    got = run(session(probed if probed is not None else with_outputs(pruned, probes), optimise=False), feeds)
-    want = run(session(with_outputs(masked, probes), optimise=False), feeds)
+    pruned_stubs = {t.name: functools.partial(onnx.numpy_helper.to_array, t) for t in pruned.graph.initializer}
+    got, want = _outputs(pruned, probed, pruned_stubs, masked, masked_stubs or {}, probes, feeds, part_bytes)
     # Outputs rounded to half precision differ by an ulp where the summation order changes.
     rtol = max([rtol] + [4 * float(np.finfo(b.dtype).eps) for b in want if np.issubdtype(b.dtype, np.floating)])
     inner = max([_magnitude(b) for b in want[count:]], default=0.0)
@@ -102,7 +117,9 @@ def validate(
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / scale)
     latency: dict[str, float] = {}
-    if original is not None and latency_runs > 0:
+    note = "" if part_bytes is None else (f"not measured: timing holds both whole models in onnxruntime, "
+                                          f"and their weights pass {WHOLE_LIMIT / 2**30:g} GiB")
+    if original is not None and latency_runs > 0 and part_bytes is None:
         timing = {name: array[: shapes[name][0]] for name, array in feeds.items()} if real else noise
         latency = median_latency_ms({"original": original, "pruned": pruned}, timing, latency_runs, threads)
     return Validation(
@@ -114,4 +131,28 @@ def validate(
         onnxruntime=ort.__version__,
         rtol=rtol,
         atol=atol,
+        latency_note=note,
     )
+
+
+def _outputs(
+    pruned: onnx.ModelProto, probed: Optional[onnx.ModelProto], pruned_stubs: Stubs, masked: onnx.ModelProto,
+    masked_stubs: Stubs, probes: Sequence[str], feeds: dict[str, np.ndarray], part_bytes: Optional[int],
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The outputs then the probes of the pruned and of the masked model, one model after the
+    other (a part at a time with ``part_bytes``, where every value between parts is a tensor)."""
+    if part_bytes is not None:
+        try:
+            extra = () if probed is not None else probes
+            got = run_in_parts(probed if probed is not None else pruned, feeds, pruned_stubs, part_bytes, extra)
+            return got, run_in_parts(masked, feeds, masked_stubs, part_bytes, probes)
+        except Unsplittable:
+            pass
+    got = run(session(_filled(probed, pruned_stubs) if probed is not None else with_outputs(pruned, probes), optimise=False), feeds)
+    want = run(session(_filled(with_outputs(masked, probes), masked_stubs), optimise=False), feeds)
+    return got, want
+
+
+def _filled(model: onnx.ModelProto, stubs: Stubs) -> onnx.ModelProto:
+    """``model`` with its stubs filled (itself when it has none)."""
+    return filled(model, stubs) if any(is_stub(t) for t in model.graph.initializer) else model
