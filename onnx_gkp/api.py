@@ -27,7 +27,7 @@ from .input_stats import ChannelStats, StatsReader
 from .load import ModelLike, check_onnx, digest, load_model, release, restored
 from .plan import Groups, LayerPlan, PlanOptions, kept_count, kernel_energy, plan_for_count, plan_layer
 from .propagation import ErrorGains
-from .quantize import CHOICES as QUANTIZE, Int8, int8_original, quantized
+from .quantize import CHOICES as QUANTIZE, Int8, int8_original
 from .quality import relative_error, weighted_energy
 from .keep import search
 from .reference import masked_reference, masked_stubs
@@ -164,7 +164,7 @@ def prune(
         pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress, ratios)
     else:
         pairs, whole, budget = _plan_to_target(
-            target, full, sites, options, costs, fit, skipped, clock, progress, f"budget | {fingerprint}",
+            target, full, sites, options, costs, fit, skipped, clock, progress, (f"budget | {fingerprint}", int8),
             build={**build, "check": False, "refit": None},
         )
     del full  # a large model is not held twice past planning
@@ -275,7 +275,7 @@ def _allowed_ratios(
             pairs = _refitted(pairs, data.fit, compensate, build)
             pruned, _ = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
                                   **{**build, "check": False})
-            pruned = pruned if int8 is None else quantized(pruned, data.fit, int8.types)
+            pruned = pruned if int8 is None else int8.shipped(pruned)
             tried[key] = model_score(_fidelity(pruned, data, metrics, build)) or 0.0
         return tried[key]
 
@@ -319,7 +319,7 @@ def _shipped(pruned: onnx.ModelProto, int8: Int8, data: Samples, metrics: Option
              build: dict) -> tuple[onnx.ModelProto, dict]:
     """The pruned model quantized, and how it compares with the pruned fp32 model and with the
     original quantized alone: fidelity on the held-out samples, latency side by side."""
-    shipped = quantized(pruned, data.fit, int8.types)
+    shipped = int8.shipped(pruned)
     record = {
         "types": int8.types, "chosen": int8.reason,
         "fidelity_int8_alone": _fidelity(int8.alone, data, metrics, build),
@@ -340,9 +340,18 @@ def _slower(pruned: onnx.ModelProto, report: Report, int8: Optional[Int8], data:
     latency = report.validation.latency_ms if report.validation else {}
     if not latency or int8 is None:
         return bool(latency) and latency["pruned"] > latency["original"]
-    models = {"alone": int8.alone, "pruned": quantized(pruned, data.fit, int8.types)}  # type: ignore[union-attr]
-    ms = median_latency_ms(models, _timing_feeds(data, build["analysis"]), build["latency_runs"], build["threads"])  # type: ignore[arg-type]
-    return ms["pruned"] > ms["alone"]
+    feeds = _timing_feeds(data, build["analysis"])  # type: ignore[arg-type]
+    return _time_ratio(pruned, int8.alone, int8, feeds, build["latency_runs"], build["threads"]) > 1.0
+
+
+def _time_ratio(pruned: onnx.ModelProto, reference: onnx.ModelProto, int8: Optional[Int8], feeds: dict[str, np.ndarray],
+                runs: int, threads: int) -> float:
+    """The pruned model's median time over the reference's, side by side; with ``int8`` the
+    pruned model quantized against the original quantized alone."""
+    if int8 is not None:
+        pruned, reference = int8.shipped(pruned), int8.alone
+    times = median_latency_ms({"reference": reference, "pruned": pruned}, feeds, runs, threads)
+    return times["pruned"] / times["reference"]
 
 
 def _timing_feeds(data: Samples, analysis: Analysis) -> dict[str, np.ndarray]:
@@ -437,7 +446,7 @@ def _plan_to_target(
     skipped: list[Skip],
     clock: "Stopwatch",
     progress: bool,
-    decision: str,
+    measured: tuple[str, Optional[Int8]],
     build: dict,
 ) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite], dict[int, dict]]:
     """Every layer's (kept count, G) or whole, chosen jointly to meet ``target``; ``original``
@@ -451,6 +460,7 @@ def _plan_to_target(
     (:func:`_search_saving`); the value found is kept in the cost table, so a rerun gives the
     same bytes.
     """
+    decision, int8 = measured  # the cost-table key of the saving found; what end-to-end time is measured in
     unit = "seconds" if target.kind == "latency" else "MACs"
     unknown = [s for s in sites if (s.geometry if target.kind == "latency" else s.macs) is None]
     if target.kind == "macs" and (unknown or any(s.macs is None for s in skipped if s.op_type == "Conv")):
@@ -540,9 +550,7 @@ def _plan_to_target(
         recalled = costs.recall(decision)  # the predicted saving chosen last time, in seconds
 
         def measure(need: float) -> float:
-            pruned = assembled(*realise(whole_cost - need)[:3])[0]
-            times = median_latency_ms({"original": original, "pruned": pruned}, feeds, runs, build["threads"])
-            return times["pruned"] / times["original"]
+            return _time_ratio(assembled(*realise(whole_cost - need)[:3])[0], original, int8, feeds, runs, build["threads"])
 
         need = recalled if recalled is not None else _search_saving(target.fraction, whole_cost - least, measure)
         pairs, whole, left, records = realise(whole_cost - need)

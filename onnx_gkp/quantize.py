@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
@@ -101,6 +101,11 @@ class Int8:
     types: str
     reason: str
     alone: onnx.ModelProto
+    fit: dict[str, np.ndarray] = field(repr=False, compare=False)
+
+    def shipped(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """``model`` quantized as the original was."""
+        return quantized(model, self.fit, self.types)
 
 
 def int8_original(
@@ -111,17 +116,17 @@ def int8_original(
     timed side by side here, the faster kept. The choice is remembered in the cost table with
     the timings, so a rerun ships the same bytes."""
     if requested != "int8":
-        return Int8(requested, "given", quantized(original, fit, requested))
+        return Int8(requested, "given", quantized(original, fit, requested), fit)
     decision = f"int8 types | {digest(original)}"
     names = list(TYPES)
     recalled = costs.recall(decision)
     if recalled is not None and 0 <= int(recalled) < len(names):
         types = names[int(recalled)]
-        return Int8(types, "measured faster here (remembered in the cost cache)", quantized(original, fit, types))
+        return Int8(types, "measured faster here (remembered in the cost cache)", quantized(original, fit, types), fit)
     models = {name: quantized(original, fit, name) for name in names}
     times = median_latency_ms(models, feeds, max(runs, 10), threads)
     types = min(names, key=lambda name: (times[name], names.index(name)))
     costs.remember(decision, float(names.index(types)))
     costs.save()
     measured = ", ".join(f"{name} {times[name]:.3f} ms" for name in names)
-    return Int8(types, f"measured faster here ({measured})", models[types])
+    return Int8(types, f"measured faster here ({measured})", models[types], fit)

@@ -100,3 +100,13 @@ def test_layers_are_timed_in_the_precision_that_ships(tmp_path: Path) -> None:
     table.save()
     keys = json.loads((tmp_path / "costs.json").read_text())
     assert sum(" | u8s8 | " in k for k in keys) == 3 and sum(" | u8s8 | " not in k for k in keys) == 3
+
+
+def test_a_latency_target_under_quantize_is_measured_against_int8_alone(tmp_path: Path) -> None:
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    data = {"x": np.random.default_rng(1).standard_normal((64, 8, 10, 10)).astype(np.float32)}
+    pruned, report = onnx_gkp.prune(model, target_latency=0.9, quantize="u8s8", calibration=data,
+                                    cost_cache=tmp_path / "costs.json", latency_runs=3)
+    assert report.quantization["types"] == "u8s8" and report.validation.passed
+    assert any(" | u8s8 | " in key for key in json.loads((tmp_path / "costs.json").read_text())), "layers timed in int8"
+    assert sum(n.op_type == "QuantizeLinear" for n in pruned.graph.node) >= 2
