@@ -20,6 +20,7 @@ from .allowance import GRID, estimated_curves, levels, measured_curves, ratios_w
 from .calibrate import input_moments, output_errors, outputs_on, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
+from .paths import check_prune_paths
 from .errors import GkpError, ValidationFailed
 from .fidelity import TARGET_METRICS, fidelity, model_score
 from .group_count import candidate_counts, none_fast_reason
@@ -117,6 +118,7 @@ def prune(
     if min_in_channels < 0:
         raise GkpError(f"min_in_channels must be >= 0, got {min_in_channels}")
     target = _target(target_macs, target_latency)
+    cache = check_prune_paths(model, calibration, cost_cache or default_cache_path())  # inputs are never modified
     clock = Stopwatch()
     with clock("load"):
         original = load_model(model)
@@ -132,7 +134,7 @@ def prune(
         raise GkpError(f"quantize is one of {', '.join(QUANTIZE)} and calibrates on real inputs: give calibration data"
                        if quantize in QUANTIZE else f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     timed = target.kind == "latency" if target is not None else runtime_aware and groups == "auto"
-    table = CostTable(threads, cost_cache or default_cache_path()) if timed or quantize == "int8" else None
+    table = CostTable(threads, cache) if timed or quantize == "int8" else None
     costs = table if timed else None
     options_record = {
         "ratio": ratio if mode == "uniform" else None, "mode": mode, "keep": keep, "groups": groups, "criterion": criterion,

@@ -12,11 +12,15 @@ refused, not replaced.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional, Sequence
 
+import onnx
+
 from .errors import GkpError
 from .load import check_target, data_path, input_files
+from .samples import IMAGE_SUFFIXES
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -36,6 +40,29 @@ def check_cache_path(path: Path) -> None:
         raise GkpError(f"{path}: the cost cache is {kind}; give --cost-cache a JSON file")
 
 
+def calibration_files(calibration: object) -> set[Path]:
+    """The files ``calibration`` names: a ``.npz``/``.npy`` file, or the images of a folder
+    (none for arrays given in memory)."""
+    if calibration is None or isinstance(calibration, Mapping):
+        return set()
+    path = Path(calibration)  # type: ignore[arg-type]
+    if path.is_dir():
+        return {p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+    return {path}
+
+
+def check_prune_paths(model: object, calibration: object, cost_cache: object) -> Path:
+    """The API's one written file, before any work: the cost cache (given, or the default) is
+    none of the files ``prune`` reads (the model and its external data when ``model`` is a
+    path, the calibration file or images) and, where it exists, a regular file. Returns it as
+    a Path."""
+    cache = Path(cost_cache)  # type: ignore[arg-type]
+    reads = set() if isinstance(model, onnx.ModelProto) else input_files(Path(model))  # type: ignore[arg-type]
+    check_cache_path(cache)
+    _distinct([("cost_cache", cache)], reads | calibration_files(calibration))
+    return cache
+
+
 def check_run_paths(
     source: Path,
     output: Path,
@@ -49,8 +76,7 @@ def check_run_paths(
 ) -> None:
     """GkpError, before any work, for a run that would overwrite an input or one of its own files."""
     reads = set(input_files(source))
-    if calibration is not None:
-        reads.add(Path(calibration))
+    reads |= calibration_files(calibration)
     written: list[tuple[str, Path]] = [("OUT", output), ("OUT.data", data_path(output))]
     written += [(name, path) for name, path in (("--report", report), ("--plot", plot)) if path is not None]
     if cost_cache is not None:

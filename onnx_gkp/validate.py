@@ -102,8 +102,7 @@ def validate(
     count = len(pruned.graph.output)
     if shapes is None:
         shapes = resolve_input_shapes(pruned)
-    noise = random_inputs(pruned, shapes, seed)
-    feeds = noise if feeds is None else feeds
+    feeds = random_inputs(pruned, shapes, seed) if feeds is None else feeds
     pruned_stubs = {t.name: functools.partial(onnx.numpy_helper.to_array, t) for t in pruned.graph.initializer}
     got, want = _outputs(pruned, probed, pruned_stubs, masked, masked_stubs or {}, probes, feeds, part_bytes)
     # Outputs rounded to half precision differ by an ulp where the summation order changes.
@@ -120,7 +119,7 @@ def validate(
     note = "" if part_bytes is None else (f"not measured: timing holds both whole models in onnxruntime, "
                                           f"and their weights pass {WHOLE_LIMIT / 2**30:g} GiB")
     if original is not None and latency_runs > 0 and part_bytes is None:
-        timing = {name: array[: shapes[name][0]] for name, array in feeds.items()} if real else noise
+        timing = {name: array[: shapes[name][0]] for name, array in feeds.items()} if real else feeds  # --input-value too
         latency = median_latency_ms({"original": original, "pruned": pruned}, timing, latency_runs, threads)
     return Validation(
         passed=passed,

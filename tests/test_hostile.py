@@ -239,6 +239,14 @@ def _device(path: Path) -> Path:
     return path
 
 
+def _images(tmp: Path) -> tuple[Path, Path]:
+    """The chain model and a folder of calibration "images" (never decoded: refused before)."""
+    (tmp / "imgs").mkdir()
+    for name in ("a.png", "b.jpg"):
+        _write(tmp / "imgs" / name, b"not decoded")
+    return chain(tmp), tmp / "out.onnx"
+
+
 def _fifo(path: Path) -> Path:
     os.mkfifo(path)
     return path
@@ -311,9 +319,15 @@ CASES = {
     "--test-shape of another channel count": Case(_in(dynamic), 2, "does not fit the input's declared shape [1, 8, H, W]",
                                                   ["--test-shape", "x:1,3,10,10"], {"test_shapes": {"x": (1, 3, 10, 10)}}),
     # Every written path against every read path and each other (paths.py); relative to cwd = tmp.
-    "--cost-cache IN": Case(_in(chain), 2, "is an input", ["--cost-cache", "chain.onnx"], None),
-    "--cost-cache the calibration file": Case(_calibrated(), 2, "is an input",
-                                              ["--cost-cache", "c.npz", "--calibration", "c.npz"], None),
+    "--cost-cache IN": Case(_in(chain), 2, "is an input", ["--cost-cache", "chain.onnx"], {"cost_cache": "chain.onnx"}),
+    "--cost-cache IN's external data": Case(lambda tmp: (with_external(tmp / "m"), tmp / "out.onnx"), 2, "is an input",
+                                            ["--cost-cache", "m/chain.onnx.data"], {"cost_cache": Path("m/chain.onnx.data")}),
+    "--cost-cache the calibration file": Case(_calibrated(), 2, "is an input", ["--cost-cache", "c.npz", "--calibration", "c.npz"],
+                                              {"cost_cache": Path("c.npz"), "calibration": "c.npz"}),
+    "--cost-cache a calibration image": Case(_images, 2, "is an input", ["--cost-cache", "imgs/a.png", "--calibration", "imgs"],
+                                             {"cost_cache": "imgs/a.png", "calibration": Path("imgs")}),
+    "--report a calibration image, --force": Case(_images, 2, "is an input",
+                                                  ["--force", "--report", "imgs/b.jpg", "--calibration", "imgs"], None),
     "--report the calibration file": Case(_calibrated(), 2, "is an input", ["--report", "c.npz", "--calibration", "c.npz"], None),
     "OUT the calibration file, --force": Case(_calibrated("c.npz"), 2, "is an input", ["--force", "--calibration", "c.npz"], None),
     "--report OUT": Case(_in(chain), 2, "written as both OUT and --report", ["--report", "out.onnx"], None),
@@ -326,10 +340,10 @@ CASES = {
                                          ["--report", "r.json", "--plot", "p.svg"], None),
     "--cost-cache OUT": Case(_in(chain), 2, "written as both OUT and --cost-cache", ["--cost-cache", "out.onnx"], None),
     "--cost-cache a FIFO": Case(lambda tmp: (chain(tmp), _fifo(tmp / "fifo.json") and tmp / "out.onnx"), 2,
-                                "not a regular file", ["--cost-cache", "fifo.json"], None),
+                                "not a regular file", ["--cost-cache", "fifo.json"], {"cost_cache": "fifo.json"}),
     "--cost-cache a device": Case(lambda tmp: (chain(tmp), _device(tmp / "dev") and tmp / "out.onnx"), 2,
-                                  "not a regular file", ["--cost-cache", "dev"], None),
-    "--cost-cache a folder": Case(lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "is a folder", ["--cost-cache", "."], None),
+                                  "not a regular file", ["--cost-cache", "dev"], {"cost_cache": "dev"}),
+    "--cost-cache a folder": Case(lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "is a folder", ["--cost-cache", "."], {"cost_cache": "."}),
 }
 
 
@@ -353,8 +367,9 @@ def test_cli_refuses_in_one_line_and_writes_nothing(name: str, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.api is not None])
-def test_api_raises_gkp_error(name: str, tmp_path: Path) -> None:
+def test_api_raises_gkp_error(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _skip_unavailable(name)
+    monkeypatch.chdir(tmp_path)  # relative paths in ``api`` as in the CLI's arguments
     case = CASES[name]
     source, out = case.setup(tmp_path)
     before = snapshot(tmp_path)
@@ -407,6 +422,7 @@ def test_nothing_to_prune_is_not_an_error(name: str, tmp_path: Path) -> None:
     result = cli(source, out)
     assert result.returncode == 0, result.stderr
     assert f"nothing was pruned: {summary}" in result.stdout and "exactness passed" in result.stdout
+    assert "speed-up" not in result.stdout  # the latency difference of an unchanged model is noise
     _, report = onnx_gkp.prune(source, latency_runs=0)
     assert report.layers == []
     if reason:
@@ -541,3 +557,15 @@ def test_quiet_prints_no_progress_bars(tmp_path: Path) -> None:
     """--quiet: the summary on stdout, nothing on stderr (tqdm bars showed with --target-*)."""
     result = cli(chain(tmp_path), tmp_path / "out.onnx", "--target-macs", "0.2", "--quiet")
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_cache_variable_naming_the_model_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``$ONNX_GKP_CACHE`` set to the model: the API and the CLI refuse it before any work."""
+    source = chain(tmp_path)
+    before = snapshot(tmp_path)
+    monkeypatch.setenv("ONNX_GKP_CACHE", str(source))
+    with pytest.raises(GkpError, match="is an input"):
+        onnx_gkp.prune(source, ratio=0.25, latency_runs=0)
+    result = cli(source, tmp_path / "out.onnx", "--ratio", "0.25")
+    assert result.returncode == 2 and "is an input" in result.stderr, result.stderr
+    assert snapshot(tmp_path) == before

@@ -71,6 +71,26 @@ MODELS = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class ZooGraph:
+    """A real model kept for its kind of graph: run whole through the CLI with ``args``
+    (``tests/test_wild.py``), whether or not anything in it can be pruned."""
+
+    source: Member
+    args: tuple[str, ...]
+    about: str
+
+
+GRAPHS = {
+    "silero_vad": ZooGraph(
+        Member("livekit-plugins-silero==1.8.9", "livekit/plugins/silero/resources/silero_vad.onnx",
+               "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"),
+        ("--quality-only", "--test-shape", "input:1,576", "--test-shape", "state:2,1,128", "--input-value", "sr=16000"),
+        "silero VAD v5: every Conv inside If branches chosen by an int64 sample rate, an LSTM state",
+    ),
+}
+
 _PHOTOS = {
     "astronaut.png": "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
     "chelsea.png": "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
@@ -167,11 +187,16 @@ def fetch(name: str) -> Path:
     return target
 
 
+def fetch_graph(name: str) -> Path:
+    """Path of :data:`GRAPHS` model ``name``, fetching it on first use."""
+    return fetch_member(GRAPHS[name].source, cache_dir() / f"{name}.onnx")
+
+
 def fetch_data(name: str) -> Path:
     """Path of data file ``name`` (a key of :data:`DATA`), fetching it on first use."""
     return fetch_member(DATA[name], cache_dir() / "data" / name)
 
 
 if __name__ == "__main__":
-    for item in sys.argv[1:] or [*MODELS, *DATA]:
-        print(item, fetch(item) if item in MODELS else fetch_data(item))
+    for item in sys.argv[1:] or [*MODELS, *GRAPHS, *DATA]:
+        print(item, fetch(item) if item in MODELS else fetch_graph(item) if item in GRAPHS else fetch_data(item))
