@@ -153,7 +153,7 @@ class Report:
             f"params {_count(t['params_before'])} -> {_count(t['params_after'])} ({_ratio(t['params_after'], t['params_before'])})",
         ]
         if not t["pruned_layers"]:
-            lines.append("nothing was pruned: " + ("no Conv could be (reasons above)" if t["skipped_layers"] else "the model has no Conv"))
+            lines.append("nothing was pruned: " + ("no Conv could be (reasons above)" if t["skipped_layers"] else "the model has no Conv outside If/Loop branches (those are not pruned)"))
         macs_goal, time_goal = self.options.get("target_macs"), self.options.get("target_latency")
         if macs_goal is not None and t["conv_macs_before"]:
             lines.append(f"target: remove {macs_goal:.1%} of the Conv MACs; removed {1 - t['conv_macs_after'] / t['conv_macs_before']:.1%}")
