@@ -581,8 +581,9 @@ def _assemble(
     """
     with clock("rewrite"):
         probes = [original.graph.node[s.node_index].output[0] for s in sites] if check else []
-        rewritten = rewrite(original, sites, plans, probes, whole=whole)
-        skipped = sorted((_trimmed(s, rewritten.dead_filters, whole) for s in skipped), key=lambda s: s.node_index)
+        # Convs outside the sites that a site reads (analyse: ``sources``) are trimmed like whole ones.
+        rewritten = rewrite(original, sites, plans, probes, whole=whole + analysis.sources)
+        skipped = sorted((_trimmed(s, rewritten.dead_filters, rewritten.filters) for s in skipped), key=lambda s: s.node_index)
         pruned = rewritten.model
     with clock("check"):
         try:
@@ -683,12 +684,13 @@ def _compensated(site: ConvSite, plan: LayerPlan) -> LayerPlan:
     return replace(plan, bias_delta=tuple(float(d) for d in delta))
 
 
-def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], whole: list[ConvSite]) -> Skip:
-    """A Conv left whole whose unread filters the rewrite dropped, with its MACs after."""
+def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], filters: dict[int, int]) -> Skip:
+    """A Conv left whole (or depthwise, on a trimmed chain) whose unread filters the rewrite
+    dropped, with its MACs after."""
     dead = dead_filters.get(skip.node_index)
     if not dead:
         return skip
-    c_out = next(w.weight.shape[0] for w in whole if w.node_index == skip.node_index)
+    c_out = filters[skip.node_index]
     after = None if skip.macs is None else skip.macs * (c_out - len(dead)) // c_out
     return replace(skip, dead_filters=tuple(dead), macs_after=after)
 
