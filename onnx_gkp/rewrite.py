@@ -22,9 +22,9 @@ onnx-graphsurgeon; it knows nothing of how plans are made.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
