@@ -143,7 +143,7 @@ def prune(
     if target is None:
         if mode != "uniform":
             ratios, trail = _allowed_ratios(keep, full, sites, options, costs, data, skipped, metrics, compensate, build)
-        pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress, ratios)
+        pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress, ratios, _outside(analysis))
     else:
         pairs, whole, budget = _plan_to_target(
             target, full, sites, options, costs, fit, skipped, clock, progress, f"budget | {fingerprint}",
@@ -249,7 +249,8 @@ def _allowed_ratios(
         ratios = ratios_within(curves, allowance, times)
         key = tuple(sorted(ratios.items()))
         if key not in tried:
-            pairs, whole = _plan_sites(sites, options, costs, list(skipped), clock, False, ratios)
+            pairs, whole = _plan_sites(sites, options, costs, list(skipped), clock, False, ratios,
+                                       _outside(build["analysis"]))
             pairs = _refitted(pairs, data.fit, compensate, build)
             pruned, _ = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
                                   **{**build, "check": False})
@@ -503,12 +504,18 @@ def _plan_sites(
     clock: "Stopwatch",
     progress: bool,
     ratios: Optional[dict[int, float]] = None,
+    outside: frozenset[int] = frozenset(),
 ) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite]]:
     """Time and plan every site in graph order, at its own ratio where ``ratios`` gives one; the
-    planned pairs, and the sites left whole (added to ``skipped`` with their reason)."""
+    planned pairs, and the sites left whole (added to ``skipped`` with their reason).
+
+    ``outside``: the Convs outside the sites a site reads as its source (``Analysis.sources``),
+    always trimmed by a ``G = 1`` reader: its ``G = 1`` is timed without the input gather, and
+    credited nothing more (they are not timed)."""
     planned: list[tuple[ConvSite, LayerPlan]] = []
     whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
-    became: dict[int, tuple[ConvSite, float]] = {}  # timed sites a G = 1 reader can trim, and their time
+    # timed sites a G = 1 reader can trim, and their time; the outside sources, untimed
+    became: dict[int, tuple[Optional[ConvSite], float]] = {i: (None, 0.0) for i in outside}
     for site in tqdm(sites, desc="planning", unit="Conv", disable=None if progress else True):
         # Sites come in graph order, so a source's plan is known before its reader's.
         source = became.get(site.source[0]) if site.source is not None else None
@@ -640,7 +647,7 @@ Timing = tuple[Optional[dict[int, float]], Optional[float]]
 
 
 def _candidate_times(
-    site: ConvSite, options: PlanOptions, costs: Optional[CostTable], source: Optional[tuple[ConvSite, float]]
+    site: ConvSite, options: PlanOptions, costs: Optional[CostTable], source: Optional[tuple[Optional[ConvSite], float]]
 ) -> Timing:
     """Measured seconds of every candidate count at this layer's kept count, and of the dense Conv.
 
@@ -682,6 +689,10 @@ def _compensated(site: ConvSite, plan: LayerPlan) -> LayerPlan:
         )
     delta = bias_delta(site.weight, plan.keep_mask(site.weight.shape[1]), site.input_stats.mean, coverage)
     return replace(plan, bias_delta=tuple(float(d) for d in delta))
+
+
+def _outside(analysis: Analysis) -> frozenset[int]:
+    return frozenset(s.node_index for s in analysis.sources)
 
 
 def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], filters: dict[int, int]) -> Skip:

@@ -218,10 +218,24 @@ def test_a_swish_whose_input_is_read_elsewhere_is_not_crossed() -> None:
     assert all(not s["dead_filters"] for s in data["skipped"])
 
 
-def test_runtime_aware_default_validates() -> None:
-    """The default (timed) mode on the block: whatever it chooses, it validates."""
+def test_runtime_aware_times_the_projection_without_its_gather(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (timed) mode: the expand Conv left out by --include is always trimmed by a
+    G = 1 projection, so that variant is timed as the rewrite writes it, without the gather
+    (and credited nothing more: the expand Conv is not timed). Whatever it then chooses, it
+    validates."""
+    from onnx_gkp.costs import CostTable
+
+    asked: list[tuple] = []
+    times = CostTable.times
+
+    def recording(self: CostTable, geometry: object, variants: list) -> dict:
+        asked.extend(variants)
+        return times(self, geometry, variants)
+
+    monkeypatch.setattr(CostTable, "times", recording)
     model = _block()
-    pruned, report = onnx_gkp.prune(model, ratio=0.5, include="^project$", latency_runs=0)
+    pruned, report = onnx_gkp.prune(model, ratio=0.25, include="^project$", latency_runs=0)
+    assert (1, KEPT, False) in asked and (1, KEPT, True) not in asked
     data = report.to_dict()
     assert data["validation"]["passed"]
     feeds = feeds_for(model)
