@@ -13,8 +13,8 @@ import math
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, replace
-from typing import Iterator, Optional
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -44,8 +44,9 @@ FLOAT_TYPES = (np.float16, np.float32, np.float64)
 class ConvSite:
     """A prunable Conv: where it is, its constant weight and bias, its per-sample MACs, its
     geometry at the test shape (None where the input shape is unknown), and its ``source``:
-    ``(producer, chain)`` node indices when its input comes from another prunable Conv
-    through single-reader channel-wise nodes only, so channels it never reads need not be
+    ``(producer, chain)`` node indices when its input comes from another prunable Conv (or a
+    dense Conv outside the sites, :attr:`Analysis.sources`) through single-reader channel-wise
+    nodes and depthwise Convs only (``_with_sources``), so channels it never reads need not be
     computed at all (``rewrite`` drops them when both end up with ``G = 1``); and the
     statistics of its input channels read off the graph (``input_stats.py``), or why there are
     none, for data-free compensation."""
@@ -76,9 +77,14 @@ class Skip:
 
 @dataclass(frozen=True)
 class Analysis:
+    """The sites, the skips, the input shapes; and ``sources``: Convs left out of the sites
+    (``--include``, too few input channels, ...) that a site reads as its ``source``. They are
+    not pruned, but stop computing the filters their reader does not keep when it has ``G = 1``."""
+
     sites: list[ConvSite]
     skipped: list[Skip]
     input_shapes: dict[str, tuple[int, ...]]
+    sources: list[ConvSite] = field(default_factory=list)
 
 
 def resolve_input_shapes(
@@ -330,36 +336,98 @@ def analyse(
         if isinstance(stats, ChannelStats) and stats.mean.shape != (weight.shape[1],):
             stats = f"input mean unknown: {stats.mean.size} channel statistics for {weight.shape[1]} input channels"
         sites.append(ConvSite(index, node.name, weight, bias, macs, geometry, input_stats=stats))
-    return Analysis(_with_sources(model, sites, uses, consts), skipped, input_shapes)
+    sites, sources = _with_sources(model, sites, uses, consts, copies, skipped)
+    return Analysis(sites, skipped, input_shapes, sources)
 
 
-def _with_sources(model: onnx.ModelProto, sites: list[ConvSite], uses: Counter, consts: dict) -> list[ConvSite]:
-    """Each site with its ``source`` filled in where one exists."""
+def _with_sources(
+    model: onnx.ModelProto, sites: list[ConvSite], uses: Counter, consts: dict, copies: dict, skipped: list[Skip]
+) -> tuple[list[ConvSite], list[ConvSite]]:
+    """Each site with its ``source`` filled in where one exists; and the Convs outside the sites
+    that are a site's source (:attr:`Analysis.sources`).
+
+    The chain from a site back to its source crosses, each read by the next alone: per-channel
+    nodes with constant parameters (BatchNormalization, activations, Mul/Add/... by constants,
+    pooling), depthwise Convs (channel multiplier 1), and the swish ``Mul(t, Sigmoid(t))`` (or
+    HardSigmoid) whose ``t`` is read by those two nodes alone. It ends at the first Conv that
+    mixes channels: a site, or a dense Conv left out of the sites whose filters can still be
+    dropped (:func:`_trimmable`), else there is no source.
+    """
     nodes = model.graph.node
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
     prunable = {s.node_index: s for s in sites}
+    macs = {s.node_index: s.macs for s in skipped}
+    outside: dict[int, ConvSite] = {}
     found = []
     for site in sites:
         chain: list[int] = []
-        tensor, source = nodes[site.node_index].input[0], None
-        while uses[tensor] == 1 and tensor in producer:
-            index = producer[tensor]
-            if index in prunable:
+        tensor, source, readers = nodes[site.node_index].input[0], None, 1
+        while uses[tensor] == readers and tensor in producer:
+            index, readers = producer[tensor], 1
+            node = nodes[index]
+            if index in prunable or (index in macs and _trimmable(node, consts, copies, uses)):
+                origin = prunable.get(index) or outside.get(index) or _outside_site(index, node, consts, macs[index])
                 # Channel c of the reader is filter c of the source, unless a constant broadcast
                 # along the chain widened the channels (a Mul of one filter by 16 scales, say).
-                if prunable[index].weight.shape[0] == site.weight.shape[1]:
+                if origin.weight.shape[0] == site.weight.shape[1]:
                     source = (index, tuple(reversed(chain)))
+                    if index not in prunable:
+                        outside[index] = origin
                 break
-            node = nodes[index]
+            if len([o for o in node.output if o]) != 1 or node.domain not in ("", "ai.onnx") or not node.input:
+                break  # a MaxPool with its indices, say
+            swish = _swish(node, producer, nodes, uses)
+            if swish is not None:
+                chain += [index, swish]
+                tensor, readers = nodes[swish].input[0], 2
+                continue
             variables = [n for n in node.input[1:] if n and n not in consts]
-            if node.op_type not in CHANNELWISE or node.domain not in ("", "ai.onnx") or variables or not node.input:
+            if node.op_type not in CHANNELWISE or variables:
                 break
             if node.op_type == "Conv" and not _depthwise(node, consts):
-                break  # it mixes channels: a Conv left out of the sites (--include, ...) or grouped
+                break  # it mixes channels: a grouped Conv, or one with a channel multiplier
             chain.append(index)
             tensor = node.input[0]
         found.append(replace(site, source=source))
-    return found
+    return found, sorted(outside.values(), key=lambda s: s.node_index)
+
+
+def _swish(node: onnx.NodeProto, producer: dict[str, int], nodes: Sequence[onnx.NodeProto], uses: Counter) -> Optional[int]:
+    """The Sigmoid (or HardSigmoid) node of a swish ``Mul(t, Sigmoid(t))`` whose gate only the
+    Mul reads, or None."""
+    if node.op_type != "Mul" or len(node.input) != 2 or node.input[0] == node.input[1]:
+        return None
+    for gate, other in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+        index = producer.get(gate)
+        if index is None or uses[gate] != 1:
+            continue
+        sigmoid = nodes[index]
+        if (sigmoid.op_type in ("Sigmoid", "HardSigmoid") and sigmoid.domain in ("", "ai.onnx")
+                and list(sigmoid.input) == [other] and len(sigmoid.output) == 1):
+            return index
+    return None
+
+
+def _trimmable(node: onnx.NodeProto, consts: dict, copies: dict, uses: Counter) -> bool:
+    """A dense Conv outside the sites (left out by ``--include``, with too few input channels,
+    ...) that can still stop computing filters: constant float weight read by it alone, bias
+    constant or absent, finite numbers. Its output does not change; only unread filters go."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        return False
+    if next((a.i for a in node.attribute if a.name == "group"), 1) != 1:
+        return False
+    weight = consts.get(node.input[1])
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if weight is None or weight.dtype.type not in FLOAT_TYPES or weight.ndim < 3 or weight.size == 0:
+        return False
+    if _sharing(node.input[1], copies, uses) or (bias is not None and (bias not in consts or consts[bias].shape != weight.shape[:1])):
+        return False
+    return bool(np.isfinite(weight).all()) and (bias is None or bool(np.isfinite(consts[bias]).all()))
+
+
+def _outside_site(index: int, node: onnx.NodeProto, consts: dict, macs: Optional[int]) -> ConvSite:
+    bias = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+    return ConvSite(index, node.name, consts[node.input[1]], bias, macs)
 
 
 def _depthwise(node: onnx.NodeProto, consts: dict) -> bool:

@@ -163,7 +163,7 @@ def prune(
     if target is None:
         if mode != "uniform":
             ratios, trail = _allowed_ratios(keep, full, sites, options, costs, data, skipped, (metrics, int8), compensate, build)
-        pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress, ratios)
+        pairs, whole = _plan_sites(sites, options, costs, skipped, clock, progress, ratios, _outside(analysis))
     else:
         pairs, whole, budget = _plan_to_target(
             target, full, sites, options, costs, fit, skipped, clock, progress, (f"budget | {fingerprint}", int8),
@@ -273,7 +273,8 @@ def _allowed_ratios(
         ratios = ratios_within(curves, allowance, times)
         key = tuple(sorted(ratios.items()))
         if key not in tried:
-            pairs, whole = _plan_sites(sites, options, costs, list(skipped), clock, False, ratios)
+            pairs, whole = _plan_sites(sites, options, costs, list(skipped), clock, False, ratios,
+                                       _outside(build["analysis"]))
             pairs = _refitted(pairs, data.fit, compensate, build)
             pruned, _ = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
                                   **{**build, "check": False})
@@ -571,12 +572,18 @@ def _plan_sites(
     clock: "Stopwatch",
     progress: bool,
     ratios: Optional[dict[int, float]] = None,
+    outside: frozenset[int] = frozenset(),
 ) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite]]:
     """Time and plan every site in graph order, at its own ratio where ``ratios`` gives one; the
-    planned pairs, and the sites left whole (added to ``skipped`` with their reason)."""
+    planned pairs, and the sites left whole (added to ``skipped`` with their reason).
+
+    ``outside``: the Convs outside the sites a site reads as its source (``Analysis.sources``),
+    always trimmed by a ``G = 1`` reader: its ``G = 1`` is timed without the input gather, and
+    credited nothing more (they are not timed)."""
     planned: list[tuple[ConvSite, LayerPlan]] = []
     whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
-    became: dict[int, tuple[ConvSite, float]] = {}  # timed sites a G = 1 reader can trim, and their time
+    # timed sites a G = 1 reader can trim, and their time; the outside sources, untimed
+    became: dict[int, tuple[Optional[ConvSite], float]] = {i: (None, 0.0) for i in outside}
     for site in tqdm(sites, desc="planning", unit="Conv", disable=None if progress else True):
         # Sites come in graph order, so a source's plan is known before its reader's.
         source = became.get(site.source[0]) if site.source is not None else None
@@ -649,8 +656,9 @@ def _assemble(
     """
     with clock("rewrite"):
         probes = [original.graph.node[s.node_index].output[0] for s in sites] if check else []
-        rewritten = rewrite(original, sites, plans, probes, whole=whole)
-        skipped = sorted((_trimmed(s, rewritten.dead_filters, whole) for s in skipped), key=lambda s: s.node_index)
+        # Convs outside the sites that a site reads (analyse: ``sources``) are trimmed like whole ones.
+        rewritten = rewrite(original, sites, plans, probes, whole=whole + analysis.sources)
+        skipped = sorted((_trimmed(s, rewritten.dead_filters, rewritten.filters) for s in skipped), key=lambda s: s.node_index)
         pruned = rewritten.model
     with clock("check"):
         try:
@@ -714,7 +722,7 @@ Timing = tuple[Optional[dict[int, float]], Optional[float]]
 
 
 def _candidate_times(
-    site: ConvSite, options: PlanOptions, costs: Optional[CostTable], source: Optional[tuple[ConvSite, float]]
+    site: ConvSite, options: PlanOptions, costs: Optional[CostTable], source: Optional[tuple[Optional[ConvSite], float]]
 ) -> Timing:
     """Measured seconds of every candidate count at this layer's kept count, and of the dense Conv.
 
@@ -758,12 +766,17 @@ def _compensated(site: ConvSite, plan: LayerPlan) -> LayerPlan:
     return replace(plan, bias_delta=tuple(float(d) for d in delta))
 
 
-def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], whole: list[ConvSite]) -> Skip:
-    """A Conv left whole whose unread filters the rewrite dropped, with its MACs after."""
+def _outside(analysis: Analysis) -> frozenset[int]:
+    return frozenset(s.node_index for s in analysis.sources)
+
+
+def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], filters: dict[int, int]) -> Skip:
+    """A Conv left whole (or depthwise, on a trimmed chain) whose unread filters the rewrite
+    dropped, with its MACs after."""
     dead = dead_filters.get(skip.node_index)
     if not dead:
         return skip
-    c_out = next(w.weight.shape[0] for w in whole if w.node_index == skip.node_index)
+    c_out = filters[skip.node_index]
     after = None if skip.macs is None else skip.macs * (c_out - len(dead)) // c_out
     return replace(skip, dead_filters=tuple(dead), macs_after=after)
 

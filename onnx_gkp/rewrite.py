@@ -22,6 +22,7 @@ onnx-graphsurgeon; it knows nothing of how plans are made.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
 @dataclass(frozen=True)
 class Rewritten:
     """The pruned model, the same model exposing the ``probes`` tensors, its Gather count, and per
-    trimmed layer (by node index) the filters no longer computed because nothing reads them.
+    trimmed Conv (by node index: sources and the depthwise Convs of their chains) the filters no
+    longer computed because nothing reads them, and how many it had.
 
     ``probed`` holds no copy of the large weights ``model`` has too: they are stubs
     (``load.STRIPPED``) of the same name, filled from ``model`` to run it.
@@ -53,6 +55,7 @@ class Rewritten:
     gathers: int
     dead_filters: dict[int, list[int]]
     probes: list[str]
+    filters: dict[int, int] = dataclasses.field(default_factory=dict)  # per trimmed node: its filters before
 
 
 @dataclass
@@ -128,7 +131,16 @@ def _set_constant(node: gs.Node, index: int, name: str, values: np.ndarray) -> N
 
 
 def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
-    return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
+    """The values of a constant: an initializer, a ``Constant`` node's output or an ``Identity``
+    of either (what ``analyse`` counts as constant, so a chain it accepts is one this rewrites)."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) != 1:
+        return None
+    node = tensor.inputs[0]
+    if node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
+        return np.asarray(node.attrs["value"].values)
+    return _constant(node.inputs[0]) if node.op == "Identity" and node.inputs else None
 
 
 def _take_constant(values: np.ndarray, index: np.ndarray, channels: int, rank: int) -> Optional[np.ndarray]:
@@ -248,18 +260,21 @@ def _trim(
     plans: Sequence[LayerPlan],
     gathers: dict[int, gs.Node],
     whole: Sequence[ConvSite],
-) -> dict[int, np.ndarray]:
+) -> tuple[dict[int, np.ndarray], dict[int, int]]:
     """Stop computing channels nobody reads: fold input gathers back into the Conv that made them.
 
-    For a site whose ``source`` Conv (reached through single-reader channel-wise nodes, see
-    ``analyse``) is pruned with ``G = 1`` or left ``whole``, and whose own input gather has
-    distinct indices (its ``G = 1`` too): the source computes exactly the gathered channels,
-    in gather order, the chain's parameters follow, and the gather goes. Returns, per source
-    node index, the filters it still computes.
+    For a site whose ``source`` Conv (reached through single-reader channel-wise nodes and
+    depthwise Convs, see ``analyse``) is pruned with ``G = 1`` or left ``whole`` (which includes
+    the Convs outside the sites that ``analyse`` found as sources), and whose own input gather
+    has distinct indices (its ``G = 1`` too): the source computes exactly the gathered channels,
+    in gather order, the chain's parameters follow (a depthwise Conv keeps those filters and
+    ``group`` shrinks to match), and the gather goes. Returns, per trimmed node index (the
+    source and the chain's depthwise Convs), the filters it still computes and how many it had.
     """
     dense = {s.node_index: s for s in whole}
     dense.update((s.node_index, s) for s, p in zip(sites, plans) if p.groups == 1)
     trimmed: dict[int, np.ndarray] = {}
+    filters: dict[int, int] = {}
     for site, plan in zip(sites, plans):
         if site.source is None or site.source[0] not in dense:
             continue
@@ -272,7 +287,10 @@ def _trim(
         # weight the graph computes from a Constant node or Identity is still the original.
         weight = _constant(producer.inputs[1])
         weight = source.weight if weight is None else weight
-        changes = [_channel_params(n, {0}, index, weight.shape[0], site.weight.ndim) for n in chain]
+        # The tensors the chain carries: a swish Mul reads two of them, Clip's bounds are none.
+        carried = {id(n.outputs[0]) for n in [producer] + chain}
+        changes = [_channel_params(n, {i for i, t in enumerate(n.inputs) if id(t) in carried}, index, weight.shape[0],
+                                   site.weight.ndim) for n in chain]
         if any(c is None for c in changes):
             continue
         has_bias = len(producer.inputs) > 2 and producer.inputs[2].name
@@ -288,8 +306,9 @@ def _trim(
         nodes[site.node_index].inputs[0] = gather.inputs[0]
         gather.inputs.clear()
         gather.outputs.clear()
-        trimmed[site.source[0]] = index
-    return trimmed
+        for i in [site.source[0]] + [i for i in site.source[1] if nodes[i].op == "Conv"]:
+            trimmed[i], filters[i] = index, int(weight.shape[0])
+    return trimmed, filters
 
 
 def _export(graph: gs.Graph, model: onnx.ModelProto, shared: frozenset[str] = frozenset()) -> onnx.ModelProto:
@@ -396,11 +415,11 @@ def rewrite(
         if permuted is not None:
             carried[output] = permuted
     trimmed: dict[int, np.ndarray] = {}
+    filters: dict[int, int] = {}
     if fold:
         _fold(graph, carried)
-        trimmed = _trim(nodes, sites, plans, gathers, whole)
-    weights = {s.node_index: s.weight for s in list(sites) + list(whole)}
-    dead = {i: sorted(set(range(weights[i].shape[0])) - set(index.tolist())) for i, index in trimmed.items()}
+        trimmed, filters = _trim(nodes, sites, plans, gathers, whole)
+    dead = {i: sorted(set(range(filters[i])) - set(index.tolist())) for i, index in trimmed.items()}
     partial = {nodes[i].outputs[0].name for i in trimmed}
     probed, tensors = None, graph.tensors()
     wanted = [n for n in dict.fromkeys(probes) if n not in partial and n in tensors]
@@ -417,4 +436,4 @@ def rewrite(
         probed = _export(copy, model, shared)
     pruned = _export(graph, model)
     count = sum(n.op_type == "Gather" and n.name.endswith((IN_GATHER, RESTORE)) for n in pruned.graph.node)
-    return Rewritten(pruned, probed, count, dead, wanted)
+    return Rewritten(pruned, probed, count, dead, wanted, filters)

@@ -164,14 +164,16 @@ def test_trimming_a_whole_conv_keeps_its_folded_input_order() -> None:
 
 
 
-@pytest.mark.parametrize("middle, shape", [
-    ("Conv", (32, 16, 1, 1)),  # a dense Conv left out by --include: mixes its 16 inputs into 32
-    ("Conv <group=16, pads=[1,1,1,1]>", (32, 1, 3, 3)),  # depthwise with a channel multiplier: 16 -> 32
-    ("Conv <group=2, pads=[1,1,1,1]>", (32, 8, 3, 3)),  # grouped, not depthwise: mixes channels in a group
+@pytest.mark.parametrize("middle, shape, trimmed", [
+    ("Conv", (32, 16, 1, 1), True),  # a dense Conv left out by --include: mixes its 16 inputs into 32
+    ("Conv <group=16, pads=[1,1,1,1]>", (32, 1, 3, 3), False),  # depthwise with a channel multiplier: 16 -> 32
+    ("Conv <group=2, pads=[1,1,1,1]>", (32, 8, 3, 3), False),  # grouped, not depthwise: mixes channels in a group
 ], ids=["dense-excluded", "depthwise-multiplier", "grouped"])
-def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple[int, ...]) -> None:
+def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple[int, ...], trimmed: bool) -> None:
     """y reads 32 channels made by a Conv that mixes c1's 16: c1 is not y's source, and its
-    filters are not trimmed to y's kept channels (issue 17: IndexError in ``rewrite._trim``)."""
+    filters are not trimmed to y's kept channels (issue 17: IndexError in ``rewrite._trim``).
+    A dense Conv left out by --include is y's source itself: it stops computing the 8 filters
+    y does not read; grouped Convs are not trimmed at all."""
     from onnx_gkp.analyse import analyse
 
     text = f"""
@@ -191,11 +193,15 @@ def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple
     variance.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(variance)), "v1"))
     for node in model.graph.node:
         node.name = node.output[0]
-    y = analyse(model, include="^(c1|y)$").sites[1]
-    assert y.node == "y" and y.source is None
+    analysis = analyse(model, include="^(c1|y)$")
+    y = analysis.sites[1]
+    assert y.node == "y" and y.source == ((2, (3,)) if trimmed else None)
+    assert [s.node for s in analysis.sources] == (["e"] if trimmed else [])
     pruned, report = onnx_gkp.prune(model, ratio=0.25, groups=1, include="^(c1|y)$", runtime_aware=False, latency_runs=0)
     data = report.to_dict()
     assert data["validation"]["passed"] and [layer["dead_filters"] for layer in data["layers"]] == [[], []]
+    middle_skip = next(s for s in data["skipped"] if s["node"] == "e")
+    assert len(middle_skip["dead_filters"]) == (8 if trimmed else 0)
     feeds = feeds_for(model)
     assert_close(run(pruned, feeds), run(reference_from_report(model, data), feeds))
 

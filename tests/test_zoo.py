@@ -141,3 +141,32 @@ def test_projections_without_their_expand_convs(name: str) -> None:
                                     test_shapes={"input": (1, 3, 224, 224)}, latency_runs=0)
     data = report.to_dict()
     assert data["validation"]["passed"] and len(data["layers"]) == 17
+
+
+MACS_REMOVED_BEFORE_ISSUE_17 = 0.093  # the projections alone: 299.49M -> 271.57M Conv MACs
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"])
+def test_projections_trim_their_depthwise_and_expand_convs(name: str) -> None:
+    """Issue 17, trimming: ``--groups 1 --include 'conv\\.2/Conv$' --ratio 0.25``. Each pruned
+    projection stops its block's depthwise Conv and expand Conv (both left out of the sites)
+    computing the hidden channels it no longer reads; the model equals its masked reference."""
+    original = onnx.load(_fetched(name))
+    pruned, report = onnx_gkp.prune(original, ratio=0.25, groups=1, include=r"conv\.2/Conv$",
+                                    test_shapes={"input": (1, 3, 224, 224)}, latency_runs=0)
+    data = report.to_dict()
+    assert data["validation"]["passed"] and len(data["layers"]) == 16
+    skips = {s["node"]: s for s in data["skipped"]}
+    for layer in data["layers"]:
+        block = layer["node"].rsplit("/conv/", 1)[0]
+        dead = sorted(set(range(layer["weight_shape"][1])) - set(layer["kept_channels"][0]))
+        expand, depthwise = (skips[f"{block}/conv/conv.{i}/conv.{i}.0/Conv"] for i in (0, 1))
+        assert list(expand["dead_filters"]) == list(depthwise["dead_filters"]) == dead, block
+        assert depthwise["macs_after"] == depthwise["macs"] * layer["kept_per_group"] // layer["weight_shape"][1]
+    assert data["totals"]["gathers_added"] == 0
+    removed = 1 - data["totals"]["conv_macs_after"] / data["totals"]["conv_macs_before"]
+    print(f"{name}: Conv MACs removed {removed:.1%} (before issue 17's depthwise trimming: {MACS_REMOVED_BEFORE_ISSUE_17:.1%})")
+    assert removed > 0.2
+    shapes = {"input": [1, 3, 224, 224]}
+    feeds = feeds_for(original, shapes=shapes)
+    assert_close(run(pruned, feeds), run(reference_from_report(original, data), feeds), rtol=1e-3)

@@ -1,0 +1,243 @@
+"""Issue 17: trimming carried back through depthwise Convs (MobileNet-class inverted residuals).
+
+expand 1x1 -> BN -> Clip (Relu6) -> depthwise 3x3 -> BN -> Clip -> project 1x1, built with
+onnx.helper. Pruning the projection with G = 1 leaves hidden channels no kept kernel reads:
+neither the depthwise Conv nor the expand Conv may compute them, and the result must still
+equal the masked reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnx_gkp
+from conftest import assert_close, feeds_for, reference_from_report, run
+from onnx_gkp.analyse import analyse
+
+C_IN, HIDDEN, C_OUT, SIDE = 8, 32, 8, 10
+
+
+def _block(
+    activation: str = "clip", extra_reader: Optional[str] = None, stem_channels: int = C_IN,
+    constant_nodes: bool = False, seed: int = 0,
+) -> onnx.ModelProto:
+    """The inverted residual block. ``activation``: ``clip`` (Relu6), ``swish`` (Sigmoid-Mul
+    after the expand BN, HardSwish after the depthwise BN); ``extra_reader``: a tensor also
+    read by a GlobalAveragePool whose result is a second graph output; ``constant_nodes``: the
+    depthwise weight and a per-channel scale after it come from Constant nodes, not initializers."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def const(name: str, array: np.ndarray) -> str:
+        array = array.astype(np.float32)
+        if constant_nodes and name in ("dw_w", "scale"):
+            nodes.append(helper.make_node("Constant", [], [name], name=f"{name}_const",
+                                          value=numpy_helper.from_array(array, name)))
+        else:
+            inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def bn(x: str, out: str, channels: int) -> None:
+        nodes.append(helper.make_node("BatchNormalization", [
+            x, const(f"{out}_s", rng.uniform(0.5, 1.5, channels)), const(f"{out}_o", rng.standard_normal(channels)),
+            const(f"{out}_m", rng.standard_normal(channels) * 0.1), const(f"{out}_v", rng.uniform(0.5, 1.5, channels)),
+        ], [out], name=out))
+
+    def act(x: str, out: str, kind: str) -> None:
+        if kind == "clip":
+            nodes.append(helper.make_node("Clip", [x, const(f"{out}_lo", np.array(0.0)), const(f"{out}_hi", np.array(6.0))],
+                                          [out], name=out))
+        elif kind == "swish":
+            nodes.append(helper.make_node("Sigmoid", [x], [f"{out}_gate"], name=f"{out}_gate"))
+            nodes.append(helper.make_node("Mul", [x, f"{out}_gate"], [out], name=out))
+        else:
+            nodes.append(helper.make_node("HardSwish", [x], [out], name=out))
+
+    nodes.append(helper.make_node("Conv", ["x", const("expand_w", rng.standard_normal((HIDDEN, stem_channels, 1, 1))),
+                                           const("expand_b", rng.standard_normal(HIDDEN))], ["e"], name="expand"))
+    bn("e", "e_bn", HIDDEN)
+    act("e_bn", "e_act", "swish" if activation == "swish" else "clip")
+    nodes.append(helper.make_node("Conv", ["e_act", const("dw_w", rng.standard_normal((HIDDEN, 1, 3, 3))),
+                                           const("dw_b", rng.standard_normal(HIDDEN))], ["d"],
+                                  name="depthwise", group=HIDDEN, pads=[1, 1, 1, 1]))
+    bn("d", "d_bn", HIDDEN)
+    act("d_bn", "d_act", "hardswish" if activation == "swish" else "clip")
+    last = "d_act"
+    if constant_nodes:
+        nodes.append(helper.make_node("Mul", ["d_act", const("scale", rng.uniform(0.5, 1.5, (HIDDEN, 1, 1)))], ["d_scaled"],
+                                      name="d_scaled"))
+        last = "d_scaled"
+    nodes.append(helper.make_node("Conv", [last, const("project_w", rng.standard_normal((C_OUT, HIDDEN, 1, 1)))], ["y"],
+                                  name="project"))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C_OUT, SIDE, SIDE])]
+    if extra_reader is not None:
+        nodes.append(helper.make_node("GlobalAveragePool", [extra_reader], ["pooled"], name="pooled"))
+        outputs.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, HIDDEN, 1, 1]))
+    graph = helper.make_graph(nodes, "inverted_residual",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, stem_channels, SIDE, SIDE])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _prune(model: onnx.ModelProto, include: str = "^project$") -> tuple[onnx.ModelProto, dict]:
+    pruned, report = onnx_gkp.prune(model, ratio=0.25, groups=1, include=include, runtime_aware=False, latency_runs=0)
+    data = report.to_dict()
+    assert data["validation"]["passed"]
+    feeds = feeds_for(model)
+    assert_close(run(pruned, feeds), run(reference_from_report(model, data), feeds))
+    return pruned, data
+
+
+def _conv(model: onnx.ModelProto, name: str) -> tuple[list[int], int]:
+    """A Conv's weight shape and group in ``model``, its weight an initializer or a Constant."""
+    node = next(n for n in model.graph.node if n.name == name)
+    tensors = {t.name: t for t in model.graph.initializer}
+    tensors.update((n.output[0], n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant")
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return list(tensors[node.input[1]].dims), group
+
+
+def _skip(data: dict, name: str) -> dict:
+    return next(s for s in data["skipped"] if s["node"] == name)
+
+
+MACS = {"expand": HIDDEN * C_IN * SIDE**2, "depthwise": HIDDEN * 9 * SIDE**2, "project": C_OUT * HIDDEN * SIDE**2}
+KEPT = 24  # of the projection's 32 input channels at ratio 0.25
+
+
+def _check_trimmed(pruned: onnx.ModelProto, data: dict, stem_channels: int = C_IN) -> None:
+    layer = data["layers"][-1]
+    assert layer["node"] == "project" and layer["kept_per_group"] == KEPT
+    dead = sorted(set(range(HIDDEN)) - set(layer["kept_channels"][0]))
+    assert len(dead) == HIDDEN - KEPT
+    assert _conv(pruned, "expand") == ([KEPT, stem_channels, 1, 1], 1)
+    assert _conv(pruned, "depthwise") == ([KEPT, 1, 3, 3], KEPT)
+    assert not any(n.op_type == "Gather" for n in pruned.graph.node), "the projection's gather folded into the chain"
+    for name in ("depthwise", "expand"):  # both left out of the sites here
+        assert list(_skip(data, name)["dead_filters"]) == dead
+    assert _skip(data, "depthwise")["macs_after"] == MACS["depthwise"] * KEPT // HIDDEN
+    expand_macs = HIDDEN * stem_channels * SIDE**2
+    before = expand_macs + MACS["depthwise"] + MACS["project"]
+    assert data["totals"]["conv_macs_before"] == before
+    assert data["totals"]["conv_macs_after"] == (expand_macs + MACS["depthwise"] + MACS["project"]) * KEPT // HIDDEN
+
+
+def test_projection_trims_the_depthwise_and_the_expand_conv() -> None:
+    """Only the projection is pruned (--include): the expand Conv left out of the sites and the
+    depthwise Conv stop computing the 8 hidden channels it no longer reads."""
+    model = _block()
+    analysis = analyse(model, include="^project$")
+    (project,) = analysis.sites
+    assert [model.graph.node[i].name for i in (project.source[0], *project.source[1])] == [
+        "expand", "e_bn", "e_act", "depthwise", "d_bn", "d_act"]
+    assert [s.node for s in analysis.sources] == ["expand"]
+    pruned, data = _prune(model)
+    _check_trimmed(pruned, data)
+    # BN statistics and biases follow the kept channels: no hidden-sized tensor is left.
+    assert all(HIDDEN not in t.dims for t in pruned.graph.initializer)
+    # expand weight and bias, two BNs, depthwise weight and bias, projection weight, 4 Clip bounds
+    params = lambda n: n * (C_IN + 1) + 2 * 4 * n + n * (9 + 1) + C_OUT * n + 4  # noqa: E731
+    compensated = C_OUT if data["layers"][0]["bias_delta"] is not None else 0  # a new projection bias
+    assert data["totals"]["params_before"] == params(HIDDEN)
+    assert data["totals"]["params_after"] == params(KEPT) + compensated
+
+
+def test_expand_pruned_too_trims_through_the_depthwise_conv() -> None:
+    """Both 1x1 Convs pruned with G = 1: the expand Conv's unread filters go (a layer's
+    dead_filters) and the depthwise Conv's MACs fall with them."""
+    model = _block()
+    pruned, data = _prune(model, include="^(expand|project)$")
+    assert [layer["node"] for layer in data["layers"]] == ["expand", "project"]
+    dead = sorted(set(range(HIDDEN)) - set(data["layers"][1]["kept_channels"][0]))
+    assert data["layers"][0]["dead_filters"] == dead
+    assert list(_skip(data, "depthwise")["dead_filters"]) == dead
+    assert _conv(pruned, "depthwise") == ([KEPT, 1, 3, 3], KEPT)
+    expand_kept = data["layers"][0]["kept_per_group"]
+    assert data["layers"][0]["macs_after"] == MACS["expand"] * expand_kept * KEPT // (C_IN * HIDDEN)
+    assert data["totals"]["conv_macs_after"] == (data["layers"][0]["macs_after"] + MACS["depthwise"] * KEPT // HIDDEN
+                                                + MACS["project"] * KEPT // HIDDEN)
+
+
+def test_a_stem_with_too_few_input_channels_is_trimmed() -> None:
+    """MobileNetV2's first block: the 3-channel stem is no site (too few input channels to
+    prune) but is the projection's source all the same."""
+    model = _block(stem_channels=3)
+    pruned, data = _prune(model, include=None)
+    assert "too few input channels" in _skip(data, "expand")["reason"]
+    _check_trimmed(pruned, data, stem_channels=3)
+
+
+def test_swish_and_hardswish_are_crossed() -> None:
+    """Sigmoid-Mul (SiLU) after the expand BN and HardSwish after the depthwise BN."""
+    model = _block("swish")
+    (project,) = analyse(model, include="^project$").sites
+    assert project.source is not None
+    pruned, data = _prune(model)
+    _check_trimmed(pruned, data)
+
+
+def test_constant_node_parameters_are_trimmed_as_promised() -> None:
+    """A depthwise weight and a per-channel scale from Constant nodes: analyse counts them as
+    constants, so the rewrite must trim through them (the timing credit assumes it does)."""
+    model = _block(constant_nodes=True)
+    (project,) = analyse(model, include="^project$").sites
+    assert project.source is not None
+    pruned, data = _prune(model)
+    _check_trimmed(pruned, data)
+
+
+@pytest.mark.parametrize("reader", ["d_act", "d", "e_act"])
+def test_no_trimming_when_the_hidden_channels_are_read_elsewhere(reader: str) -> None:
+    """The depthwise output (or the expand's) is also a graph output's input: every hidden
+    channel is still needed, so neither Conv shrinks and the gather stays."""
+    model = _block(extra_reader=reader)
+    (project,) = analyse(model, include="^project$").sites
+    assert project.source is None
+    pruned, data = _prune(model)
+    assert _conv(pruned, "expand") == ([HIDDEN, C_IN, 1, 1], 1)
+    assert _conv(pruned, "depthwise") == ([HIDDEN, 1, 3, 3], HIDDEN)
+    assert [n.op_type for n in pruned.graph.node].count("Gather") == 1
+    assert all(not s["dead_filters"] for s in data["skipped"])
+    assert data["totals"]["conv_macs_after"] == MACS["expand"] + MACS["depthwise"] + MACS["project"] * KEPT // HIDDEN
+
+
+def test_a_swish_whose_input_is_read_elsewhere_is_not_crossed() -> None:
+    """``Mul(t, Sigmoid(t))`` with ``t`` read by a third node: t's channels are all needed."""
+    model = _block("swish", extra_reader="e_bn")
+    assert analyse(model, include="^project$").sites[0].source is None
+    pruned, data = _prune(model)
+    assert _conv(pruned, "expand") == ([HIDDEN, C_IN, 1, 1], 1)
+    assert all(not s["dead_filters"] for s in data["skipped"])
+
+
+def test_runtime_aware_times_the_projection_without_its_gather(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (timed) mode: the expand Conv left out by --include is always trimmed by a
+    G = 1 projection, so that variant is timed as the rewrite writes it, without the gather
+    (and credited nothing more: the expand Conv is not timed). Whatever it then chooses, it
+    validates."""
+    from onnx_gkp.costs import CostTable
+
+    asked: list[tuple] = []
+    times = CostTable.times
+
+    def recording(self: CostTable, geometry: object, variants: list) -> dict:
+        asked.extend(variants)
+        return times(self, geometry, variants)
+
+    monkeypatch.setattr(CostTable, "times", recording)
+    model = _block()
+    pruned, report = onnx_gkp.prune(model, ratio=0.25, include="^project$", latency_runs=0)
+    assert (1, KEPT, False) in asked and (1, KEPT, True) not in asked
+    data = report.to_dict()
+    assert data["validation"]["passed"]
+    feeds = feeds_for(model)
+    assert_close(run(pruned, feeds), run(reference_from_report(model, data), feeds))
+    assert math.isfinite(data["totals"]["conv_macs_after"])
