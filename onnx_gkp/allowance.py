@@ -1,8 +1,9 @@
 """Per-layer error curves, and the per-layer ratios an error allowance buys.
 
 A layer's *curve* is the model's relative output error ``sum ||y' - y||^2 / sum ||y||^2`` with
-that layer alone pruned (``G = 1``, masked, no refit) at each ratio of ``GRID``: measured on
-the fit samples when there are some (``calibrate.output_errors``), else estimated from the
+that layer alone pruned (``G = 1``) at each ratio of ``GRID``: measured on the fit samples when
+there are some (``calibrate.output_errors``; the lesser of the masked layer's error and its
+error refitted alone on other fit samples, as the pass will refit it), else estimated from the
 weights (the pruned share of ``||W[f, c]||^2 E[x_c^2]``, times the error gain read off the
 graph: ``quality.py``, ``propagation.py``). Curves are made non-decreasing.
 
