@@ -1,8 +1,9 @@
 """Per-layer error curves, and the per-layer ratios an error allowance buys.
 
 A layer's *curve* is the model's relative output error ``sum ||y' - y||^2 / sum ||y||^2`` with
-that layer alone pruned (``G = 1``, masked, no refit) at each ratio of ``GRID``: measured on
-the fit samples when there are some (``calibrate.output_errors``), else estimated from the
+that layer alone pruned (``G = 1``) at each ratio of ``GRID``: measured on the fit samples when
+there are some (``calibrate.output_errors``; the lesser of the masked layer's error and its
+error refitted alone on other fit samples, as the pass will refit it), else estimated from the
 weights (the pruned share of ``||W[f, c]||^2 E[x_c^2]``, times the error gain read off the
 graph: ``quality.py``, ``propagation.py``). Curves are made non-decreasing.
 
@@ -22,12 +23,13 @@ import numpy as np
 import onnx
 
 from .analyse import ConvSite
-from .calibrate import output_errors
+from .calibrate import output_errors, refitted_alone
 from .plan import PlanOptions, kept_count, kernel_energy, plan_for_count
 from .quality import relative_error, weighted_energy
 
 GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # ratios a layer may get (at most 3/4 of its inputs)
 CURVE_SAMPLES = 16  # fit samples each point of a measured curve runs
+REFIT_SAMPLES = 128  # other fit samples each layer of a measured curve is refitted on
 LEVELS = 32  # allowances a search chooses among: five or six evaluations
 
 TIE = 0.03  # relative: layer times this close count as equal, and the larger ratio wins
@@ -59,12 +61,22 @@ def estimated_curves(
 
 
 def measured_curves(
-    model: onnx.ModelProto, sites: Sequence[ConvSite], options: PlanOptions, fit: dict[str, np.ndarray], threads: int
+    model: onnx.ModelProto, sites: Sequence[ConvSite], options: PlanOptions, fit: dict[str, np.ndarray], threads: int,
+    refit: bool = True,
 ) -> Curves:
-    """Curves measured on the first ``CURVE_SAMPLES`` fit samples, each layer pruned alone."""
+    """Curves measured on the first ``CURVE_SAMPLES`` fit samples, each layer pruned alone: with
+    ``refit``, each point the lesser of the masked layer's error and the error with the layer
+    refitted (``calibrate.refitted_alone``) on up to ``REFIT_SAMPLES`` other fit samples, as the
+    pass will refit it."""
     flat_sites = [s for s in sites for _ in GRID]
     flat_plans = [p for s in sites for p in _plans(s, options)]
     errors = output_errors(model, flat_sites, flat_plans, fit, threads=threads, samples=CURVE_SAMPLES)
+    count = len(next(iter(fit.values())))
+    if refit and count > 0:
+        rest = {k: v[CURVE_SAMPLES : CURVE_SAMPLES + REFIT_SAMPLES] for k, v in fit.items()} if count > CURVE_SAMPLES else fit
+        pairs = refitted_alone(model, flat_sites, flat_plans, rest, threads=threads)
+        after = output_errors(model, [s for s, _ in pairs], [p for _, p in pairs], fit, threads=threads, samples=CURVE_SAMPLES)
+        errors = [min(a, b) for a, b in zip(errors, after)]
     return {s.node_index: _monotone(errors[i * len(GRID) : (i + 1) * len(GRID)]) for i, s in enumerate(sites)}
 
 

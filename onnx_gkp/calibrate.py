@@ -87,6 +87,39 @@ def output_errors(
     return errors
 
 
+def refitted_alone(
+    model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan], data: dict[str, np.ndarray], *,
+    threads: int = 1, seed: int = 0, positions: int = 64, chunk: int = 32, damping: float = 1e-3,
+) -> list[tuple[ConvSite, LayerPlan]]:
+    """Each site refitted on ``data`` to its plan (``G = 1``) with every other layer whole, as
+    :func:`reconstructed` would refit it first: the kept channels chosen by reconstruction,
+    weights and bias solved. A site's statistics are gathered once for all its plans (``sites``
+    may repeat a site, one plan each); where a solve is not finite, the masked plan stays."""
+    chunk = batch_size(model, chunk)
+    found: list[tuple[ConvSite, LayerPlan]] = []
+    ridges: dict[int, GroupedRidge] = {}
+    for site, plan in zip(sites, plans):
+        kernel = site.weight.shape[2:]
+        if site.node_index not in ridges:
+            node = model.graph.node[site.node_index]
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            ridges[site.node_index] = ridge = GroupedRidge(
+                [range(site.weight.shape[0])], [range(site.weight.shape[1])], site.weight.shape[1], int(np.prod(kernel)))
+            _accumulate(ridge, _session(up_to(model, [node.output[0]]), threads),
+                        _session(up_to(model, [node.input[0]]), threads), attrs, kernel, data, chunk, positions,
+                        seed + 7919 * len(ridges))
+        ridge = ridges[site.node_index]
+        ridge.filter_groups = [np.asarray(g, dtype=np.int64) for g in plan.filter_groups]
+        kept = tuple(tuple(int(c) for c in k) for k in ridge.select(plan.kept_per_group, damping))
+        bias = site.bias if site.bias is not None else np.zeros(site.weight.shape[0], site.weight.dtype)
+        weight, bias = ridge.solve(site.weight, bias, damping)
+        if np.isfinite(weight).all() and np.isfinite(bias).all():
+            found.append((replace(site, weight=weight, bias=bias), replace(plan, kept_channels=kept)))
+        else:
+            found.append((site, plan))
+    return found
+
+
 def reconstructed(
     model: onnx.ModelProto,
     sites: Sequence[ConvSite],
@@ -124,17 +157,7 @@ def reconstructed(
         source = _session(up_to(current, [node.input[0]]), threads)
         kernel = site.weight.shape[2:]
         ridge = GroupedRidge(plan.filter_groups, plan.kept_channels, site.weight.shape[1], int(np.prod(kernel)))
-        for batch_index, batch in enumerate(chunks(data, chunk)):
-            y = run(target, batch)[0]
-            x = run(source, batch)[0]
-            strides, dilations, pads = explicit_pads(
-                x.shape[2:], kernel, attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"),
-                attrs.get("auto_pad", b"NOTSET").decode() if isinstance(attrs.get("auto_pad"), bytes) else "NOTSET",
-            )
-            where = sample_positions(y.shape[2:], positions, seed + 7919 * index + batch_index)
-            rows = patches(x, kernel, strides, dilations, pads, where)
-            wanted = y.reshape(y.shape[0], y.shape[1], -1)[:, :, where].transpose(0, 2, 1).reshape(-1, y.shape[1])
-            ridge.add(rows, wanted)
+        _accumulate(ridge, target, source, attrs, kernel, data, chunk, positions, seed + 7919 * index)
         if select:
             kept = tuple(tuple(int(c) for c in k) for k in ridge.select(plan.kept_per_group, damping))
             plan = replace(plan, kept_channels=kept, pruned_energy=_pruned_energy(site.weight, plan, kept))
@@ -149,6 +172,23 @@ def reconstructed(
             done.append(site)
             chosen.append(replace(instead, declined_refit=declined))
     return list(zip(done, chosen))
+
+
+def _accumulate(ridge: GroupedRidge, target: ort.InferenceSession, source: ort.InferenceSession, attrs: dict,
+                kernel: tuple, data: dict[str, np.ndarray], chunk: int, positions: int, seed: int) -> None:
+    """Add to ``ridge`` the layer's input patches (from ``source``) and its original outputs
+    (from ``target``) at ``positions`` sampled output positions of every sample of ``data``."""
+    for batch_index, batch in enumerate(chunks(data, chunk)):
+        y = run(target, batch)[0]
+        x = run(source, batch)[0]
+        strides, dilations, pads = explicit_pads(
+            x.shape[2:], kernel, attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"),
+            attrs.get("auto_pad", b"NOTSET").decode() if isinstance(attrs.get("auto_pad"), bytes) else "NOTSET",
+        )
+        where = sample_positions(y.shape[2:], positions, seed + batch_index)
+        rows = patches(x, kernel, strides, dilations, pads, where)
+        wanted = y.reshape(y.shape[0], y.shape[1], -1)[:, :, where].transpose(0, 2, 1).reshape(-1, y.shape[1])
+        ridge.add(rows, wanted)
 
 
 def _pruned_energy(weight: np.ndarray, plan: LayerPlan, kept: tuple[tuple[int, ...], ...]) -> float:

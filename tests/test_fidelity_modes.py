@@ -160,3 +160,23 @@ def test_allowances_are_a_ladder_of_the_curves_values_and_buy_the_fastest_ratio_
     times = {1: (5.0, 4.0, 6.0, 3.0, 3.05, 9.0)}  # 0.5 is the fastest; 0.625 ties with it within 3%
     assert ratios_within(curves, 1.0, times) == {1: GRID[4], 2: GRID[-1]}
     assert ratios_within(curves, 0.025, times) == {1: GRID[1], 2: 0.0}
+
+
+def test_measured_curves_count_the_refit_that_will_repair_a_layer() -> None:
+    """The first Conv reads inputs with 3 factors behind its 8 channels: pruned to 3 of them
+    and refitted it is exact, masked it is not. Its curve is the error the pass will leave (the
+    lesser of masked and refitted, the refit fitted on fit samples the error is not measured on),
+    so the allowance does not spare a layer the refit repairs."""
+    from onnx_gkp.allowance import CURVE_SAMPLES, GRID, measured_curves
+    from onnx_gkp.analyse import analyse
+    from onnx_gkp.plan import PlanOptions
+
+    model = make_model(CHAIN, CHAIN_WEIGHTS)
+    sites = analyse(model).sites
+    fit = _calibration(CURVE_SAMPLES + 32)
+    masked = measured_curves(model, sites, PlanOptions(ratio=0.25), fit, threads=1, refit=False)
+    curves = measured_curves(model, sites, PlanOptions(ratio=0.25), fit, threads=1)
+    first = sites[0].node_index
+    assert GRID[4] == 0.625 and masked[first][4] > 0.01  # 3 of 8 channels kept
+    assert curves[first][4] < 1e-3 * masked[first][4]
+    assert all(r <= m for node in curves for r, m in zip(curves[node], masked[node]))
