@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 import onnx
+from onnx import version_converter
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from .errors import GkpError
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # costs.py times layers quantized with quantized() below
     from .costs import CostTable
 
 TYPES = {"u8s8": (QuantType.QUInt8, QuantType.QInt8), "s8s8": (QuantType.QInt8, QuantType.QInt8)}
+PER_CHANNEL_OPSET = 13
 CHOICES = ("int8", *TYPES)  # int8: whichever of TYPES runs the quantized original faster here
 
 
@@ -53,6 +55,7 @@ def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str, p
     """``model`` quantized to QDQ with ``types`` (a key of ``TYPES``), ranges from all of ``data``;
     ``prepare`` runs onnxruntime's pre-processing first (what a user does; seconds per model)."""
     activations, weights = TYPES[types]
+    model, per_channel = _per_channel_opset(model)
     large = serialized_size(model) > PROTOBUF_LIMIT
     with tempfile.TemporaryDirectory(prefix="onnx_gkp_int8_") as folder, _quiet():
         source, prepared, target = (Path(folder) / n for n in ("model.onnx", "prepared.onnx", "int8.onnx"))
@@ -61,7 +64,7 @@ def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str, p
         feeder = Feeder(data, batch_size(model, 32))
         try:
             quantize_static(
-                str(prepared), str(target), feeder, quant_format=QuantFormat.QDQ, per_channel=True,
+                str(prepared), str(target), feeder, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=activations, weight_type=weights, use_external_data_format=large,
             )
         except Exception as error:  # the quantizer raises many unrelated types
@@ -70,6 +73,19 @@ def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str, p
         if feeder.fed != count:  # an internal error: the ranges would not be the samples'
             raise AssertionError(f"the calibrator read {feeder.fed} of {count} samples")
         return onnx.load_model(target)
+
+
+def _per_channel_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """``model`` at opset 13 or later, where DequantizeLinear takes the per-channel ``axis``
+    (the quantizer lifts older models only to 11 and writes an invalid graph), and whether
+    per-channel weights are possible; where the conversion fails, per-tensor ones."""
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), PER_CHANNEL_OPSET)
+    if version >= PER_CHANNEL_OPSET:
+        return model, True
+    try:
+        return version_converter.convert_version(model, PER_CHANNEL_OPSET), True
+    except Exception:  # the converter has no adapter for some op: quantize per tensor as it is
+        return model, False
 
 
 def _prepared(source: Path, target: Path, large: bool) -> Path:

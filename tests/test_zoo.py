@@ -170,3 +170,22 @@ def test_projections_trim_their_depthwise_and_expand_convs(name: str) -> None:
     shapes = {"input": [1, 3, 224, 224]}
     feeds = feeds_for(original, shapes=shapes)
     assert_close(run(pruned, feeds), run(reference_from_report(original, data), feeds), rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_real_model_ships_int8(name: str) -> None:
+    """``--quantize`` on every zoo model: pruned, validated, quantized with onnxruntime's own
+    tools, measured on held-out real inputs against INT8 alone, and the shipped model runs."""
+    pytest.importorskip("PIL", reason="the real inputs need the zoo extra")
+    original = onnx.load(_fetched(name))
+    entry = MODELS[name]
+    inputs = _real_inputs(name)
+    shipped, report = onnx_gkp.prune(original, ratio=0.25, runtime_aware=False, quantize="u8s8",
+                                     calibration={original.graph.input[0].name: inputs},
+                                     test_shapes=entry.test_shapes or None, latency_runs=0)
+    assert report.validation.passed and report.summary().startswith("fidelity of the INT8 model on 8 held-out samples")
+    assert set(report.quantization["fidelity_int8_alone"]) == set(report.fidelity)
+    assert any(n.op_type == "QuantizeLinear" for n in shipped.graph.node)
+    batch = entry.test_shapes.get(original.graph.input[0].name, (1,))[0] if entry.test_shapes else 1
+    outputs = run(shipped, {original.graph.input[0].name: inputs[:batch]})
+    assert all(np.isfinite(o).all() for o in outputs if np.issubdtype(o.dtype, np.floating))
