@@ -14,6 +14,7 @@ The MinMax calibrator keeps one min and max per tensor per batch, so every sampl
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,13 +92,26 @@ def _per_channel_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
 def _prepared(source: Path, target: Path, large: bool) -> Path:
     """onnxruntime's pre-processing (shape inference, graph optimisation), or the model as it is
     where symbolic shape inference, then all of it, fails on a valid graph."""
-    for symbolic in (True, False):
-        try:
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=not symbolic, save_as_external_data=large)
-            return target
-        except Exception:  # an optional step: quantization works without it
-            continue
+    with _inside(target.parent):  # where symbolic shape inference leaves its files when it gives up
+        for symbolic in (True, False):
+            try:
+                quant_pre_process(str(source), str(target), skip_symbolic_shape=not symbolic, save_as_external_data=large)
+                return target
+            except Exception:  # an optional step: quantization works without it
+                continue
     return source
+
+
+@contextmanager
+def _inside(folder: Path) -> Iterator[None]:
+    """The working directory set to ``folder`` for a while: onnxruntime's symbolic shape
+    inference writes ``sym_shape_infer_temp.onnx`` and its data there when it gives up."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @contextmanager
