@@ -1,20 +1,25 @@
 """onnx_gkp: Grouped Kernel Pruning with a flexible group count, directly on ONNX models.
 
 ``prune(model, ratio=0.5, groups="auto")`` returns the pruned ``onnx.ModelProto`` and a
-:class:`Report`; ``validate`` checks a pruned model against its masked reference;
-``save_model`` writes one atomically (external data past protobuf's 2 GiB).
+:class:`Report` whose ``plan`` :func:`apply` turns into the same model again (also from its
+JSON: ``Plan.from_dict``); :class:`Options` holds every option and its default; ``validate``
+checks a pruned model against its masked reference; ``save_model`` writes one atomically
+(external data past protobuf's 2 GiB).
 """
 
 from .api import prune
+from .apply import apply
 from .errors import GkpError, ValidationFailed
 from .load import save_model
+from .model_plan import Plan
+from .options import Options
 from .plan import LayerPlan, PlanOptions, plan_layer
 from .reference import masked_reference
 from .report import Report
 from .validate import Validation, validate
 
 __all__ = [
-    "GkpError", "LayerPlan", "PlanOptions", "Report", "Validation", "ValidationFailed",
-    "masked_reference", "plan_layer", "prune", "save_model", "validate",
+    "GkpError", "LayerPlan", "Options", "Plan", "PlanOptions", "Report", "Validation", "ValidationFailed",
+    "apply", "masked_reference", "plan_layer", "prune", "save_model", "validate",
 ]
 __version__ = "0.1.0"

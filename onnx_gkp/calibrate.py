@@ -14,7 +14,7 @@ for a 3x3 Conv over 512 channels: 170 MB).
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -87,15 +87,27 @@ def output_errors(
     return errors
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How a refit samples and solves: ``positions`` sampled output positions per sample, fed in
+    batches of ``chunk``, ridge ``damping`` relative to the Gram matrix's mean diagonal, and with
+    ``select`` the kept channels chosen anew by reconstruction (:meth:`GroupedRidge.select`)."""
+
+    positions: int = 64
+    chunk: int = 32
+    damping: float = 1e-3
+    select: bool = True
+
+
 def refitted_alone(
     model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan], data: dict[str, np.ndarray], *,
-    threads: int = 1, seed: int = 0, positions: int = 64, chunk: int = 32, damping: float = 1e-3,
+    threads: int = 1, seed: int = 0, fit: Fit = Fit(),
 ) -> list[tuple[ConvSite, LayerPlan]]:
     """Each site refitted on ``data`` to its plan (``G = 1``) with every other layer whole, as
     :func:`reconstructed` would refit it first: the kept channels chosen by reconstruction,
     weights and bias solved. A site's statistics are gathered once for all its plans (``sites``
     may repeat a site, one plan each); where a solve is not finite, the masked plan stays."""
-    chunk = batch_size(model, chunk)
+    fit = replace(fit, chunk=batch_size(model, fit.chunk))
     found: list[tuple[ConvSite, LayerPlan]] = []
     ridges: dict[int, GroupedRidge] = {}
     for site, plan in zip(sites, plans):
@@ -105,14 +117,13 @@ def refitted_alone(
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             ridges[site.node_index] = ridge = GroupedRidge(
                 [range(site.weight.shape[0])], [range(site.weight.shape[1])], site.weight.shape[1], int(np.prod(kernel)))
-            _accumulate(ridge, _session(up_to(model, [node.output[0]]), threads),
-                        _session(up_to(model, [node.input[0]]), threads), attrs, kernel, data, chunk, positions,
-                        seed + 7919 * len(ridges))
+            sessions = _session(up_to(model, [node.output[0]]), threads), _session(up_to(model, [node.input[0]]), threads)
+            _accumulate(ridge, sessions, attrs, kernel, data, fit, seed + 7919 * len(ridges))
         ridge = ridges[site.node_index]
         ridge.filter_groups = [np.asarray(g, dtype=np.int64) for g in plan.filter_groups]
-        kept = tuple(tuple(int(c) for c in k) for k in ridge.select(plan.kept_per_group, damping))
+        kept = tuple(tuple(int(c) for c in k) for k in ridge.select(plan.kept_per_group, fit.damping))
         bias = site.bias if site.bias is not None else np.zeros(site.weight.shape[0], site.weight.dtype)
-        weight, bias = ridge.solve(site.weight, bias, damping)
+        weight, bias = ridge.solve(site.weight, bias, fit.damping)
         if np.isfinite(weight).all() and np.isfinite(bias).all():
             found.append((replace(site, weight=weight, bias=bias), replace(plan, kept_channels=kept)))
         else:
@@ -129,14 +140,11 @@ def reconstructed(
     fallback: Optional[Sequence[LayerPlan]] = None,
     threads: int = 1,
     seed: int = 0,
-    positions: int = 64,
-    chunk: int = 32,
-    damping: float = 1e-3,
-    select: bool = True,
+    fit: Fit = Fit(),
 ) -> list[tuple[ConvSite, LayerPlan]]:
     """``sites`` (in graph order) with kept weights and biases refitted on ``data``, and their plans.
 
-    With ``select`` (the default) each group's kept channels are chosen anew, as the ones whose
+    With ``fit.select`` (the default) each group's kept channels are chosen anew, as the ones whose
     refit reconstructs the layer's output best (:meth:`GroupedRidge.select`), instead of by
     weight energy; the groups of filters, their number and the kept count stay the plan's.
 
@@ -146,7 +154,7 @@ def reconstructed(
     its site and the fallback plan, whose ``declined_refit`` says why; later layers are fitted
     to the network as it then is.
     """
-    chunk = batch_size(model, chunk)
+    fit = replace(fit, chunk=batch_size(model, fit.chunk))
     done: list[ConvSite] = []
     chosen: list[LayerPlan] = []
     for index, (site, plan) in enumerate(zip(sites, plans)):
@@ -157,12 +165,12 @@ def reconstructed(
         source = _session(up_to(current, [node.input[0]]), threads)
         kernel = site.weight.shape[2:]
         ridge = GroupedRidge(plan.filter_groups, plan.kept_channels, site.weight.shape[1], int(np.prod(kernel)))
-        _accumulate(ridge, target, source, attrs, kernel, data, chunk, positions, seed + 7919 * index)
-        if select:
-            kept = tuple(tuple(int(c) for c in k) for k in ridge.select(plan.kept_per_group, damping))
+        _accumulate(ridge, (target, source), attrs, kernel, data, fit, seed + 7919 * index)
+        if fit.select:
+            kept = tuple(tuple(int(c) for c in k) for k in ridge.select(plan.kept_per_group, fit.damping))
             plan = replace(plan, kept_channels=kept, pruned_energy=_pruned_energy(site.weight, plan, kept))
         bias = site.bias if site.bias is not None else np.zeros(site.weight.shape[0], site.weight.dtype)
-        weight, bias = ridge.solve(site.weight, bias, damping)
+        weight, bias = ridge.solve(site.weight, bias, fit.damping)
         instead = plan if fallback is None else fallback[index]
         declined = _declined(ridge, site, instead, weight, bias)
         if declined is None:
@@ -174,18 +182,19 @@ def reconstructed(
     return list(zip(done, chosen))
 
 
-def _accumulate(ridge: GroupedRidge, target: ort.InferenceSession, source: ort.InferenceSession, attrs: dict,
-                kernel: tuple, data: dict[str, np.ndarray], chunk: int, positions: int, seed: int) -> None:
-    """Add to ``ridge`` the layer's input patches (from ``source``) and its original outputs
-    (from ``target``) at ``positions`` sampled output positions of every sample of ``data``."""
-    for batch_index, batch in enumerate(chunks(data, chunk)):
+def _accumulate(ridge: GroupedRidge, sessions: tuple[ort.InferenceSession, ort.InferenceSession], attrs: dict,
+                kernel: tuple, data: dict[str, np.ndarray], fit: Fit, seed: int) -> None:
+    """Add to ``ridge`` the layer's input patches (from the ``source`` session) and its original
+    outputs (from ``target``) at ``fit.positions`` sampled output positions of every sample of ``data``."""
+    target, source = sessions
+    for batch_index, batch in enumerate(chunks(data, fit.chunk)):
         y = run(target, batch)[0]
         x = run(source, batch)[0]
         strides, dilations, pads = explicit_pads(
             x.shape[2:], kernel, attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"),
             attrs.get("auto_pad", b"NOTSET").decode() if isinstance(attrs.get("auto_pad"), bytes) else "NOTSET",
         )
-        where = sample_positions(y.shape[2:], positions, seed + batch_index)
+        where = sample_positions(y.shape[2:], fit.positions, seed + batch_index)
         rows = patches(x, kernel, strides, dilations, pads, where)
         wanted = y.reshape(y.shape[0], y.shape[1], -1)[:, :, where].transpose(0, 2, 1).reshape(-1, y.shape[1])
         ridge.add(rows, wanted)

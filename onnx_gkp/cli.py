@@ -8,6 +8,7 @@ Exit codes: 0 written; 1 validation failed or could not run (nothing written);
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import Optional, Sequence
 
 import onnxruntime as ort
 
-from .api import DEFAULT_KEEP, prune
+from .api import prune
 from .costs import default_cache_path
 from .fidelity import TARGET_METRICS
 from .errors import GkpError
 from .kernels import CRITERIA
 from .load import first_line, save_model, write_atomic
+from .model_plan import Plan
+from .options import DEFAULT_KEEP, Options
 from .paths import check_run_paths
 from .plot import PLOT_SUFFIXES, write_plot
 from .quantize import CHOICES as QUANTIZE
@@ -106,10 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity", type=_pair("--fidelity", str), action="append", default=[], metavar="OUTPUT:METRIC", help=f"the metric --keep reads for an output: {', '.join(TARGET_METRICS)} (default: top1 for [N, C] class scores, cosine otherwise)")
     p.add_argument("--target-macs", type=_number, metavar="F", help="remove the fraction F of the model's Conv MACs, choosing every layer's kept count and G jointly where they cost least quality")
     p.add_argument("--target-latency", type=_number, metavar="F", help="make the pruned model take at most F of the original's onnxruntime time on this machine (layer times measured; checked end to end)")
-    p.add_argument("--groups", type=_groups, default="auto", help="'auto' (flexible, per layer) or one count N for every layer it divides")
-    p.add_argument("--criterion", choices=CRITERIA, default="combined", help="grouped-kernel score (default combined = energy x geometric-median distance)")
-    p.add_argument("--max-groups", type=_integer, default=16, help="largest group count 'auto' considers (default 16)")
-    p.add_argument("--group-cost", type=_number, default=0.05, help="relative error one doubling of G must save to be taken (default 0.05; 0 = quality only)")
+    p.add_argument("--groups", type=_groups, default=Options.groups, help="'auto' (flexible, per layer) or one count N for every layer it divides")
+    p.add_argument("--criterion", choices=CRITERIA, default=Options.criterion, help="grouped-kernel score (default combined = energy x geometric-median distance)")
+    p.add_argument("--max-groups", type=_integer, default=Options.max_groups, help=f"largest group count 'auto' considers (default {Options.max_groups})")
+    p.add_argument("--group-cost", type=_number, default=Options.group_cost, help=f"relative error one doubling of G must save to be taken (default {Options.group_cost}; 0 = quality only)")
     p.add_argument("--no-compensation", action="store_true", help="do not add the pruned kernels' expected contribution to the bias where BN statistics give the input means")
     p.add_argument("--calibration", metavar="FILE|FOLDER", help="real inputs (.npz named like the model's inputs, .npy, or a folder of images): a quarter held out to measure fidelity, the rest refits each pruned layer (a few hundred samples)")
     p.add_argument("--image-size", type=_size, metavar="HxW", help="images from a --calibration folder are resized to this (default: the input's fixed size)")
@@ -120,14 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-value", type=_pair("--input-value", float), action="append", default=[], metavar="NAME=V", help="without --calibration: feed this value to an input in the exactness check (integer or scalar inputs, e.g. a sample rate; default: zeros for integers, noise for floats)")
     p.add_argument("--quantize", choices=QUANTIZE, help="after pruning, quantize with onnxruntime's static QDQ quantization on the --calibration samples: int8 = the activation type measured faster here (u8s8: uint8 activations, int8 weights; s8s8: both int8); fidelity and --keep are measured on the quantized model, and compared with the original quantized alone")
     p.add_argument("--quality-only", action="store_true", help="choose G for accuracy alone; by default each layer's candidates are timed on this machine's onnxruntime and no layer is made slower")
-    p.add_argument("--speed-slack", type=_number, default=0.05, help="how much slower than the fastest candidate a more accurate G may be (default 0.05)")
-    p.add_argument("--threads", type=_integer, default=1, help="onnxruntime threads for timing layers and the validation latency (default 1)")
+    p.add_argument("--speed-slack", type=_number, default=Options.speed_slack, help=f"how much slower than the fastest candidate a more accurate G may be (default {Options.speed_slack})")
+    p.add_argument("--threads", type=_integer, default=Options.threads, help=f"onnxruntime threads for timing layers and the validation latency (default {Options.threads})")
     p.add_argument("--cost-cache", type=Path, metavar="FILE.json", help="measured layer times (default $ONNX_GKP_CACHE or ~/.cache/onnx_gkp/conv_costs.json)")
     p.add_argument("--include", metavar="REGEX", help="prune only Convs whose node name matches")
     p.add_argument("--exclude", metavar="REGEX", help="leave alone Convs whose node name matches")
-    p.add_argument("--min-in-channels", type=_integer, default=4, help="leave alone Convs with fewer input channels (default 4)")
-    p.add_argument("--seed", type=_integer, default=0, help="seed of clustering and validation inputs (default 0)")
+    p.add_argument("--min-in-channels", type=_integer, default=Options.min_in_channels, help=f"leave alone Convs with fewer input channels (default {Options.min_in_channels})")
+    p.add_argument("--seed", type=_integer, default=Options.seed, help=f"seed of clustering and validation inputs (default {Options.seed})")
     p.add_argument("--test-shape", type=_test_shape, action="append", default=[], metavar="NAME:d0,d1,...", help="concrete shape for an input with dynamic dims (repeatable)")
+    p.add_argument("--apply", type=Path, metavar="PLAN.json", help="apply the plan of an earlier run's --report (or a bare plan) to IN instead of planning: the same bytes out, validated; the analysis options come from the plan")
     p.add_argument("--report", type=Path, metavar="FILE.json", help="write the full report as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE.html", help="draw each Conv's MACs before/after, G and kept fraction (.html or .svg)")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime check against the masked reference")
@@ -145,17 +149,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise GkpError("--ratio is the uniform mode; give it or a --target-*, not both")
     if args.plot and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise GkpError(f"--plot writes .html or .svg, not {args.plot.suffix or 'a file without suffix'}")
-    preprocess = Preprocess(size=args.image_size, mean=args.mean, std=args.std, order=args.channel_order, layout=args.layout)
-    model, report = prune(
-        args.input, ratio=args.ratio, keep=args.keep, metrics=dict(args.fidelity), preprocess=preprocess,
-        input_values=dict(args.input_value), groups=args.groups,
-        target_macs=args.target_macs, target_latency=args.target_latency, criterion=args.criterion,
-        max_groups=args.max_groups, group_cost=args.group_cost, include=args.include,
-        exclude=args.exclude, min_in_channels=args.min_in_channels, seed=args.seed,
-        test_shapes=dict(args.test_shape), check=not args.no_validate, progress=not args.quiet,
-        runtime_aware=not args.quality_only, compensate=not args.no_compensation, calibration=args.calibration, speed_slack=args.speed_slack, threads=args.threads,
-        cost_cache=args.cost_cache, quantize=args.quantize,
-    )
+    model, report = prune(args.input, _options(args))
     if not args.quiet:
         print(report.table())
     print(report.summary())
@@ -170,13 +164,38 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def _options(args: argparse.Namespace) -> Options:
+    """The run's options; with ``--apply``, the plan's, and its analysis options."""
+    chosen = dict(
+        metrics=dict(args.fidelity), input_values=dict(args.input_value), groups=args.groups, criterion=args.criterion,
+        max_groups=args.max_groups, group_cost=args.group_cost, seed=args.seed, check=not args.no_validate,
+        progress=not args.quiet, runtime_aware=not args.quality_only, compensate=not args.no_compensation,
+        calibration=args.calibration, speed_slack=args.speed_slack, threads=args.threads, cost_cache=args.cost_cache,
+        preprocess=Preprocess(size=args.image_size, mean=args.mean, std=args.std, order=args.channel_order, layout=args.layout),
+    )
+    if args.apply is None:
+        return Options(ratio=args.ratio, keep=args.keep, target_macs=args.target_macs, target_latency=args.target_latency,
+                       include=args.include, exclude=args.exclude, min_in_channels=args.min_in_channels,
+                       test_shapes=dict(args.test_shape), quantize=args.quantize, **chosen)
+    if args.test_shape or any(v is not None for v in (args.ratio, args.keep, args.target_macs, args.target_latency,
+                                                      args.include, args.exclude, args.quantize)):
+        raise GkpError("--apply applies the plan as it is: give it without --ratio, --keep, --target-*, --include, "
+                       "--exclude, --test-shape or --quantize")
+    try:
+        text = args.apply.read_text()
+        plan = Plan.from_dict(json.loads(text))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise GkpError(f"cannot read the plan {args.apply}: {first_line(error)}") from None
+    return Options.applying(plan, **chosen)
+
+
 def _check_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, outputs that are inputs or each other, exist without --force or
     cannot be written (``paths.py``)."""
     check_run_paths(
         args.input, args.output, force=args.force, external=args.save_external_data, report=args.report,
-        plot=args.plot, calibration=None if args.calibration is None else Path(args.calibration),
-        cost_cache=args.cost_cache or default_cache_path(),
+        plot=args.plot, cost_cache=args.cost_cache or default_cache_path(),
+        inputs=(None if args.calibration is None else Path(args.calibration), args.apply),
     )
 
 

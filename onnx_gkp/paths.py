@@ -71,12 +71,14 @@ def check_run_paths(
     external: bool = False,
     report: Optional[Path] = None,
     plot: Optional[Path] = None,
-    calibration: Optional[Path] = None,
     cost_cache: Optional[Path] = None,
+    inputs: Sequence[Optional[Path]] = (),
 ) -> None:
-    """GkpError, before any work, for a run that would overwrite an input or one of its own files."""
+    """GkpError, before any work, for a run that would overwrite an input or one of its own files;
+    ``inputs`` are the other files it reads (``--calibration``, a folder of images too; ``--apply``)."""
     reads = set(input_files(source))
-    reads |= calibration_files(calibration)
+    for path in inputs:
+        reads |= calibration_files(path)
     written: list[tuple[str, Path]] = [("OUT", output), ("OUT.data", data_path(output))]
     written += [(name, path) for name, path in (("--report", report), ("--plot", plot)) if path is not None]
     if cost_cache is not None:

@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 from .analyse import ConvSite, Skip
 from .fidelity import model_score
+from .model_plan import Plan
 from .plan import LayerPlan
 from .validate import Validation
 
@@ -101,6 +102,7 @@ class Report:
     samples: Optional[dict[str, Any]] = None  # the fit / held-out split of the calibration samples
     search: list[dict[str, float]] = dataclasses.field(default_factory=list)  # --keep: allowances measured
     quantization: Optional[dict[str, Any]] = None  # --quantize: the types, INT8 alone and the fp32 pruned model compared
+    plan: Optional[Plan] = None  # what was applied: ``apply(model, Plan.from_dict(report["plan"]))`` redoes it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +117,7 @@ class Report:
             "search": self.search,
             "quantization": self.quantization,
             "validation": None if self.validation is None else dataclasses.asdict(self.validation),
+            "plan": None if self.plan is None else self.plan.to_dict(),
         }
 
     def to_json(self) -> str:

@@ -153,6 +153,28 @@ def run_in_parts(
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     reads = [_node_reads(node) for node in graph.node]
+    parts = _parts(reads, initializers, feeds, part_bytes)
+    wanted = list(dict.fromkeys([o.name for o in graph.output] + list(extra)))
+    last = {name: number for number, part in enumerate(parts) for index in part for name in reads[index]}  # last reader
+    values = dict(feeds)
+    for number, part in enumerate(parts):
+        made = {o for i in part for o in graph.node[i].output if o}
+        read = set().union(*(reads[i] for i in part)) - made
+        outputs = [n for n in sorted(made) if last.get(n, -1) > number or n in wanted]
+        values.update(_run_part(model, part, read, outputs, values, initializers, stubs))
+        for name in [n for n in values if last.get(n, -1) <= number and n not in wanted]:
+            del values[name]
+    for name in [n for n in wanted if n not in values]:  # an output that no node makes: an initializer
+        if name not in initializers:
+            raise ValidationFailed(f"onnxruntime cannot run the model: no value named {name!r}")
+        tensor = initializers[name]
+        values[name] = stubs[name]() if is_stub(tensor) else onnx.numpy_helper.to_array(tensor)
+    return [values[n] for n in wanted]
+
+
+def _parts(reads: list[set[str]], initializers: dict[str, onnx.TensorProto], feeds: dict[str, np.ndarray],
+           part_bytes: int) -> list[list[int]]:
+    """Runs of consecutive node indices, each reading at most ``part_bytes`` of large initializers."""
     sizes = {name: _nbytes(t) for name, t in initializers.items()}
     parts: list[list[int]] = []
     counted: set[str] = set()
@@ -166,62 +188,49 @@ def run_in_parts(
         parts[-1].append(index)
         counted |= large
         load += weight
-    wanted = list(dict.fromkeys([o.name for o in graph.output] + list(extra)))
-    last = {}  # part index of each name's last reader
-    for number, part in enumerate(parts):
-        for index in part:
-            for name in reads[index]:
-                last[name] = number
-    typed = {o.name: o for o in graph.output}
-    values = dict(feeds)
-    for number, part in enumerate(parts):
-        nodes = [graph.node[i] for i in part]
-        made = {o for node in nodes for o in node.output if o}
-        read = set().union(*(reads[i] for i in part)) - made
-        inputs = sorted(n for n in read if n in values)
-        outputs = [n for n in sorted(made) if last.get(n, -1) > number or n in wanted]
-        cut = onnx.ModelProto(ir_version=model.ir_version)
-        cut.opset_import.extend(model.opset_import)
-        cut.functions.extend(model.functions)
-        cut.graph.name = graph.name
-        cut.graph.node.extend(nodes)
-        names, arrays = [], []
-        for name in sorted(n for n in read if n in initializers and n not in feeds):
-            tensor = initializers[name]
-            if sizes[name] < EXTERNAL_MIN and not is_stub(tensor):
-                cut.graph.initializer.add().CopyFrom(tensor)
-                continue
-            stub = cut.graph.initializer.add(name=name, data_type=tensor.data_type, dims=tensor.dims)
-            stub.data_location = onnx.TensorProto.EXTERNAL
-            stub.external_data.add(key="location", value=STRIPPED)
-            array = stubs[name]() if is_stub(tensor) else onnx.numpy_helper.to_array(tensor)
-            names.append(name)
-            arrays.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
-        for name in inputs:
-            value = values[name]
-            if not isinstance(value, np.ndarray):
-                raise Unsplittable(name)
-            dtype = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
-            cut.graph.input.append(onnx.helper.make_tensor_value_info(name, dtype, value.shape))
-        cut.graph.output.extend(typed[n] if n in typed else onnx.ValueInfoProto(name=n) for n in outputs)
-        options = _options(optimise=False, threads=1)
-        if names:
-            options.add_external_initializers(names, arrays)
-        try:
-            sess = ort.InferenceSession(cut.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception as error:
-            raise ValidationFailed(f"onnxruntime cannot load the model: {ort_message(error)}") from None
-        values.update(zip(outputs, run(sess, {n: values[n] for n in inputs})))
-        del sess, options, arrays  # the arrays outlive the session: onnxruntime may read them in place
-        for name in [n for n in values if last.get(n, -1) <= number and n not in wanted]:
-            del values[name]
-    missing = [n for n in wanted if n not in values]
-    for name in missing:  # an output that no node makes: an initializer
-        if name not in initializers:
-            raise ValidationFailed(f"onnxruntime cannot run the model: no value named {name!r}")
+    return parts
+
+
+def _run_part(model: onnx.ModelProto, part: list[int], read: set[str], outputs: list[str], values: dict[str, object],
+              initializers: dict[str, onnx.TensorProto], stubs: Stubs) -> dict[str, np.ndarray]:
+    """``outputs`` of the nodes ``part`` of ``model``, run alone on ``values``; the large
+    initializers they read are handed to onnxruntime as arrays, made only now."""
+    graph = model.graph
+    cut = onnx.ModelProto(ir_version=model.ir_version)
+    cut.opset_import.extend(model.opset_import)
+    cut.functions.extend(model.functions)
+    cut.graph.name = graph.name
+    cut.graph.node.extend(graph.node[i] for i in part)
+    names, arrays = [], []
+    for name in sorted(n for n in read if n in initializers and n not in values):
         tensor = initializers[name]
-        values[name] = stubs[name]() if is_stub(tensor) else onnx.numpy_helper.to_array(tensor)
-    return [values[n] for n in wanted]
+        if _nbytes(tensor) < EXTERNAL_MIN and not is_stub(tensor):
+            cut.graph.initializer.add().CopyFrom(tensor)
+            continue
+        stub = cut.graph.initializer.add(name=name, data_type=tensor.data_type, dims=tensor.dims)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        stub.external_data.add(key="location", value=STRIPPED)
+        array = stubs[name]() if is_stub(tensor) else onnx.numpy_helper.to_array(tensor)
+        names.append(name)
+        arrays.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
+    inputs = sorted(n for n in read if n in values)
+    for name in inputs:
+        value = values[name]
+        if not isinstance(value, np.ndarray):
+            raise Unsplittable(name)
+        cut.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+    typed = {o.name: o for o in graph.output}
+    cut.graph.output.extend(typed[n] if n in typed else onnx.ValueInfoProto(name=n) for n in outputs)
+    options = _options(optimise=False, threads=1)
+    if names:
+        options.add_external_initializers(names, arrays)
+    try:
+        sess = ort.InferenceSession(cut.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise ValidationFailed(f"onnxruntime cannot load the model: {ort_message(error)}") from None
+    found = dict(zip(outputs, run(sess, {n: values[n] for n in inputs})))
+    del sess, options, arrays  # the arrays outlive the session: onnxruntime may read them in place
+    return found
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:

@@ -69,40 +69,56 @@ def _magnitude(b: np.ndarray) -> float:
     return float(np.max(np.abs(finite))) if finite.size else 0.0
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What the check runs on: ``feeds``, or seeded noise at ``shapes`` (default: the model's);
+    ``real`` says the feeds are real samples (for the record, and timed at the checked batch)."""
+
+    feeds: Optional[dict[str, np.ndarray]] = None
+    shapes: Optional[dict[str, tuple[int, ...]]] = None
+    seed: int = 0
+    real: bool = False
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """What the rewrite made to check with: ``probed`` is the pruned model exposing the probes
+    (where a tensor only exists in permuted order), ``masked_stubs`` fill the masked model's
+    stubs, and with ``part_bytes`` both run a part of at most that many weight bytes at a time."""
+
+    probed: Optional[onnx.ModelProto] = None
+    masked_stubs: Optional[Stubs] = None
+    part_bytes: Optional[int] = None
+
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
 def validate(
     pruned: onnx.ModelProto,
     masked: onnx.ModelProto,
     original: Optional[onnx.ModelProto] = None,
-    shapes: Optional[dict[str, tuple[int, ...]]] = None,
-    seed: int = 0,
-    latency_runs: int = 20,
-    rtol: float = 1e-4,
-    atol: float = 1e-5,
+    *,
+    inputs: Inputs = Inputs(),
     probes: Sequence[str] = (),
+    exposed: Exposed = Exposed(),
+    latency_runs: int = 20,
     threads: int = 1,
-    probed: Optional[onnx.ModelProto] = None,
-    feeds: Optional[dict[str, np.ndarray]] = None,
-    real: bool = False,
-    masked_stubs: Optional[Stubs] = None,
-    part_bytes: Optional[int] = None,
 ) -> Validation:
-    """Check ``pruned`` against ``masked`` on ``feeds`` (default: seeded noise at ``shapes``), and
-    time ``pruned`` against ``original``.
+    """Check ``pruned`` against ``masked`` on ``inputs``, and time ``pruned`` against ``original``.
 
     ``probes`` names inner tensors present in both models (the pruned Convs' outputs keep
     their names) that are compared too: a model whose outputs saturate (a sigmoid map near
-    zero, say) would otherwise hide a wrong layer. ``probed`` is ``pruned`` already exposing
-    them (the rewrite makes it where a tensor only exists in permuted order); by default they
-    are added as outputs here. ``real`` says the feeds are real samples (for the record).
-
-    ``probed`` and ``masked`` may hold stubs (``load.STRIPPED``): ``probed``'s are filled from
-    ``pruned``, ``masked``'s from ``masked_stubs``. With ``part_bytes`` both are run a part of at
-    most that many weight bytes at a time, one after the other, and not timed.
+    zero, say) would otherwise hide a wrong layer. Unless ``exposed.probed`` already exposes
+    them, they are added as outputs here. ``exposed.probed`` and ``masked`` may hold stubs
+    (``load.STRIPPED``): the probed model's are filled from ``pruned``, ``masked``'s from
+    ``exposed.masked_stubs``. With ``exposed.part_bytes`` both are run a part at a time, one
+    after the other, and not timed.
     """
     count = len(pruned.graph.output)
-    if shapes is None:
-        shapes = resolve_input_shapes(pruned)
-    feeds = random_inputs(pruned, shapes, seed) if feeds is None else feeds
+    shapes = resolve_input_shapes(pruned) if inputs.shapes is None else inputs.shapes
+    feeds = random_inputs(pruned, shapes, inputs.seed) if inputs.feeds is None else inputs.feeds
+    probed, masked_stubs, part_bytes, real, rtol, atol = exposed.probed, exposed.masked_stubs, exposed.part_bytes, inputs.real, RTOL, ATOL
     pruned_stubs = {t.name: functools.partial(onnx.numpy_helper.to_array, t) for t in pruned.graph.initializer}
     got, want = _outputs(pruned, probed, pruned_stubs, masked, masked_stubs or {}, probes, feeds, part_bytes)
     # Outputs rounded to half precision differ by an ulp where the summation order changes.

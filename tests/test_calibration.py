@@ -168,7 +168,7 @@ def test_a_refit_that_fits_worse_than_the_masked_weights_is_not_taken() -> None:
     """A refit is kept only if it fits the calibration data at least as well as the masked weights
     with their data-free compensation; an over-damped ridge (weights pulled to zero) does not."""
     from onnx_gkp.analyse import analyse
-    from onnx_gkp.calibrate import reconstructed
+    from onnx_gkp.calibrate import Fit, reconstructed
     from onnx_gkp.plan import PlanOptions, plan_layer
 
     model = _bn_chain()
@@ -178,7 +178,7 @@ def test_a_refit_that_fits_worse_than_the_masked_weights_is_not_taken() -> None:
     kept = reconstructed(model, sites, plans, data)
     assert all(p.declined_refit is None for _, p in kept)
     assert not np.array_equal(kept[0][0].weight, sites[0].weight)
-    damped = reconstructed(model, sites, plans, data, damping=1e9)
+    damped = reconstructed(model, sites, plans, data, fit=Fit(damping=1e9))
     for (site, plan), original in zip(damped, sites):
         assert site.weight is original.weight and plan.declined_refit.startswith(
             "calibration refit not taken: it fits the calibration data worse (relative error "), plan.declined_refit

@@ -42,7 +42,7 @@ def test_prune_writes_model_and_report(chain_path: Path, tmp_path: Path) -> None
     assert chain_path.read_bytes() == before
     onnx.checker.check_model(onnx.load(out), full_check=True)
     data = json.loads(report.read_text())
-    assert set(data) == {"options", "input_shapes", "layers", "skipped", "totals", "timings_s", "validation", "fidelity", "samples", "search", "quantization"}
+    assert set(data) == {"options", "input_shapes", "layers", "skipped", "totals", "timings_s", "validation", "fidelity", "samples", "search", "quantization", "plan"}
     layer = data["layers"][0]
     for key in ("node", "node_index", "weight_shape", "groups", "kept_per_group", "filter_groups",
                 "kept_channels", "macs_before", "macs_after", "params_before", "params_after"):

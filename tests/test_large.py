@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 
 import onnx_gkp
-import onnx_gkp.api
+import onnx_gkp.context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from large_model import build, measure  # noqa: E402
@@ -62,8 +62,8 @@ def test_over_2_gib_validated(tmp_path: Path) -> None:
 def test_validation_in_parts_finds_the_same_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     model = onnx.load(BUNDLED)
     _, whole = onnx_gkp.prune(model, ratio=0.5, progress=False, latency_runs=0)
-    monkeypatch.setattr(onnx_gkp.api, "WHOLE_LIMIT", 0)
-    monkeypatch.setattr(onnx_gkp.api, "PART_BYTES", 4096)  # a part per layer or so
+    monkeypatch.setattr(onnx_gkp.context, "WHOLE_LIMIT", 0)
+    monkeypatch.setattr(onnx_gkp.context, "PART_BYTES", 4096)  # a part per layer or so
     _, parts = onnx_gkp.prune(model, ratio=0.5, progress=False, latency_runs=0)
     assert parts.validation.passed and len(parts.layers) == len(whole.layers) > 10
     assert parts.validation.masked_max_abs_diff == whole.validation.masked_max_abs_diff

@@ -1,0 +1,302 @@
+"""What one run knows once the model is loaded, and the steps every policy repeats on a plan.
+
+A :class:`Context` holds the loaded and analysed model, the options, the calibration split,
+the cost table and the clock. Policies (``search/``) produce plans and measure them through it:
+:meth:`Context.assemble` applies a plan (``apply.py``), checks and reports it, and with
+``check`` validates it against its masked reference; :meth:`Context.fidelity` and
+:meth:`Context.time_ratio` measure it. The model held here lacks the weights of the prunable
+Convs (:func:`~onnx_gkp.load.release`): the sites hold them, and :meth:`Context.full` puts
+them back to run it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Optional
+
+import numpy as np
+import onnx
+
+from .analyse import Analysis, ConvSite, Skip, analyse, count_params
+from .apply import sites_of, rewritten
+from .calibrate import outputs_on, reconstructed
+from .compensation import bias_delta, tap_coverage
+from .costs import CostTable
+from .errors import GkpError, ValidationFailed
+from .fidelity import fidelity
+from .input_stats import ChannelStats
+from .load import ModelLike, check_onnx, digest, load_model, release, restored
+from .model_plan import Plan, PlannedLayer
+from .options import DEFAULT_KEEP, Options
+from .plan import LayerPlan, PlanOptions
+from .quantize import Int8, int8_original
+from .reference import masked_reference, masked_stubs
+from .report import LayerReport, Report, totals
+from .runtime import batch_size, check_supported, median_latency_ms, random_inputs, weight_bytes
+from .samples import Samples, load_samples, split
+from .rewrite import Rewritten
+from .validate import PART_BYTES, WHOLE_LIMIT, Exposed, Inputs, Validation, validate
+
+
+class Stopwatch:
+    """Wall-clock seconds per pipeline stage, for ``--verbose`` and the report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
+@dataclass
+class Context:
+    """One run's model, options, data and tools; ``sites`` are the Convs a plan may prune."""
+
+    options: Options
+    original: onnx.ModelProto  # without the sites' weights
+    arrays: dict[str, np.ndarray]  # the sites' weights, by initializer name
+    analysis: Analysis
+    sites: list[ConvSite]
+    skipped: list[Skip]
+    data: Optional[Samples]
+    mode: str
+    keep: Optional[float]
+    digest: str
+    clock: Stopwatch = field(default_factory=Stopwatch)
+    table: Optional[CostTable] = None
+    int8: Optional[Int8] = None
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, model: ModelLike, options: Options, cache: object) -> "Context":
+        """Load, analyse and split the samples; quantize the original when INT8 ships."""
+        clock = Stopwatch()
+        with clock("load"):
+            full = load_model(model)
+            check_supported(full)
+        with clock("analyse"):
+            analysis = analyse(full, options.include, options.exclude, options.test_shapes, options.min_in_channels)
+            sites, skipped = _apply_plan_limits(analysis, options.plan_options) if options.plan is None else _planned(analysis, options.plan)
+        data = None if options.calibration is None else split(load_samples(options.calibration, full, options.preprocess), options.seed)
+        mode = options.mode(data is not None, {o.name for o in full.graph.output})
+        keep = DEFAULT_KEEP if mode == "keep" and options.keep is None else options.keep
+        options.check_quantize(data is not None)
+        table = CostTable(options.threads, cache) if options.timed or options.quantize == "int8" else None  # type: ignore[arg-type]
+        # The sites hold their weights as arrays: the model need not hold them too (restored to run).
+        arrays = {full.graph.node[s.node_index].input[1]: s.weight for s in sites}
+        context = cls(options, release(full, arrays), arrays, analysis, sites, skipped, data, mode, keep,
+                      digest(full), clock, table)
+        if options.plan is not None and options.plan.model != context.digest:
+            raise GkpError("the plan was made for another model (its digest differs)")
+        context.feeds = context.check_feeds()
+        if options.quantize is not None:
+            with clock("quantize"):
+                context.int8 = int8_original(options.quantize, full, data.fit, context.timing_feeds(), table,  # type: ignore[union-attr, arg-type]
+                                             options.threads, options.latency_runs)
+            if context.costs is not None:
+                context.costs.precision = context.int8.types  # layers are timed as they will run
+        return context
+
+    @property
+    def costs(self) -> Optional[CostTable]:
+        """The cost table when layers are timed to choose (None: nothing is timed)."""
+        return self.table if self.options.timed else None
+
+    @property
+    def plan_options(self) -> PlanOptions:
+        return self.options.plan_options
+
+    @property
+    def fit(self) -> Optional[dict[str, np.ndarray]]:
+        return None if self.data is None else self.data.fit
+
+    @property
+    def fingerprint(self) -> str:
+        """What a decision remembered in the cost table depends on: the model and the options."""
+        if self.costs is None:
+            return ""
+        samples = None if self.data is None else self.data.counts
+        return f"{self.digest} | {self.options.record(self.mode, self.keep, samples)} | {self.options.test_shapes}"
+
+    def full(self) -> onnx.ModelProto:
+        """The original model, weights and all."""
+        return restored(self.original, self.arrays)
+
+    def check_feeds(self) -> dict[str, np.ndarray]:
+        """The exactness check's inputs: held-out samples when there are some (up to 8, or the
+        model's fixed batch size), else seeded noise with ``input_values`` for the inputs it names."""
+        if self.data is not None:
+            return {name: array[: batch_size(self.original, 8)] for name, array in self.data.held.items()}
+        return random_inputs(self.original, self.analysis.input_shapes, self.options.seed, self.options.input_values)
+
+    def timing_feeds(self) -> dict[str, np.ndarray]:
+        """Held-out samples at the batch size the model is checked with."""
+        return {name: array[: self.analysis.input_shapes[name][0]] for name, array in self.data.held.items()}  # type: ignore[union-attr]
+
+    def plan(self, pairs: list[tuple[ConvSite, LayerPlan]], whole: list[ConvSite]) -> Plan:
+        """The plain plan of planned ``pairs`` (refitted sites carry their new weights) and ``whole`` sites."""
+        weights = {s.node_index: s.weight for s in self.sites}
+        layers = tuple(PlannedLayer(s.node_index, p, *((None, None) if s.weight is weights.get(s.node_index) else (s.weight, s.bias)))
+                       for s, p in pairs)
+        o = self.options
+        analysis = {"include": o.include, "exclude": o.exclude, "min_in_channels": o.min_in_channels,
+                    "test_shapes": None if o.test_shapes is None else {k: list(v) for k, v in o.test_shapes.items()}}
+        return Plan(self.digest, layers, tuple(s.node_index for s in whole), analysis)
+
+    def refitted(self, pairs: list[tuple[ConvSite, LayerPlan]]) -> list[tuple[ConvSite, LayerPlan]]:
+        """The planned layers refitted on the fit samples, or with their data-free bias compensation."""
+        compensate = self.options.compensate
+        if self.fit is not None:
+            with self.clock("calibrate"):
+                fallback = [compensated(s, p) for s, p in pairs] if compensate else None  # where a refit is declined
+                return reconstructed(self.full(), [s for s, _ in pairs], [p for _, p in pairs], self.fit, fallback=fallback,
+                                     threads=self.options.threads, seed=self.options.seed)
+        if compensate:
+            with self.clock("plan"):
+                return [(site, compensated(site, plan)) for site, plan in pairs]
+        return pairs
+
+    def assemble(self, plan: Plan, skipped: list[Skip], check: bool, extra: Optional[dict[int, dict]] = None
+                 ) -> tuple[onnx.ModelProto, Report]:
+        """Apply, check, report and (with ``check``) validate one plan; ``extra``: per node index,
+        the budget's record of the choice, for the report."""
+        options = self.options
+        sites = sites_of(plan, self.sites)
+        with self.clock("rewrite"):
+            probes = [self.original.graph.node[s.node_index].output[0] for s, _ in sites] if check else []
+            result = rewritten(self.original, self.analysis, plan, self.sites, probes)
+            skipped = sorted((_trimmed(s, result.dead_filters, result.filters) for s in skipped), key=lambda s: s.node_index)
+        with self.clock("check"):
+            try:
+                check_onnx(result.model, "the pruned model", full=True)
+            except GkpError as error:
+                raise ValidationFailed(f"onnx.checker refuses {error}") from None
+        refit = None if self.fit is None else f"weights and bias refitted on {len(next(iter(self.fit.values())))} calibration samples"
+        layers = [LayerReport.of(s, p, result.dead_filters.get(s.node_index, ()), refit, (extra or {}).get(s.node_index))
+                  for s, p in sites]
+        report = Report(
+            options=options.record(self.mode, self.keep, None if self.data is None else self.data.counts),
+            input_shapes={k: list(v) for k, v in self.analysis.input_shapes.items()}, layers=layers, skipped=skipped,
+            totals=totals(layers, skipped, count_params(self.original), count_params(result.model), result.gathers),
+            timings=self.clock.seconds, plan=plan,
+        )
+        if check:
+            with self.clock("validate"):
+                report.validation = self.validated(result, sites)
+            v = report.validation
+            if not v.passed:
+                raise ValidationFailed(f"the pruned model differs from its masked reference by {v.masked_max_abs_diff:.3g} "
+                                       f"(relative {v.masked_max_rel_diff:.3g})", report)
+        return result.model, report
+
+    def validated(self, result: Rewritten, sites: list[tuple[ConvSite, LayerPlan]]) -> Validation:
+        """The rewrite against its masked reference."""
+        stubs, parts, full = None, None, None
+        if weight_bytes(self.original) <= WHOLE_LIMIT:
+            full = self.full()
+            masked = masked_reference(full, [s for s, _ in sites], [p for _, p in sites])
+        else:  # never a whole copy of the weights: made a part at a time (validate.py)
+            parts = PART_BYTES
+            masked, made = masked_stubs(self.original, [s for s, _ in sites], [p for _, p in sites])
+            stubs = {**{name: functools.partial(np.asarray, a) for name, a in self.arrays.items()}, **made}
+        o = self.options
+        try:
+            return validate(
+                result.model, masked, full, inputs=Inputs(self.feeds, self.analysis.input_shapes, o.seed, self.data is not None),
+                probes=result.probes, exposed=Exposed(result.probed, stubs, parts), latency_runs=o.latency_runs, threads=o.threads,
+            )
+        except ValidationFailed as error:
+            raise ValidationFailed(f"validation failed: {error} (--no-validate writes the model unchecked)") from None
+
+    def fidelity(self, pruned: onnx.ModelProto) -> dict[str, dict]:
+        """Per output, ``pruned`` against the original on the held-out samples."""
+        full = self.full()
+        names = [o.name for o in full.graph.output]
+        want = outputs_on(full, self.data.held, threads=self.options.threads)  # type: ignore[union-attr]
+        got = outputs_on(pruned, self.data.held, threads=self.options.threads)  # type: ignore[union-attr]
+        return fidelity(names, want, got, self.options.metrics)
+
+    def time_ratio(self, pruned: onnx.ModelProto, reference: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int) -> float:
+        """The pruned model's median time over the reference's, side by side; with INT8 the
+        pruned model quantized against the original quantized alone."""
+        if self.int8 is not None:
+            pruned, reference = self.int8.shipped(pruned), self.int8.alone
+        times = median_latency_ms({"reference": reference, "pruned": pruned}, feeds, runs, self.options.threads)
+        return times["pruned"] / times["reference"]
+
+    def shipped(self, pruned: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+        """The pruned model quantized, and how it compares with the pruned fp32 model and with the
+        original quantized alone: fidelity on the held-out samples, latency side by side."""
+        int8 = self.int8
+        shipped = int8.shipped(pruned)  # type: ignore[union-attr]
+        record = {
+            "types": int8.types, "chosen": int8.reason,  # type: ignore[union-attr]
+            "fidelity_int8_alone": self.fidelity(int8.alone),  # type: ignore[union-attr]
+            "fidelity_pruned_fp32": self.fidelity(pruned),
+            "latency_ms": {},
+        }
+        if self.options.check and self.options.latency_runs > 0:
+            models = {"original": self.full(), "int8 alone": int8.alone, "pruned": pruned, "pruned int8": shipped}  # type: ignore[union-attr]
+            record["latency_ms"] = median_latency_ms(models, self.timing_feeds(), self.options.latency_runs, self.options.threads)
+        return shipped, record
+
+
+def compensated(site: ConvSite, plan: LayerPlan) -> LayerPlan:
+    """The plan with its data-free ``bias_delta``, where the site's input means are known.
+
+    Without a known input shape the border correction is left out (every tap counts fully).
+    """
+    if not isinstance(site.input_stats, ChannelStats):
+        return plan
+    kernel = site.weight.shape[2:]
+    if site.geometry is None:
+        coverage = np.ones(kernel)
+    else:
+        attrs = dict(site.geometry.attributes)
+        coverage = tap_coverage(
+            site.geometry.input_shape[2:], kernel, attrs.get("strides"), attrs.get("dilations"),
+            attrs.get("pads"), str(attrs.get("auto_pad", "NOTSET")),
+        )
+    delta = bias_delta(site.weight, plan.keep_mask(site.weight.shape[1]), site.input_stats.mean, coverage)
+    return replace(plan, bias_delta=tuple(float(d) for d in delta))
+
+
+def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], filters: dict[int, int]) -> Skip:
+    """A Conv left whole (or depthwise, on a trimmed chain) whose unread filters the rewrite
+    dropped, with its MACs after."""
+    dead = dead_filters.get(skip.node_index)
+    if not dead:
+        return skip
+    c_out = filters[skip.node_index]
+    after = None if skip.macs is None else skip.macs * (c_out - len(dead)) // c_out
+    return replace(skip, dead_filters=tuple(dead), macs_after=after)
+
+
+def _planned(analysis: Analysis, plan: Plan) -> tuple[list[ConvSite], list[Skip]]:
+    """The sites a plan prunes or leaves whole; the others are left alone, as they were."""
+    named = {layer.node_index for layer in plan.layers} | set(plan.whole)
+    sites = [s for s in analysis.sites if s.node_index in named]
+    alone = [Skip(s.node_index, s.node, "Conv", "left alone by the plan", s.macs) for s in analysis.sites if s.node_index not in named]
+    return sites, sorted(analysis.skipped + alone, key=lambda s: s.node_index)
+
+
+def _apply_plan_limits(analysis: Analysis, options: PlanOptions) -> tuple[list[ConvSite], list[Skip]]:
+    """Move the sites the options cannot plan (G not dividing C_out, nothing to prune) to skips."""
+    sites, skipped = [], list(analysis.skipped)
+    for site in analysis.sites:
+        reason = options.refusal(*site.weight.shape[:2])
+        if reason is None:
+            sites.append(site)
+        else:
+            skipped.append(Skip(site.node_index, site.node, "Conv", reason, site.macs))
+    if options.groups != "auto" and analysis.sites and not sites:
+        raise GkpError(f"--groups {options.groups} divides the output channels of no prunable Conv")
+    return sites, sorted(skipped, key=lambda s: s.node_index)

@@ -1,0 +1,63 @@
+"""Per-layer ratios from an error allowance: fixed and estimated without data, searched against
+the held-out fidelity with it (``--keep``, ``keep.py``), measured on what ships.
+
+Each layer's curve (``allowance.py``) is its error at every ratio of the grid; an allowance gives
+each layer the fastest ratio within it. Without data the curves are estimated and the allowance is
+the conservative ``DATA_FREE_ALLOWANCE``; with data they are measured on the fit samples and the
+allowance is the largest whose refitted model keeps the target on the held-out samples.
+"""
+
+from __future__ import annotations
+
+from ..allowance import estimated_curves, levels, measured_curves, ratios_within
+from ..analyse import Skip, constant_tensors
+from ..context import Context
+from ..fidelity import model_score
+from ..input_stats import StatsReader
+from ..keep import search
+from ..propagation import ErrorGains
+from ..targets import second_moment
+from .uniform import grid_times, plan_sites
+
+DATA_FREE_ALLOWANCE = 0.004  # without data: each layer alone may cost this estimated relative output error
+
+Ratios = dict[int, float]
+
+
+def data_free_ratios(context: Context) -> Ratios:
+    """The ratios the conservative estimated-error allowance admits."""
+    sites, options = context.sites, context.plan_options
+    with context.clock("curves"):
+        full = context.full()
+        consts, _ = constant_tensors(full)
+        gains = ErrorGains(full, consts, StatsReader(full, consts))
+        curves = estimated_curves(sites, options, {s.node_index: gains(s.node_index)[0] for s in sites},
+                                  {s.node_index: second_moment(s) for s in sites})
+        with context.clock("measure"):  # only the layers the allowance lets prune at all
+            times = grid_times([s for s in sites if curves[s.node_index][0] <= DATA_FREE_ALLOWANCE], context.costs)
+    return ratios_within(curves, DATA_FREE_ALLOWANCE, times)
+
+
+def kept_ratios(context: Context, skipped: list[Skip]) -> tuple[Ratios, list[tuple[float, float]]]:
+    """The ratios of the largest allowance measured to keep ``--keep`` on the held-out samples
+    (every layer whole if none does), and every ``(allowance, score)`` measured."""
+    sites, clock = context.sites, context.clock
+    with clock("curves"):
+        curves = measured_curves(context.full(), sites, context.plan_options, context.fit, context.options.threads)  # type: ignore[arg-type]
+    with clock("measure"):
+        times = grid_times(sites, context.costs)
+    tried: dict[tuple, float] = {}
+
+    def score(allowance: float) -> float:
+        ratios = ratios_within(curves, allowance, times)
+        key = tuple(sorted(ratios.items()))
+        if key not in tried:
+            pairs, whole = plan_sites(context, list(skipped), ratios)
+            pruned, _ = context.assemble(context.plan(context.refitted(pairs), whole), list(skipped), check=False)
+            pruned = pruned if context.int8 is None else context.int8.shipped(pruned)
+            tried[key] = model_score(context.fidelity(pruned)) or 0.0
+        return tried[key]
+
+    with clock("search"):
+        found, trail = search(levels(curves), score, context.keep)  # type: ignore[arg-type]
+    return (ratios_within(curves, found, times) if found is not None else {s.node_index: 0.0 for s in sites}), trail

@@ -1,0 +1,103 @@
+"""Plan every layer at a ratio (one for all, or each its own), choosing ``G`` from measured times.
+
+With a cost table each layer's candidate counts are timed at its kept count, and a layer no
+candidate of which is measured faster than its dense Conv is left whole; ``G`` is then chosen
+for quality among the counts within ``--speed-slack`` of the fastest (``plan.plan_layer``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+from tqdm import tqdm
+
+from ..analyse import ConvSite, Skip
+from ..allowance import GRID
+from ..context import Context
+from ..costs import CostTable
+from ..group_count import candidate_counts, none_fast_reason
+from ..plan import LayerPlan, PlanOptions, kept_count, plan_layer
+
+ALLOWANCE_REASON = "left whole: pruning even an eighth of its inputs costs more error than the allowance"
+
+Timing = tuple[Optional[dict[int, float]], Optional[float]]
+Source = Optional[tuple[Optional[ConvSite], float]]
+
+
+def plan_sites(context: Context, skipped: list[Skip], ratios: Optional[dict[int, float]] = None,
+               progress: bool = False) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite]]:
+    """Time and plan every site in graph order, at its own ratio where ``ratios`` gives one; the
+    planned pairs, and the sites left whole (added to ``skipped`` with their reason).
+
+    The Convs outside the sites a site reads as its source (``Analysis.sources``) are always
+    trimmed by a ``G = 1`` reader: its ``G = 1`` is timed without the input gather, and credited
+    nothing more (they are not timed)."""
+    costs, options, clock = context.costs, context.plan_options, context.clock
+    planned: list[tuple[ConvSite, LayerPlan]] = []
+    whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
+    # timed sites a G = 1 reader can trim, and their time; the outside sources, untimed
+    became: dict[int, tuple[Optional[ConvSite], float]] = {s.node_index: (None, 0.0) for s in context.analysis.sources}
+    for site in tqdm(context.sites, desc="planning", unit="Conv", disable=None if progress else True):
+        # Sites come in graph order, so a source's plan is known before its reader's.
+        source = became.get(site.source[0]) if site.source is not None else None
+        own = options if ratios is None else replace(options, ratio=ratios[site.node_index])
+        if own.refusal(*site.weight.shape[:2]) is not None:
+            skipped.append(Skip(site.node_index, site.node, "Conv", ALLOWANCE_REASON, site.macs))
+            whole.append(site)
+            continue
+        with clock("measure"):
+            times = candidate_times(site, own, costs, source)
+        with clock("plan"):
+            plan = plan_layer(site.weight, own, *times)
+        if plan is None:
+            skipped.append(Skip(site.node_index, site.node, "Conv", none_fast_reason(*times), site.macs))
+            whole.append(site)
+            if times[1] is not None:
+                became[site.node_index] = (site, times[1])
+        else:
+            planned.append((site, plan))
+            if plan.groups == 1 and plan.dense_time is not None:
+                became[site.node_index] = (site, plan.times[1])
+    if costs is not None:
+        costs.save()
+    return planned, whole
+
+
+def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTable], source: Source) -> Timing:
+    """Measured seconds of every candidate count at this layer's kept count, and of the dense Conv.
+
+    With a ``source`` (the Conv feeding this one, pruned with ``G = 1`` or left whole, and its
+    measured time), ``G = 1`` needs no input gather and the source stops computing the
+    channels left out (``rewrite._trim``): ``G = 1`` is timed without the gather and credited
+    the source's time in proportion to the filters it drops. (Timing the source again with
+    fewer filters, in isolation, was tried: it credited too little, and the ResNet-50 shape
+    came out at 1.77x instead of 2.15x end to end.) ``(None, None)`` when nothing is
+    measured: a fixed ``--groups``, quality-only runs, or a layer whose input shape is unknown.
+    """
+    if costs is None or site.geometry is None:
+        return None, None
+    c_out, c_in = site.weight.shape[:2]
+    keep = kept_count(c_in, options.ratio)
+    variants = {g: (g, keep, not (source is not None and g == 1)) for g in candidate_counts(c_out, options.max_groups)}
+    measured = costs.times(site.geometry, list(variants.values()))
+    times = {g: measured[v] for g, v in variants.items()}
+    if source is not None:
+        times[1] = max(times[1] - source[1] * (1 - keep / c_in), 0.0)
+    return times, measured[site.geometry.dense]
+
+
+def grid_times(sites: list[ConvSite], costs: Optional[CostTable]) -> dict[int, tuple[float, ...]]:
+    """Each timed layer's measured seconds at ``G = 1`` for every ratio of the allowance grid
+    (without the input gather where a source Conv computes only the kept channels)."""
+    if costs is None:
+        return {}
+    found = {}
+    for site in sites:
+        if site.geometry is not None:
+            variants = [(1, kept_count(site.weight.shape[1], r), site.source is None) for r in GRID]
+            measured = costs.times(site.geometry, variants)
+            found[site.node_index] = tuple(measured[v] for v in variants)
+    if found:
+        costs.save()
+    return found
