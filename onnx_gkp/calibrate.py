@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx
@@ -26,7 +26,7 @@ from .compensation import explicit_pads
 from .plan import LayerPlan, kernel_energy
 from .reconstruct import GroupedRidge, patches, sample_positions
 from .reference import masked_reference
-from .runtime import batch_size, chunks, graph_inputs, run, session, up_to
+from .runtime import batch_size, chunks, run, session, up_to
 
 
 def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:

@@ -21,7 +21,7 @@ from .samples import Calibration, Preprocess
 from .targets import Target
 
 MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only queue: 10000 threads ran for minutes
-DEFAULT_RATIO = 0.25  # PlanOptions' ratio outside the uniform mode (only its refusal of tiny layers reads it)
+DEFAULT_RATIO = PlanOptions.ratio  # outside the uniform mode (only PlanOptions' refusal of tiny layers reads it)
 DEFAULT_KEEP = 0.99  # with real inputs and no target: keep 99% top-1 agreement (or cosine) on held-out ones
 
 
@@ -30,17 +30,17 @@ class Options:
     """What ``prune`` is asked to do; the defaults are the tool's."""
 
     ratio: Optional[float] = None
-    groups: Groups = "auto"
-    criterion: str = "combined"
-    max_groups: int = 16
-    group_cost: float = 0.05
+    groups: Groups = PlanOptions.groups
+    criterion: str = PlanOptions.criterion
+    max_groups: int = PlanOptions.max_groups
+    group_cost: float = PlanOptions.group_cost
     include: Optional[str] = None
     exclude: Optional[str] = None
     min_in_channels: int = 4
     test_shapes: Optional[dict[str, tuple[int, ...]]] = None
-    seed: int = 0
+    seed: int = PlanOptions.seed
     runtime_aware: bool = True
-    speed_slack: float = 0.05
+    speed_slack: float = PlanOptions.speed_slack
     threads: int = 1
     cost_cache: Optional[Path] = None
     compensate: bool = True

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, Optional
 
 import numpy as np
 import onnx
@@ -86,10 +89,65 @@ chain (float[1,8,10,10] x) => (float[1,16,10,10] y) {
 CHAIN_WEIGHTS = {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (16, 32, 3, 3)}
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fetched(name: str) -> Path:
+    """A zoo model (``tools/zoo.py``), or a skip saying why it cannot be had here."""
+    if str(REPO / "tools") not in sys.path:
+        sys.path.insert(0, str(REPO / "tools"))
+    from zoo import fetch
+
+    try:
+        return fetch(name)
+    except (subprocess.CalledProcessError, OSError) as error:  # no registry: nothing to test against
+        pytest.skip(f"{name} could not be fetched: {error}")
+    except ImportError as error:  # the PyTorch exports need the zoo extra
+        pytest.skip(f"{name} needs the zoo extra (pip install -e '.[zoo]'): {error}")
+
+
+def _ort_loads(ir_version: int, opset: int) -> bool:
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", 1, [1])], [onnx.helper.make_tensor_value_info("y", 1, [1])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)], ir_version=ir_version)
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return True
+    except Exception:
+        return False
+
+
+# Versions onnx knows but this onnxruntime cannot load (None: it loads everything onnx knows).
+NEW_OPSET = next((v for v in range(17, onnx.defs.onnx_opset_version() + 1) if not _ort_loads(8, v)), None)
+NEW_IR = onnx.IR_VERSION if not _ort_loads(onnx.IR_VERSION, 17) else None
+
+
+def cli(*args: object, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """The CLI of this checkout (not an installed copy), run from ``cwd``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "onnx_gkp", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def assert_refused(result: subprocess.CompletedProcess, code: int, words: str) -> None:
+    """One ``onnx-gkp: error:`` line naming ``words``, exit ``code``, no traceback."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("onnx-gkp: error:") and words in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _cost_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Layer timings go to a cache of the test session, never the user's (CLI runs inherit it)."""
+def _cost_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Layer timings go to a cache of the test session, never the user's (CLI runs inherit it);
+    the environment is put back afterwards."""
+    before = os.environ.get("ONNX_GKP_CACHE")
     os.environ["ONNX_GKP_CACHE"] = str(tmp_path_factory.mktemp("costs") / "conv_costs.json")
+    yield
+    if before is None:
+        del os.environ["ONNX_GKP_CACHE"]
+    else:
+        os.environ["ONNX_GKP_CACHE"] = before
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 import onnx_gkp
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model
-from test_hostile import cli
+from conftest import cli
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "resnet20_fashion_mnist.onnx"
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from conftest import assert_close, feeds_for, reference_from_report, run
-from test_cli import cli
+from conftest import cli
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "resnet20_fashion_mnist.onnx"
 

@@ -10,20 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from conftest import CHAIN, CHAIN_WEIGHTS, make_model
-
-
-def cli(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "onnx_gkp", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
-
-
-def assert_refused(result: subprocess.CompletedProcess, code: int, words: str) -> None:
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("onnx-gkp: error:") and words in lines[-1], result.stderr
-    assert "Traceback" not in result.stderr
+from conftest import CHAIN, CHAIN_WEIGHTS, assert_refused, cli, make_model
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 
 from conftest import CHAIN, make_model
-from test_hostile import REPO
+from conftest import REPO
 
 RUNS = 4
 

@@ -12,7 +12,7 @@ import pytest
 
 import onnx_gkp
 from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, feeds_for, make_model, run
-from test_hostile import cli
+from conftest import cli
 
 
 def external_chain(folder: Path) -> Path:

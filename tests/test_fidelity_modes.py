@@ -135,7 +135,7 @@ net (float[N,3,12,12] x) => (float[N,16,12,12] y) {
     rng = np.random.default_rng(0)
     for i in range(12):
         image.fromarray(rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)).save(folder / f"{i:02}.png")
-    from test_cli import cli
+    from conftest import cli
 
     result = cli(tmp_path / "in.onnx", tmp_path / "out.onnx", "--calibration", folder, "--mean", "0.5", "--std", "0.25",
                  "--keep", "0.95", "--report", tmp_path / "r.json")

@@ -11,32 +11,19 @@ import json
 import os
 import re
 import stat
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import helper
 
 import onnx_gkp
-from conftest import CHAIN, CHAIN_WEIGHTS, make_model
+from conftest import CHAIN, CHAIN_WEIGHTS, NEW_IR, NEW_OPSET, cli, make_model
 from onnx_gkp import GkpError, ValidationFailed
 from onnx_gkp import cli as cli_module
-
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(*args: object, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """The CLI of this checkout (not an installed copy), run from ``cwd``."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "onnx_gkp", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env=env)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -65,20 +52,6 @@ def stamped(folder: Path, ir_version: int, opset: int) -> Path:
     return path
 
 
-def _ort_loads(ir_version: int, opset: int) -> bool:
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", 1, [1])], [helper.make_tensor_value_info("y", 1, [1])])
-    try:
-        ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                                               ir_version=ir_version).SerializeToString(), providers=["CPUExecutionProvider"])
-        return True
-    except Exception:
-        return False
-
-
-# Versions onnx knows but this onnxruntime cannot load (None: it loads everything onnx knows).
-NEW_OPSET = next((v for v in range(17, onnx.defs.onnx_opset_version() + 1) if not _ort_loads(8, v)), None)
-NEW_IR = onnx.IR_VERSION if not _ort_loads(onnx.IR_VERSION, 17) else None
 
 
 def with_external(folder: Path, location: Optional[str] = None, length: Optional[int] = None, data_type: int = 0) -> Path:

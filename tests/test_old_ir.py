@@ -17,7 +17,7 @@ import pytest
 
 import onnx_gkp
 from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, feeds_for, make_model, reference_from_report, run
-from test_hostile import cli
+from conftest import cli
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 

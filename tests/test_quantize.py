@@ -17,8 +17,7 @@ from onnx_gkp.errors import GkpError
 from onnx_gkp.quantize import quantized
 
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
-from test_cli import assert_refused, cli
-from test_zoo import _fetched
+from conftest import assert_refused, cli, fetched
 
 
 def _input_scale(model: onnx.ModelProto, name: str = "x") -> float:
@@ -73,7 +72,7 @@ def test_a_real_model_ships_int8_and_keeps_its_digits() -> None:
     pytest.importorskip("PIL", reason="the digits need the zoo extra")
     import real_data
 
-    original = onnx.load(_fetched("mnist"))
+    original = onnx.load(fetched("mnist"))
     digits = real_data.shuffled_mnist()[0][:256]
     pruned, report = onnx_gkp.prune(original, ratio=0.25, quantize="u8s8", calibration={"input": digits}, latency_runs=0)
     q = report.quantization

@@ -18,7 +18,7 @@ import pytest
 import onnx_gkp
 from conftest import assert_close, make_model, reference_from_report, run
 from onnx_gkp.analyse import count_params
-from test_hostile import cli
+from conftest import cli
 
 HEAD = """
 <ir_version: 8, opset_import: ["" : 17]>

@@ -22,7 +22,7 @@ from onnx_gkp.quality import relative_error, relative_errors, weighted_energy
 from onnx_gkp.targets import keep_grid
 
 from conftest import assert_close, feeds_for, reference_from_report, run
-from test_cli import cli
+from conftest import cli
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "resnet20_fashion_mnist.onnx"
 

@@ -14,7 +14,7 @@ import onnx_gkp
 from conftest import reference_from_report, run
 from onnx_gkp.analyse import resolve_input_shapes
 from onnx_gkp.runtime import random_inputs
-from test_hostile import NEW_OPSET, cli
+from conftest import NEW_OPSET, cli
 
 ORT_OPSET = (NEW_OPSET or onnx.defs.onnx_opset_version() + 1) - 1  # the newest this onnxruntime loads
 

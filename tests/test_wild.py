@@ -25,7 +25,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from conftest import make_model, reference_from_report, run
-from test_hostile import cli
+from conftest import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from zoo import GRAPHS, fetch_graph  # noqa: E402

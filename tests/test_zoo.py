@@ -8,7 +8,6 @@ itself and checked again here against the masked reference rebuilt from the JSON
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,25 +19,16 @@ import pytest
 import onnx_gkp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from zoo import MODELS, fetch  # noqa: E402
+from zoo import MODELS  # noqa: E402
 
-from conftest import assert_close, feeds_for, reference_from_report, run  # noqa: E402
-
-
-def _fetched(name: str) -> Path:
-    try:
-        return fetch(name)
-    except (subprocess.CalledProcessError, OSError) as error:  # no registry: nothing to test against
-        pytest.skip(f"{name} could not be fetched: {error}")
-    except ImportError as error:  # the PyTorch exports need the zoo extra
-        pytest.skip(f"{name} needs the zoo extra (pip install -e '.[zoo]'): {error}")
+from conftest import assert_close, feeds_for, fetched, reference_from_report, run  # noqa: E402
 
 
 @pytest.mark.parametrize("runtime_aware", [True, False], ids=["default", "quality-only"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_real_model_prunes_and_validates(name: str, runtime_aware: bool) -> None:
     entry = MODELS[name]
-    original = onnx.load(_fetched(name))
+    original = onnx.load(fetched(name))
     pruned, report = onnx_gkp.prune(
         original, ratio=0.25, test_shapes=entry.test_shapes or None, latency_runs=5, runtime_aware=runtime_aware
     )
@@ -61,12 +51,12 @@ def test_exports_predict_what_their_weights_learned() -> None:
     import real_data
 
     images, labels = real_data.mnist_5k()
-    mnist = ort.InferenceSession(str(_fetched("mnist")))
+    mnist = ort.InferenceSession(str(fetched("mnist")))
     assert np.mean(mnist.run(None, {"input": images})[0].argmax(1) == labels) > 0.99
     crops = real_data.imagenet_crops()
     centre = crops[:: len(crops) // len(real_data.PHOTOS)]  # the full-scale crop of each photo
     for name in ("mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"):
-        logits = ort.InferenceSession(str(_fetched(name))).run(None, {"input": centre})[0]
+        logits = ort.InferenceSession(str(fetched(name))).run(None, {"input": centre})[0]
         photo = dict(zip(real_data.PHOTOS, logits.argmax(1)))
         assert photo["chelsea.png"] in range(281, 286), "ImageNet 281-285 are the domestic cats"
         assert photo["coffee.png"] == 967, "ImageNet 967 is espresso"
@@ -88,7 +78,7 @@ def _real_inputs(name: str) -> np.ndarray:
 @pytest.mark.parametrize("name", list(MODELS))
 def test_real_model_prints_its_held_out_fidelity(name: str) -> None:
     pytest.importorskip("PIL", reason="the real inputs need the zoo extra")
-    original = onnx.load(_fetched(name))
+    original = onnx.load(fetched(name))
     entry = MODELS[name]
     data = {original.graph.input[0].name: _real_inputs(name)}
     _, report = onnx_gkp.prune(original, ratio=0.25, runtime_aware=False, calibration=data,
@@ -116,7 +106,7 @@ def test_random_include_subsets_prune_and_validate(name: str) -> None:
     expand Convs out crashed in ``rewrite._trim``). Seeded random subsets of every size, so
     chains of pruned, excluded and depthwise Convs meet in every arrangement the model has."""
     entry = MODELS[name]
-    original = onnx.load(_fetched(name))
+    original = onnx.load(fetched(name))
     convs = _dense_convs(original)
     rng = np.random.default_rng(sorted(MODELS).index(name))
     shapes = {k: list(v) for k, v in entry.test_shapes.items()}
@@ -136,7 +126,7 @@ def test_random_include_subsets_prune_and_validate(name: str) -> None:
 @pytest.mark.parametrize("name", ["mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"])
 def test_projections_without_their_expand_convs(name: str) -> None:
     """Issue 17's command: the projections and block 1's, at G = 1, the expand Convs left out."""
-    original = onnx.load(_fetched(name))
+    original = onnx.load(fetched(name))
     pruned, report = onnx_gkp.prune(original, ratio=0.25, groups=1, include=r"(conv\.2/Conv$)|(features\.1/conv/conv\.1/Conv$)",
                                     test_shapes={"input": (1, 3, 224, 224)}, latency_runs=0)
     data = report.to_dict()
@@ -151,7 +141,7 @@ def test_projections_trim_their_depthwise_and_expand_convs(name: str) -> None:
     """Issue 17, trimming: ``--groups 1 --include 'conv\\.2/Conv$' --ratio 0.25``. Each pruned
     projection stops its block's depthwise Conv and expand Conv (both left out of the sites)
     computing the hidden channels it no longer reads; the model equals its masked reference."""
-    original = onnx.load(_fetched(name))
+    original = onnx.load(fetched(name))
     pruned, report = onnx_gkp.prune(original, ratio=0.25, groups=1, include=r"conv\.2/Conv$",
                                     test_shapes={"input": (1, 3, 224, 224)}, latency_runs=0)
     data = report.to_dict()
@@ -179,7 +169,7 @@ def test_real_model_ships_int8(name: str, tmp_path: Path, monkeypatch: pytest.Mo
     nothing is left in the working directory (YOLOv8n's symbolic shape inference gives up there)."""
     pytest.importorskip("PIL", reason="the real inputs need the zoo extra")
     monkeypatch.chdir(tmp_path)
-    original = onnx.load(_fetched(name))
+    original = onnx.load(fetched(name))
     entry = MODELS[name]
     inputs = _real_inputs(name)
     shipped, report = onnx_gkp.prune(original, ratio=0.25, runtime_aware=False, quantize="u8s8",

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+import numpy as np
+import onnx
 from tqdm import tqdm
 
 from ..analyse import ConvSite, Skip, constant_tensors
@@ -25,6 +27,7 @@ from ..input_stats import StatsReader
 from ..plan import LayerPlan, kept_count, kernel_energy, plan_for_count
 from ..propagation import ErrorGains
 from ..quality import relative_error, weighted_energy
+from ..report import Report
 from ..runtime import random_inputs
 from ..targets import MAX_LAYER_RATIO, Target, alternatives, layer_options, second_moment
 
@@ -62,10 +65,10 @@ class Budget:
     def unit(self) -> str:
         return "seconds" if self.target.kind == "latency" else "MACs"
 
-    def realise(self, budget: float) -> Choice:
-        """The allocation within ``budget``, each chosen option planned in full."""
+    def realise(self, limit: float) -> Choice:
+        """The allocation within ``limit`` (MACs or seconds), each chosen option planned in full."""
         try:
-            chosen = allocate(self.tables, budget)
+            chosen = allocate(self.tables, limit)
         except Infeasible as error:
             raise GkpError(f"the target cannot be met: {error} {self.unit}; no layer loses more than "
                            f"{MAX_LAYER_RATIO:.0%} of its input channels") from None
@@ -133,7 +136,7 @@ def _budget(context: Context, target: Target, sites: list[ConvSite], progress: b
     return Budget(context, target, sites, tables, paths)
 
 
-def _assembled(budget: Budget, choice: Choice, skipped: list[Skip]):  # type: ignore[no-untyped-def]
+def _assembled(budget: Budget, choice: Choice, skipped: list[Skip]) -> tuple[onnx.ModelProto, Report]:
     context = budget.context
     return context.assemble(context.plan(choice.pairs, choice.whole), skipped + choice.left, check=False)
 
@@ -191,7 +194,8 @@ def _latency_choice(budget: Budget, skipped: list[Skip]) -> Choice:
     return choice
 
 
-def measured_gains(context: Context, full, sites: list[ConvSite], moments: dict) -> dict[int, tuple[float, str]]:  # type: ignore[no-untyped-def]
+def measured_gains(context: Context, full: onnx.ModelProto, sites: list[ConvSite], moments: dict[int, np.ndarray]
+                   ) -> dict[int, tuple[float, str]]:
     """Error gains measured on calibration inputs: each layer pruned alone (``G = 1``, a quarter
     of its inputs), the model's relative output error over the layer's estimated relative error."""
     options = context.plan_options
