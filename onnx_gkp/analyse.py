@@ -24,19 +24,10 @@ from .costs import ConvGeometry, geometry_of
 from .errors import GkpError, ValidationFailed
 from .input_stats import ChannelStats, Found, StatsReader
 from .load import first_line, skeleton
+from .ops import is_depthwise, rule
 from .runtime import graph_inputs, random_inputs, run, session, with_outputs
 
 CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
-# Nodes whose output channel c depends on input channel c alone (given constant parameters):
-# permutations pass through them, and unread channels can be dropped through them.
-UNARY = {
-    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
-    "Softplus", "Softsign", "Gelu", "Mish", "Erf", "Clip", "Identity", "Neg", "Abs", "Exp", "Sqrt",
-    "Reciprocal", "Floor", "Ceil", "Round", "Cast",
-}
-BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "PRelu"}
-SPATIAL = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"}
-CHANNELWISE = UNARY | BINARY | SPATIAL | {"BatchNormalization", "Conv"}  # Conv: depthwise only
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
 
@@ -382,7 +373,7 @@ def _with_sources(
                 tensor, readers = nodes[swish].input[0], 2
                 continue
             variables = [n for n in node.input[1:] if n and n not in consts]
-            if node.op_type not in CHANNELWISE or variables:
+            if rule(node.op_type).channels is None or variables:
                 break
             if node.op_type == "Conv" and not _depthwise(node, consts):
                 break  # it mixes channels: a grouped Conv, or one with a channel multiplier
@@ -402,7 +393,7 @@ def _swish(node: onnx.NodeProto, producer: dict[str, int], nodes: Sequence[onnx.
         if index is None or uses[gate] != 1:
             continue
         sigmoid = nodes[index]
-        if (sigmoid.op_type in ("Sigmoid", "HardSigmoid") and sigmoid.domain in ("", "ai.onnx")
+        if (rule(sigmoid.op_type).gate is not None and sigmoid.domain in ("", "ai.onnx")
                 and list(sigmoid.input) == [other] and len(sigmoid.output) == 1):
             return index
     return None
@@ -431,11 +422,10 @@ def _outside_site(index: int, node: onnx.NodeProto, consts: dict, macs: Optional
 
 
 def _depthwise(node: onnx.NodeProto, consts: dict) -> bool:
-    """A Conv whose output channel ``c`` reads input channel ``c`` alone: one filter per group,
-    one input channel per filter (a channel multiplier would make ``C_out > C_in``)."""
+    """A Conv with a constant weight whose output channel ``c`` reads input channel ``c`` alone."""
     weight = consts.get(node.input[1]) if len(node.input) > 1 else None
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    return weight is not None and weight.ndim > 2 and weight.shape[0] == group and weight.shape[1] == 1
+    return weight is not None and is_depthwise(weight.shape, group)
 
 
 def _plain(value: object) -> object:

@@ -33,8 +33,9 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
-from .analyse import BINARY, SPATIAL, UNARY, ConvSite
+from .analyse import ConvSite
 from .load import EXTERNAL_MIN, STRIPPED
+from .ops import ChannelNode, Changes, channel_params
 from .plan import LayerPlan
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
@@ -143,66 +144,11 @@ def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
     return _constant(node.inputs[0]) if node.op == "Identity" and node.inputs else None
 
 
-def _take_constant(values: np.ndarray, index: np.ndarray, channels: int, rank: int) -> Optional[np.ndarray]:
-    """A constant broadcast against a ``[N, channels, ...]`` tensor, with its channels taken by ``index``.
-
-    Unchanged if it does not vary over channels; None if it does not broadcast per channel.
-    """
-    if values.ndim > rank:
-        return None
-    axis = values.ndim - (rank - 1)  # where the channel axis lands after right-alignment
-    if axis < 0 or values.shape[axis] == 1:
-        return values
-    if values.shape[axis] != channels:
-        return None
-    return np.take(values, index, axis=axis)
-
-
-Changes = tuple[list[tuple[int, np.ndarray]], dict[str, int]]
-
-
 def _channel_params(node: gs.Node, variables: set[int], index: np.ndarray, channels: int, rank: int) -> Optional[Changes]:
-    """How ``node`` is rewritten to act on channels ``index`` of its ``variables`` inputs.
-
-    Works for channel-wise nodes only (each output channel depends on the same input channel
-    alone): the new parameter inputs and attributes, or None if ``node`` mixes channels, has
-    run-time parameters, or more than one output.
-    """
-    op = node.op
-    if len(node.outputs) != 1 or 0 not in variables:
-        return None
-    if op in SPATIAL:
-        return ([], {}) if variables == {0} else None
-    if op == "BatchNormalization":
-        params = [_constant(t) for t in node.inputs[1:]]
-        if variables != {0} or any(p is None or p.shape != (channels,) for p in params):
-            return None
-        return [(i + 1, p[index]) for i, p in enumerate(params)], {}
-    if op == "Conv":
-        weight = _constant(node.inputs[1])
-        depthwise = weight is not None and node.attrs.get("group", 1) == channels == weight.shape[0] and weight.shape[1] == 1
-        if not depthwise or variables != {0}:
-            return None
-        changes = [(1, weight[index])]
-        if len(node.inputs) > 2 and node.inputs[2].name:
-            bias = _constant(node.inputs[2])
-            if bias is None:
-                return None
-            changes.append((2, bias[index]))
-        return changes, {"group": int(index.size)}
-    if op not in UNARY | BINARY:
-        return None
-    changes = []
-    for i, tensor in enumerate(node.inputs):
-        if i in variables or (op in UNARY and i > 0):  # Clip's scalar bounds and the like
-            continue
-        values = _constant(tensor)
-        taken = None if values is None else _take_constant(values, index, channels, rank)
-        if taken is None:
-            return None
-        if taken is not values:
-            changes.append((i, taken))
-    return changes, {}
+    """:func:`ops.channel_params` of a graphsurgeon node."""
+    view = ChannelNode(node.op, len(node.outputs), node.attrs.get("group", 1), tuple(bool(t.name) for t in node.inputs),
+                       lambda i: _constant(node.inputs[i]))
+    return channel_params(view, variables, index, channels, rank)
 
 
 def _apply(node: gs.Node, changes: Changes, tag: str = "param") -> None:
