@@ -9,12 +9,13 @@ validation runs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -144,6 +145,18 @@ def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dic
     Fixed means: initializers (not overridable graph inputs), ``Constant`` outputs, and
     ``Identity`` of those (exporters deduplicate parameters that way).
     """
+    found, copies = _constant_protos(model)
+    return {name: _array(t) for name, t in found.items()}, copies
+
+
+def constant_lookup(model: onnx.ModelProto) -> Callable[[str], Optional[np.ndarray]]:
+    """The values of a tensor fixed in the file (as :func:`constant_tensors`), or None: read on
+    demand, so the weights nobody asks for are never converted."""
+    found, _ = _constant_protos(model)
+    return functools.lru_cache(maxsize=None)(lambda name: _array(found[name]) if name in found else None)
+
+
+def _constant_protos(model: onnx.ModelProto) -> tuple[dict[str, onnx.TensorProto], dict[str, str]]:
     overridable = {i.name for i in model.graph.input}
     found = {t.name: t for t in model.graph.initializer if t.name not in overridable}
     copies: dict[str, str] = {}
@@ -155,7 +168,7 @@ def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dic
         elif node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input[0] in found:
             found[node.output[0]] = found[node.input[0]]
             copies[node.output[0]] = node.input[0]
-    return {name: _array(t) for name, t in found.items()}, copies
+    return found, copies
 
 
 def _array(tensor: onnx.TensorProto) -> np.ndarray:

@@ -37,6 +37,7 @@ from .analyse import ConvSite
 from .load import EXTERNAL_MIN, STRIPPED
 from .ops import ChannelNode, Changes, channel_params
 from .plan import LayerPlan
+from .trims import Trim, decide_trims
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
 
@@ -201,60 +202,45 @@ def _fold(graph: gs.Graph, carried: dict[str, _Permuted]) -> None:
 
 
 def _trim(
-    nodes: list[gs.Node],
-    sites: Sequence[ConvSite],
-    plans: Sequence[LayerPlan],
-    gathers: dict[int, gs.Node],
-    whole: Sequence[ConvSite],
-) -> tuple[dict[int, np.ndarray], dict[int, int]]:
-    """Stop computing channels nobody reads: fold input gathers back into the Conv that made them.
+    nodes: list[gs.Node], sites: Sequence[ConvSite], trims: dict[int, Trim], gathers: dict[int, gs.Node],
+    convs: dict[int, ConvSite],
+) -> None:
+    """Stop computing channels nobody reads, as ``trims`` decided (:func:`trims.decide_trims`):
+    fold each trimmed source's reader's input gather back into the source and its chain."""
+    for site in sites:
+        if site.source is not None and site.source[0] in trims:
+            index = np.asarray(trims[site.source[0]].kept, dtype=np.int64)
+            _trim_source(nodes, site, convs[site.source[0]], index, gathers[site.node_index])
 
-    For a site whose ``source`` Conv (reached through single-reader channel-wise nodes and
-    depthwise Convs, see ``analyse``) is pruned with ``G = 1`` or left ``whole`` (which includes
-    the Convs outside the sites that ``analyse`` found as sources), and whose own input gather
-    has distinct indices (its ``G = 1`` too): the source computes exactly the gathered channels,
-    in gather order, the chain's parameters follow (a depthwise Conv keeps those filters and
-    ``group`` shrinks to match), and the gather goes. Returns, per trimmed node index (the
-    source and the chain's depthwise Convs), the filters it still computes and how many it had.
-    """
-    dense = {s.node_index: s for s in whole}
-    dense.update((s.node_index, s) for s, p in zip(sites, plans) if p.groups == 1)
-    trimmed: dict[int, np.ndarray] = {}
-    filters: dict[int, int] = {}
-    for site, plan in zip(sites, plans):
-        if site.source is None or site.source[0] not in dense:
-            continue
-        gather, index = gathers[site.node_index], plan.in_index
-        if np.unique(index).size != index.size:
-            continue
-        producer, chain = nodes[site.source[0]], [nodes[i] for i in site.source[1]]
-        source = dense[site.source[0]]
-        # The weight as rewritten so far (regrouped, or its input axis permuted by _fold); a
-        # weight the graph computes from a Constant node or Identity is still the original.
-        weight = _constant(producer.inputs[1])
-        weight = source.weight if weight is None else weight
-        # The tensors the chain carries: a swish Mul reads two of them, Clip's bounds are none.
-        carried = {id(n.outputs[0]) for n in [producer] + chain}
-        changes = [_channel_params(n, {i for i, t in enumerate(n.inputs) if id(t) in carried}, index, weight.shape[0],
-                                   site.weight.ndim) for n in chain]
-        if any(c is None for c in changes):
-            continue
-        has_bias = len(producer.inputs) > 2 and producer.inputs[2].name
-        bias = _constant(producer.inputs[2]) if has_bias else None
-        bias = source.bias if has_bias and bias is None else bias
-        _apply(producer, ([(1, weight[index])] + ([] if bias is None else [(2, bias[index])]), {}), "trim")
-        for node, change in zip(chain, changes):
-            _apply(node, change, "trim")
-        for node in [producer] + chain:
-            out = node.outputs[0]
-            if out.shape is not None and len(out.shape) > 1:
-                out.shape = [out.shape[0], int(index.size), *out.shape[2:]]
-        nodes[site.node_index].inputs[0] = gather.inputs[0]
-        gather.inputs.clear()
-        gather.outputs.clear()
-        for i in [site.source[0]] + [i for i in site.source[1] if nodes[i].op == "Conv"]:
-            trimmed[i], filters[i] = index, int(weight.shape[0])
-    return trimmed, filters
+
+def _trim_source(nodes: list[gs.Node], site: ConvSite, source: ConvSite, index: np.ndarray, gather: gs.Node) -> None:
+    """The source of ``site`` computes channels ``index`` alone, in this order, the chain's
+    parameters follow (a depthwise Conv keeps those filters and ``group`` shrinks to match),
+    and ``site`` reads them without its input gather."""
+    producer, chain = nodes[site.source[0]], [nodes[i] for i in site.source[1]]
+    # The weight as rewritten so far (regrouped, or its input axis permuted by _fold); a
+    # weight the graph computes from a Constant node or Identity is still the original.
+    weight = _constant(producer.inputs[1])
+    weight = source.weight if weight is None else weight
+    # The tensors the chain carries: a swish Mul reads two of them, Clip's bounds are none.
+    carried = {id(n.outputs[0]) for n in [producer] + chain}
+    changes = [_channel_params(n, {i for i, t in enumerate(n.inputs) if id(t) in carried}, index, weight.shape[0],
+                               site.weight.ndim) for n in chain]
+    if any(c is None for c in changes):
+        raise ValueError(f"the trim of {producer.name!r} cannot cross its chain to {site.node!r}: decided for another graph")
+    has_bias = len(producer.inputs) > 2 and producer.inputs[2].name
+    bias = _constant(producer.inputs[2]) if has_bias else None
+    bias = source.bias if has_bias and bias is None else bias
+    _apply(producer, ([(1, weight[index])] + ([] if bias is None else [(2, bias[index])]), {}), "trim")
+    for node, change in zip(chain, changes):
+        _apply(node, change, "trim")
+    for node in [producer] + chain:
+        out = node.outputs[0]
+        if out.shape is not None and len(out.shape) > 1:
+            out.shape = [out.shape[0], int(index.size), *out.shape[2:]]
+    nodes[site.node_index].inputs[0] = gather.inputs[0]
+    gather.inputs.clear()
+    gather.outputs.clear()
 
 
 def _export(graph: gs.Graph, model: onnx.ModelProto, shared: frozenset[str] = frozenset()) -> onnx.ModelProto:
@@ -337,14 +323,18 @@ def rewrite(
     probes: Sequence[str] = (),
     fold: bool = True,
     whole: Sequence[ConvSite] = (),
+    trims: Optional[dict[int, Trim]] = None,
 ) -> Rewritten:
     """The pruned model; with ``probes``, also a copy that outputs those original tensors.
 
-    With ``fold`` (the default) permutations are carried forward (:func:`_fold`) and input
-    gathers folded back into ``group = 1`` Convs, pruned or left ``whole`` (:func:`_trim`); a
-    trimmed Conv's output only exists in part, so it is dropped from ``probes`` (its readers
-    are probed).
+    With ``fold`` (the default) permutations are carried forward (:func:`_fold`). ``trims``
+    (by default :func:`trims.decide_trims` of these sites, plans and the Convs left ``whole``,
+    none without ``fold``) says which sources stop computing filters: their readers' input
+    gathers are folded back into them (:func:`_trim`); a trimmed Conv's output only exists in
+    part, so it is dropped from ``probes`` (its readers are probed).
     """
+    if trims is None:
+        trims = decide_trims(model, sites, plans, whole) if fold else {}
     graph = gs.import_onnx(model)
     nodes = list(graph.nodes)
     for site in whole:  # the model may hold their weights no more (api: release): the sites do
@@ -360,13 +350,10 @@ def rewrite(
         gathers[site.node_index], permuted = _regroup(graph, conv, site, plan, conv.name or f"{output}_conv")
         if permuted is not None:
             carried[output] = permuted
-    trimmed: dict[int, np.ndarray] = {}
-    filters: dict[int, int] = {}
     if fold:
         _fold(graph, carried)
-        trimmed, filters = _trim(nodes, sites, plans, gathers, whole)
-    dead = {i: sorted(set(range(filters[i])) - set(index.tolist())) for i, index in trimmed.items()}
-    partial = {nodes[i].outputs[0].name for i in trimmed}
+    _trim(nodes, sites, trims, gathers, {s.node_index: s for s in [*whole, *sites]})
+    partial = {nodes[i].outputs[0].name for i in trims}
     probed, tensors = None, graph.tensors()
     wanted = [n for n in dict.fromkeys(probes) if n not in partial and n in tensors]
     if wanted:
@@ -382,4 +369,5 @@ def rewrite(
         probed = _export(copy, model, shared)
     pruned = _export(graph, model)
     count = sum(n.op_type == "Gather" and n.name.endswith((IN_GATHER, RESTORE)) for n in pruned.graph.node)
-    return Rewritten(pruned, probed, count, dead, wanted, filters)
+    return Rewritten(pruned, probed, count, {i: t.dead for i, t in trims.items()}, wanted,
+                     {i: t.filters for i, t in trims.items()})
