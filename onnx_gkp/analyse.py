@@ -25,7 +25,7 @@ from .costs import ConvGeometry, geometry_of
 from .errors import GkpError, ValidationFailed
 from .input_stats import ChannelStats, Found, StatsReader
 from .load import first_line, skeleton
-from .ops import is_depthwise, rule
+from .ops import ChannelNode, channel_params, is_depthwise, rule
 from .runtime import graph_inputs, random_inputs, run, session, with_outputs
 
 CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
@@ -355,7 +355,8 @@ def _with_sources(
     pooling), depthwise Convs (channel multiplier 1), and the swish ``Mul(t, Sigmoid(t))`` (or
     HardSigmoid) whose ``t`` is read by those two nodes alone. It ends at the first Conv that
     mixes channels: a site, or a dense Conv left out of the sites whose filters can still be
-    dropped (:func:`_trimmable`), else there is no source.
+    dropped (:func:`_trimmable`), else there is no source; and only if the source's filters can
+    be taken through every node of the chain (:func:`chain_crossable`, the rewrite's rule).
     """
     nodes = model.graph.node
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
@@ -372,9 +373,13 @@ def _with_sources(
             if index in prunable or (index in macs and _trimmable(node, consts, copies, uses)):
                 origin = prunable.get(index) or outside.get(index) or _outside_site(index, node, consts, macs[index])
                 # Channel c of the reader is filter c of the source, unless a constant broadcast
-                # along the chain widened the channels (a Mul of one filter by 16 scales, say).
-                if origin.weight.shape[0] == site.weight.shape[1]:
-                    source = (index, tuple(reversed(chain)))
+                # along the chain widened the channels (a Mul of one filter by 16 scales, say);
+                # and the filters can be taken through every node of the chain (ops.py).
+                candidate = (index, tuple(reversed(chain)))
+                filters = origin.weight.shape[0]
+                if filters == site.weight.shape[1] and chain_crossable(
+                        nodes, candidate, np.arange(filters), filters, site.weight.ndim, consts.get):
+                    source = candidate
                     if index not in prunable:
                         outside[index] = origin
                 break
@@ -394,6 +399,27 @@ def _with_sources(
             tensor = node.input[0]
         found.append(replace(site, source=source))
     return found, sorted(outside.values(), key=lambda s: s.node_index)
+
+
+def chain_crossable(
+    nodes: Sequence[onnx.NodeProto], source: tuple[int, tuple[int, ...]], index: np.ndarray, filters: int, rank: int,
+    constant: Callable[[str], Optional[np.ndarray]],
+) -> bool:
+    """Whether channels ``index`` of a ``source`` Conv of ``filters`` filters (``(producer,
+    chain)`` node indices, :attr:`ConvSite.source`) can be taken through every node of its
+    chain, its tensors of rank ``rank``: :func:`ops.channel_params` of each, its constants read
+    by ``constant``."""
+    producer, chain = source
+    carried = {nodes[i].output[0] for i in (producer, *chain)}
+    for i in chain:
+        node = nodes[i]
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        view = ChannelNode(node.op_type, len(node.output), group, tuple(bool(n) for n in node.input),
+                           lambda k, node=node: constant(node.input[k]))
+        variables = {k for k, name in enumerate(node.input) if name in carried}
+        if channel_params(view, variables, index, filters, rank) is None:
+            return False
+    return True
 
 
 def _swish(node: onnx.NodeProto, producer: dict[str, int], nodes: Sequence[onnx.NodeProto], uses: Counter) -> Optional[int]:

@@ -8,19 +8,18 @@ chain's parameters, and the depthwise Convs' filters, alike), and the gather goe
 others are *dead filters*. This is plain data, known before any rewrite: MACs and params
 follow from it, and ``rewrite`` carries it out (``rewrite(..., trims=...)``). No
 onnx-graphsurgeon here: the chain's nodes are read as ONNX protos, with the one crossing
-rule of ``ops.channel_params``.
+rule of ``ops.channel_params`` (``analyse.chain_crossable``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnx
 
-from .analyse import ConvSite, constant_lookup
-from .ops import ChannelNode, channel_params
+from .analyse import ConvSite, chain_crossable, constant_lookup
 from .plan import LayerPlan
 
 
@@ -59,27 +58,10 @@ def decide_trims(
             continue
         index = plan.in_index
         filters = int(dense[site.source[0]].weight.shape[0])
-        if np.unique(index).size != index.size or not _crossable(nodes, site, index, filters, constant):
+        if np.unique(index).size != index.size or not chain_crossable(
+                nodes, site.source, index, filters, site.weight.ndim, constant):
             continue
         trim = Trim(tuple(int(i) for i in index), filters)
         for i in [site.source[0]] + [i for i in site.source[1] if nodes[i].op_type == "Conv"]:
             trims[i] = trim
     return trims
-
-
-def _crossable(
-    nodes: Sequence[onnx.NodeProto], site: ConvSite, index: np.ndarray, filters: int,
-    constant: Callable[[str], Optional[np.ndarray]],
-) -> bool:
-    """Whether channels ``index`` of the source can be taken through every node of the chain."""
-    producer, chain = site.source
-    carried = {nodes[i].output[0] for i in (producer, *chain)}
-    for i in chain:
-        node = nodes[i]
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        view = ChannelNode(node.op_type, len(node.output), group, tuple(bool(n) for n in node.input),
-                           lambda k, node=node: constant(node.input[k]))
-        variables = {k for k, name in enumerate(node.input) if name in carried}
-        if channel_params(view, variables, index, filters, site.weight.ndim) is None:
-            return False
-    return True

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from onnx_gkp.analyse import Analysis, ConvSite, analyse, constant_lookup
 from onnx_gkp.plan import LayerPlan, PlanOptions, plan_layer
@@ -91,3 +93,23 @@ def test_a_source_pruned_with_two_groups_is_not_trimmed() -> None:
     plans = [plan_layer(s.weight, PlanOptions(ratio=0.5, groups=2)) for s in sites]
     assert any(s.source is not None for s in sites)
     assert decide_trims(model, sites, plans) == {} == rewrite(model, sites, plans).dead_filters
+
+
+def test_a_chain_the_trim_cannot_cross_gives_no_source() -> None:
+    """Analysis and rewrite read one crossing rule: a MaxPool that declares its (empty) Indices
+    output is not crossed by the rewrite, so the Conv before it is no source (it used to be one,
+    credited with a trim that never happened)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), n) for n in ("wa", "wb")]
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="first", pads=[1] * 4),
+             helper.make_node("MaxPool", ["a"], ["p", ""], name="pool", kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["p", "wb"], ["y"], name="second", pads=[1] * 4)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    analysis = analyse(model, include="second")
+    assert [s.source for s in analysis.sites] == [None] and analysis.sources == []
+    without_pool_output = onnx.ModelProto()
+    without_pool_output.CopyFrom(model)
+    del without_pool_output.graph.node[1].output[1:]
+    assert analyse(without_pool_output, include="second").sites[0].source == (0, (1,))
