@@ -39,7 +39,7 @@ class ConvSite:
     ``(producer, chain)`` node indices when its input comes from another prunable Conv (or a
     dense Conv outside the sites, :attr:`Analysis.sources`) through single-reader channel-wise
     nodes and depthwise Convs only (``_with_sources``), so channels it never reads need not be
-    computed at all (``rewrite`` drops them when both end up with ``G = 1``); and the
+    computed at all (``trims.decide_trims`` says which, once the plans are known); and the
     statistics of its input channels read off the graph (``input_stats.py``), or why there are
     none, for data-free compensation."""
 
