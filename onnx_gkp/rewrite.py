@@ -13,6 +13,8 @@ Mul/Add by per-channel constants, depthwise Convs), whose parameters are permute
 the next pruned Conv's input gather (the two index lists composed); into a dense Conv's weight
 (its input axis permuted). The original order is restored only where the channels meet
 something else: a residual Add with a differently ordered tensor, a Concat, a graph output.
+Which channels cross which node is the one rule of ``ops.py``; which source Convs stop
+computing unread filters is decided before, as data (``trims.py``), and carried out here.
 
 Original tensor names are kept wherever a tensor survives in the original order, so consumers
 and graph outputs are untouched. Strides, pads, dilations and auto_pad stay as they were; the
