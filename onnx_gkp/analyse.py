@@ -9,12 +9,13 @@ validation runs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -24,19 +25,10 @@ from .costs import ConvGeometry, geometry_of
 from .errors import GkpError, ValidationFailed
 from .input_stats import ChannelStats, Found, StatsReader
 from .load import first_line, skeleton
+from .ops import ChannelNode, channel_params, is_depthwise, rule
 from .runtime import graph_inputs, random_inputs, run, session, with_outputs
 
 CONV_LIKE = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
-# Nodes whose output channel c depends on input channel c alone (given constant parameters):
-# permutations pass through them, and unread channels can be dropped through them.
-UNARY = {
-    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
-    "Softplus", "Softsign", "Gelu", "Mish", "Erf", "Clip", "Identity", "Neg", "Abs", "Exp", "Sqrt",
-    "Reciprocal", "Floor", "Ceil", "Round", "Cast",
-}
-BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "PRelu"}
-SPATIAL = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"}
-CHANNELWISE = UNARY | BINARY | SPATIAL | {"BatchNormalization", "Conv"}  # Conv: depthwise only
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
 
@@ -47,7 +39,7 @@ class ConvSite:
     ``(producer, chain)`` node indices when its input comes from another prunable Conv (or a
     dense Conv outside the sites, :attr:`Analysis.sources`) through single-reader channel-wise
     nodes and depthwise Convs only (``_with_sources``), so channels it never reads need not be
-    computed at all (``rewrite`` drops them when both end up with ``G = 1``); and the
+    computed at all (``trims.decide_trims`` says which, once the plans are known); and the
     statistics of its input channels read off the graph (``input_stats.py``), or why there are
     none, for data-free compensation."""
 
@@ -153,6 +145,18 @@ def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dic
     Fixed means: initializers (not overridable graph inputs), ``Constant`` outputs, and
     ``Identity`` of those (exporters deduplicate parameters that way).
     """
+    found, copies = _constant_protos(model)
+    return {name: _array(t) for name, t in found.items()}, copies
+
+
+def constant_lookup(model: onnx.ModelProto) -> Callable[[str], Optional[np.ndarray]]:
+    """The values of a tensor fixed in the file (as :func:`constant_tensors`), or None: read on
+    demand, so the weights nobody asks for are never converted."""
+    found, _ = _constant_protos(model)
+    return functools.lru_cache(maxsize=None)(lambda name: _array(found[name]) if name in found else None)
+
+
+def _constant_protos(model: onnx.ModelProto) -> tuple[dict[str, onnx.TensorProto], dict[str, str]]:
     overridable = {i.name for i in model.graph.input}
     found = {t.name: t for t in model.graph.initializer if t.name not in overridable}
     copies: dict[str, str] = {}
@@ -164,7 +168,7 @@ def constant_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dic
         elif node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input[0] in found:
             found[node.output[0]] = found[node.input[0]]
             copies[node.output[0]] = node.input[0]
-    return {name: _array(t) for name, t in found.items()}, copies
+    return found, copies
 
 
 def _array(tensor: onnx.TensorProto) -> np.ndarray:
@@ -351,7 +355,8 @@ def _with_sources(
     pooling), depthwise Convs (channel multiplier 1), and the swish ``Mul(t, Sigmoid(t))`` (or
     HardSigmoid) whose ``t`` is read by those two nodes alone. It ends at the first Conv that
     mixes channels: a site, or a dense Conv left out of the sites whose filters can still be
-    dropped (:func:`_trimmable`), else there is no source.
+    dropped (:func:`_trimmable`), else there is no source; and only if the source's filters can
+    be taken through every node of the chain (:func:`chain_crossable`, the rewrite's rule).
     """
     nodes = model.graph.node
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
@@ -368,9 +373,13 @@ def _with_sources(
             if index in prunable or (index in macs and _trimmable(node, consts, copies, uses)):
                 origin = prunable.get(index) or outside.get(index) or _outside_site(index, node, consts, macs[index])
                 # Channel c of the reader is filter c of the source, unless a constant broadcast
-                # along the chain widened the channels (a Mul of one filter by 16 scales, say).
-                if origin.weight.shape[0] == site.weight.shape[1]:
-                    source = (index, tuple(reversed(chain)))
+                # along the chain widened the channels (a Mul of one filter by 16 scales, say);
+                # and the filters can be taken through every node of the chain (ops.py).
+                candidate = (index, tuple(reversed(chain)))
+                filters = origin.weight.shape[0]
+                if filters == site.weight.shape[1] and chain_crossable(
+                        nodes, candidate, np.arange(filters), filters, site.weight.ndim, consts.get):
+                    source = candidate
                     if index not in prunable:
                         outside[index] = origin
                 break
@@ -382,7 +391,7 @@ def _with_sources(
                 tensor, readers = nodes[swish].input[0], 2
                 continue
             variables = [n for n in node.input[1:] if n and n not in consts]
-            if node.op_type not in CHANNELWISE or variables:
+            if rule(node.op_type).channels is None or variables:
                 break
             if node.op_type == "Conv" and not _depthwise(node, consts):
                 break  # it mixes channels: a grouped Conv, or one with a channel multiplier
@@ -390,6 +399,27 @@ def _with_sources(
             tensor = node.input[0]
         found.append(replace(site, source=source))
     return found, sorted(outside.values(), key=lambda s: s.node_index)
+
+
+def chain_crossable(
+    nodes: Sequence[onnx.NodeProto], source: tuple[int, tuple[int, ...]], index: np.ndarray, filters: int, rank: int,
+    constant: Callable[[str], Optional[np.ndarray]],
+) -> bool:
+    """Whether channels ``index`` of a ``source`` Conv of ``filters`` filters (``(producer,
+    chain)`` node indices, :attr:`ConvSite.source`) can be taken through every node of its
+    chain, its tensors of rank ``rank``: :func:`ops.channel_params` of each, its constants read
+    by ``constant``."""
+    producer, chain = source
+    carried = {nodes[i].output[0] for i in (producer, *chain)}
+    for i in chain:
+        node = nodes[i]
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        view = ChannelNode(node.op_type, len(node.output), group, tuple(bool(n) for n in node.input),
+                           lambda k, node=node: constant(node.input[k]))
+        variables = {k for k, name in enumerate(node.input) if name in carried}
+        if channel_params(view, variables, index, filters, rank) is None:
+            return False
+    return True
 
 
 def _swish(node: onnx.NodeProto, producer: dict[str, int], nodes: Sequence[onnx.NodeProto], uses: Counter) -> Optional[int]:
@@ -402,7 +432,7 @@ def _swish(node: onnx.NodeProto, producer: dict[str, int], nodes: Sequence[onnx.
         if index is None or uses[gate] != 1:
             continue
         sigmoid = nodes[index]
-        if (sigmoid.op_type in ("Sigmoid", "HardSigmoid") and sigmoid.domain in ("", "ai.onnx")
+        if (rule(sigmoid.op_type).gate is not None and sigmoid.domain in ("", "ai.onnx")
                 and list(sigmoid.input) == [other] and len(sigmoid.output) == 1):
             return index
     return None
@@ -431,11 +461,10 @@ def _outside_site(index: int, node: onnx.NodeProto, consts: dict, macs: Optional
 
 
 def _depthwise(node: onnx.NodeProto, consts: dict) -> bool:
-    """A Conv whose output channel ``c`` reads input channel ``c`` alone: one filter per group,
-    one input channel per filter (a channel multiplier would make ``C_out > C_in``)."""
+    """A Conv with a constant weight whose output channel ``c`` reads input channel ``c`` alone."""
     weight = consts.get(node.input[1]) if len(node.input) > 1 else None
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    return weight is not None and weight.ndim > 2 and weight.shape[0] == group and weight.shape[1] == 1
+    return weight is not None and is_depthwise(weight.shape, group)
 
 
 def _plain(value: object) -> object:

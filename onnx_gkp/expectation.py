@@ -50,15 +50,14 @@ class Activation:
 
 
 def activation(name: str, alpha: float = 0.0, beta: float = 0.0, low: float = -np.inf, high: float = np.inf) -> Optional[Activation]:
-    """The activation ``name`` (ONNX spelling, plus ``SiLU``) with its parameters, or None if unknown.
+    """The activation ``name`` (ONNX spelling, as ``ops.OPS`` names it, plus ``SiLU`` and
+    ``HardSigmoidGate`` for the ``x * g(x)`` gates) with its parameters, or None if unknown.
 
     ``alpha``/``beta`` are LeakyRelu's slope and HardSigmoid's ``alpha * y + beta`` (also for
     ``HardSigmoidGate``, ``y * HardSigmoid(y)``);
     ``low``/``high`` are Clip's bounds.
     """
     inf = np.inf
-    if name in ("Identity", "Dropout"):
-        return Activation(name, ((-inf, inf, (0.0, 1.0)),))
     if name == "Relu":
         return Activation(name, ((0.0, inf, (0.0, 1.0)),))
     if name == "LeakyRelu":

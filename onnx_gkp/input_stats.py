@@ -19,9 +19,7 @@ import numpy as np
 import onnx
 
 from .expectation import activation, moments
-
-PASS = {"Identity", "Dropout"}
-MEAN_ONLY = {"AveragePool", "GlobalAveragePool"}
+from .ops import rule
 
 
 @dataclass(frozen=True)
@@ -56,22 +54,23 @@ class StatsReader:
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
             return f"input mean unknown: produced by {node.domain}.{op}"
-        if op == "BatchNormalization":
+        how = rule(op)
+        if how.stats == "batchnorm":
             scale, bias = (self.consts.get(n) for n in node.input[1:3])
             if scale is None or bias is None or len(node.output) > 1 and any(node.output[1:]):
                 return "input mean unknown: BatchNormalization with parameters computed at run time"
             return ChannelStats(bias.astype(np.float64), scale.astype(np.float64) ** 2, op)
-        if op in PASS:
+        if how.stats == "same":
             return self(node.input[0])
-        if op in MEAN_ONLY or op == "Resize":
+        if how.stats in ("mean", "resize"):
             return self._resampled(node)
-        if op == "Add":
+        if how.stats == "sum":
             return self._added(node)
-        if op == "Concat":
+        if how.stats == "concat":
             return self._concatenated(node)
-        if op == "Mul":
+        if how.stats == "gate":
             return self._gated(node)
-        act = activation(op, **self._parameters(node))
+        act = activation(how.activation, **self._parameters(node)) if how.activation else None
         if act is None:
             return f"input mean unknown: produced by {op}"
         return self._activated(op, act, self(node.input[0]))
@@ -103,10 +102,9 @@ class StatsReader:
         source = self(node.input[0])
         if isinstance(source, str):
             return source
-        nearest = node.op_type == "Resize" and all(
-            a.s == b"nearest" for a in node.attribute if a.name == "mode"
-        )
-        if node.op_type == "Resize" and not nearest:
+        resize = rule(node.op_type).stats == "resize"
+        nearest = resize and all(a.s == b"nearest" for a in node.attribute if a.name == "mode")
+        if resize and not nearest:
             return f"input mean unknown: produced by a non-nearest Resize ({source.path})"
         return ChannelStats(source.mean, source.var if nearest else None, f"{source.path} > {node.op_type}")
 
@@ -152,9 +150,8 @@ class StatsReader:
             gate_node = self.producer.get(gate)
             if gate_node is None or not gate_node.input or gate_node.input[0] != x:
                 continue
-            if gate_node.op_type == "Sigmoid":
-                return self._activated("SiLU", activation("SiLU"), self(x))
-            if gate_node.op_type == "HardSigmoid":
-                params = self._parameters(gate_node)
-                return self._activated("HardSwish", activation("HardSigmoidGate", **params), self(x))
+            made = rule(gate_node.op_type).gate
+            if made is not None:
+                name, function = made
+                return self._activated(name, activation(function, **self._parameters(gate_node)), self(x))
         return "input mean unknown: produced by Mul"

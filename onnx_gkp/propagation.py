@@ -10,9 +10,9 @@ things the graph shows change how much of that perturbation the network downstre
   sum, shrinks to the branch's share of the sum's energy (second moments from BN statistics,
   ``input_stats.py``).
 
-The walk follows the single reader of the Conv's output through BN, activations, pooling,
-depthwise and narrowing Convs until it meets an Add (applied, then stop) or anything else
-(stop). The product is the layer's *error gain*; with it, relative errors of different layers
+The walk follows the single reader of the Conv's output through the ops an error crosses
+unchanged (BN, activations, pooling: ``gain="same"`` in ``ops.OPS``), depthwise and narrowing
+Convs until it meets an Add (applied, then stop) or anything else (stop). The product is the layer's *error gain*; with it, relative errors of different layers
 become comparable costs for the budget. Where statistics are missing the Add is not applied
 and the path says so.
 """
@@ -25,12 +25,8 @@ import numpy as np
 import onnx
 
 from .input_stats import ChannelStats, StatsReader
+from .ops import rule
 
-PASS_THROUGH = {
-    "BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Softplus", "Gelu", "Mish", "Elu", "Selu", "PRelu", "Identity", "Dropout", "MaxPool", "AveragePool",
-    "Resize", "Upsample",
-}
 MAX_STEPS = 16
 
 
@@ -63,10 +59,11 @@ class ErrorGains:
                 path.append("graph output" if tensor in self.outputs else f"{len(readers)} readers")
                 break
             node = readers[0]
-            if node.op_type in PASS_THROUGH:
+            crossing = rule(node.op_type).gain
+            if crossing == "same":
                 tensor = node.output[0]
                 continue
-            if node.op_type == "Conv" and node.input[1] in self.consts:
+            if crossing == "narrow" and node.input[1] in self.consts:
                 c_out, c_in_group = self.consts[node.input[1]].shape[:2]
                 groups = next((a.i for a in node.attribute if a.name == "group"), 1)
                 c_in = c_in_group * groups
@@ -75,7 +72,7 @@ class ErrorGains:
                     path.append(f"Conv {c_in}->{c_out}")
                 tensor = node.output[0]
                 continue
-            if node.op_type == "Add" and len(node.input) == 2:
+            if crossing == "branch" and len(node.input) == 2:
                 other = node.input[1] if node.input[0] == tensor else node.input[0]
                 own, rest = _energy(self.stats(tensor)), _energy(self.stats(other))
                 if own is not None and rest is not None and own + rest > 0:

@@ -13,6 +13,8 @@ Mul/Add by per-channel constants, depthwise Convs), whose parameters are permute
 the next pruned Conv's input gather (the two index lists composed); into a dense Conv's weight
 (its input axis permuted). The original order is restored only where the channels meet
 something else: a residual Add with a differently ordered tensor, a Concat, a graph output.
+Which channels cross which node is the one rule of ``ops.py``; which source Convs stop
+computing unread filters is decided before, as data (``trims.py``), and carried out here.
 
 Original tensor names are kept wherever a tensor survives in the original order, so consumers
 and graph outputs are untouched. Strides, pads, dilations and auto_pad stay as they were; the
@@ -33,9 +35,11 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
-from .analyse import BINARY, SPATIAL, UNARY, ConvSite
+from .analyse import ConvSite
 from .load import EXTERNAL_MIN, STRIPPED
+from .ops import ChannelNode, Changes, channel_params
 from .plan import LayerPlan
+from .trims import Trim, decide_trims
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
 
@@ -143,66 +147,11 @@ def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
     return _constant(node.inputs[0]) if node.op == "Identity" and node.inputs else None
 
 
-def _take_constant(values: np.ndarray, index: np.ndarray, channels: int, rank: int) -> Optional[np.ndarray]:
-    """A constant broadcast against a ``[N, channels, ...]`` tensor, with its channels taken by ``index``.
-
-    Unchanged if it does not vary over channels; None if it does not broadcast per channel.
-    """
-    if values.ndim > rank:
-        return None
-    axis = values.ndim - (rank - 1)  # where the channel axis lands after right-alignment
-    if axis < 0 or values.shape[axis] == 1:
-        return values
-    if values.shape[axis] != channels:
-        return None
-    return np.take(values, index, axis=axis)
-
-
-Changes = tuple[list[tuple[int, np.ndarray]], dict[str, int]]
-
-
 def _channel_params(node: gs.Node, variables: set[int], index: np.ndarray, channels: int, rank: int) -> Optional[Changes]:
-    """How ``node`` is rewritten to act on channels ``index`` of its ``variables`` inputs.
-
-    Works for channel-wise nodes only (each output channel depends on the same input channel
-    alone): the new parameter inputs and attributes, or None if ``node`` mixes channels, has
-    run-time parameters, or more than one output.
-    """
-    op = node.op
-    if len(node.outputs) != 1 or 0 not in variables:
-        return None
-    if op in SPATIAL:
-        return ([], {}) if variables == {0} else None
-    if op == "BatchNormalization":
-        params = [_constant(t) for t in node.inputs[1:]]
-        if variables != {0} or any(p is None or p.shape != (channels,) for p in params):
-            return None
-        return [(i + 1, p[index]) for i, p in enumerate(params)], {}
-    if op == "Conv":
-        weight = _constant(node.inputs[1])
-        depthwise = weight is not None and node.attrs.get("group", 1) == channels == weight.shape[0] and weight.shape[1] == 1
-        if not depthwise or variables != {0}:
-            return None
-        changes = [(1, weight[index])]
-        if len(node.inputs) > 2 and node.inputs[2].name:
-            bias = _constant(node.inputs[2])
-            if bias is None:
-                return None
-            changes.append((2, bias[index]))
-        return changes, {"group": int(index.size)}
-    if op not in UNARY | BINARY:
-        return None
-    changes = []
-    for i, tensor in enumerate(node.inputs):
-        if i in variables or (op in UNARY and i > 0):  # Clip's scalar bounds and the like
-            continue
-        values = _constant(tensor)
-        taken = None if values is None else _take_constant(values, index, channels, rank)
-        if taken is None:
-            return None
-        if taken is not values:
-            changes.append((i, taken))
-    return changes, {}
+    """:func:`ops.channel_params` of a graphsurgeon node."""
+    view = ChannelNode(node.op, len(node.outputs), node.attrs.get("group", 1), tuple(bool(t.name) for t in node.inputs),
+                       lambda i: _constant(node.inputs[i]))
+    return channel_params(view, variables, index, channels, rank)
 
 
 def _apply(node: gs.Node, changes: Changes, tag: str = "param") -> None:
@@ -255,60 +204,45 @@ def _fold(graph: gs.Graph, carried: dict[str, _Permuted]) -> None:
 
 
 def _trim(
-    nodes: list[gs.Node],
-    sites: Sequence[ConvSite],
-    plans: Sequence[LayerPlan],
-    gathers: dict[int, gs.Node],
-    whole: Sequence[ConvSite],
-) -> tuple[dict[int, np.ndarray], dict[int, int]]:
-    """Stop computing channels nobody reads: fold input gathers back into the Conv that made them.
+    nodes: list[gs.Node], sites: Sequence[ConvSite], trims: dict[int, Trim], gathers: dict[int, gs.Node],
+    convs: dict[int, ConvSite],
+) -> None:
+    """Stop computing channels nobody reads, as ``trims`` decided (:func:`trims.decide_trims`):
+    fold each trimmed source's reader's input gather back into the source and its chain."""
+    for site in sites:
+        if site.source is not None and site.source[0] in trims:
+            index = np.asarray(trims[site.source[0]].kept, dtype=np.int64)
+            _trim_source(nodes, site, convs[site.source[0]], index, gathers[site.node_index])
 
-    For a site whose ``source`` Conv (reached through single-reader channel-wise nodes and
-    depthwise Convs, see ``analyse``) is pruned with ``G = 1`` or left ``whole`` (which includes
-    the Convs outside the sites that ``analyse`` found as sources), and whose own input gather
-    has distinct indices (its ``G = 1`` too): the source computes exactly the gathered channels,
-    in gather order, the chain's parameters follow (a depthwise Conv keeps those filters and
-    ``group`` shrinks to match), and the gather goes. Returns, per trimmed node index (the
-    source and the chain's depthwise Convs), the filters it still computes and how many it had.
-    """
-    dense = {s.node_index: s for s in whole}
-    dense.update((s.node_index, s) for s, p in zip(sites, plans) if p.groups == 1)
-    trimmed: dict[int, np.ndarray] = {}
-    filters: dict[int, int] = {}
-    for site, plan in zip(sites, plans):
-        if site.source is None or site.source[0] not in dense:
-            continue
-        gather, index = gathers[site.node_index], plan.in_index
-        if np.unique(index).size != index.size:
-            continue
-        producer, chain = nodes[site.source[0]], [nodes[i] for i in site.source[1]]
-        source = dense[site.source[0]]
-        # The weight as rewritten so far (regrouped, or its input axis permuted by _fold); a
-        # weight the graph computes from a Constant node or Identity is still the original.
-        weight = _constant(producer.inputs[1])
-        weight = source.weight if weight is None else weight
-        # The tensors the chain carries: a swish Mul reads two of them, Clip's bounds are none.
-        carried = {id(n.outputs[0]) for n in [producer] + chain}
-        changes = [_channel_params(n, {i for i, t in enumerate(n.inputs) if id(t) in carried}, index, weight.shape[0],
-                                   site.weight.ndim) for n in chain]
-        if any(c is None for c in changes):
-            continue
-        has_bias = len(producer.inputs) > 2 and producer.inputs[2].name
-        bias = _constant(producer.inputs[2]) if has_bias else None
-        bias = source.bias if has_bias and bias is None else bias
-        _apply(producer, ([(1, weight[index])] + ([] if bias is None else [(2, bias[index])]), {}), "trim")
-        for node, change in zip(chain, changes):
-            _apply(node, change, "trim")
-        for node in [producer] + chain:
-            out = node.outputs[0]
-            if out.shape is not None and len(out.shape) > 1:
-                out.shape = [out.shape[0], int(index.size), *out.shape[2:]]
-        nodes[site.node_index].inputs[0] = gather.inputs[0]
-        gather.inputs.clear()
-        gather.outputs.clear()
-        for i in [site.source[0]] + [i for i in site.source[1] if nodes[i].op == "Conv"]:
-            trimmed[i], filters[i] = index, int(weight.shape[0])
-    return trimmed, filters
+
+def _trim_source(nodes: list[gs.Node], site: ConvSite, source: ConvSite, index: np.ndarray, gather: gs.Node) -> None:
+    """The source of ``site`` computes channels ``index`` alone, in this order, the chain's
+    parameters follow (a depthwise Conv keeps those filters and ``group`` shrinks to match),
+    and ``site`` reads them without its input gather."""
+    producer, chain = nodes[site.source[0]], [nodes[i] for i in site.source[1]]
+    # The weight as rewritten so far (regrouped, or its input axis permuted by _fold); a
+    # weight the graph computes from a Constant node or Identity is still the original.
+    weight = _constant(producer.inputs[1])
+    weight = source.weight if weight is None else weight
+    # The tensors the chain carries: a swish Mul reads two of them, Clip's bounds are none.
+    carried = {id(n.outputs[0]) for n in [producer] + chain}
+    changes = [_channel_params(n, {i for i, t in enumerate(n.inputs) if id(t) in carried}, index, weight.shape[0],
+                               site.weight.ndim) for n in chain]
+    if any(c is None for c in changes):
+        raise ValueError(f"the trim of {producer.name!r} cannot cross its chain to {site.node!r}: decided for another graph")
+    has_bias = len(producer.inputs) > 2 and producer.inputs[2].name
+    bias = _constant(producer.inputs[2]) if has_bias else None
+    bias = source.bias if has_bias and bias is None else bias
+    _apply(producer, ([(1, weight[index])] + ([] if bias is None else [(2, bias[index])]), {}), "trim")
+    for node, change in zip(chain, changes):
+        _apply(node, change, "trim")
+    for node in [producer] + chain:
+        out = node.outputs[0]
+        if out.shape is not None and len(out.shape) > 1:
+            out.shape = [out.shape[0], int(index.size), *out.shape[2:]]
+    nodes[site.node_index].inputs[0] = gather.inputs[0]
+    gather.inputs.clear()
+    gather.outputs.clear()
 
 
 def _export(graph: gs.Graph, model: onnx.ModelProto, shared: frozenset[str] = frozenset()) -> onnx.ModelProto:
@@ -391,14 +325,18 @@ def rewrite(
     probes: Sequence[str] = (),
     fold: bool = True,
     whole: Sequence[ConvSite] = (),
+    trims: Optional[dict[int, Trim]] = None,
 ) -> Rewritten:
     """The pruned model; with ``probes``, also a copy that outputs those original tensors.
 
-    With ``fold`` (the default) permutations are carried forward (:func:`_fold`) and input
-    gathers folded back into ``group = 1`` Convs, pruned or left ``whole`` (:func:`_trim`); a
-    trimmed Conv's output only exists in part, so it is dropped from ``probes`` (its readers
-    are probed).
+    With ``fold`` (the default) permutations are carried forward (:func:`_fold`). ``trims``
+    (by default :func:`trims.decide_trims` of these sites, plans and the Convs left ``whole``,
+    none without ``fold``) says which sources stop computing filters: their readers' input
+    gathers are folded back into them (:func:`_trim`); a trimmed Conv's output only exists in
+    part, so it is dropped from ``probes`` (its readers are probed).
     """
+    if trims is None:
+        trims = decide_trims(model, sites, plans, whole) if fold else {}
     graph = gs.import_onnx(model)
     nodes = list(graph.nodes)
     for site in whole:  # the model may hold their weights no more (api: release): the sites do
@@ -414,13 +352,10 @@ def rewrite(
         gathers[site.node_index], permuted = _regroup(graph, conv, site, plan, conv.name or f"{output}_conv")
         if permuted is not None:
             carried[output] = permuted
-    trimmed: dict[int, np.ndarray] = {}
-    filters: dict[int, int] = {}
     if fold:
         _fold(graph, carried)
-        trimmed, filters = _trim(nodes, sites, plans, gathers, whole)
-    dead = {i: sorted(set(range(filters[i])) - set(index.tolist())) for i, index in trimmed.items()}
-    partial = {nodes[i].outputs[0].name for i in trimmed}
+    _trim(nodes, sites, trims, gathers, {s.node_index: s for s in [*whole, *sites]})
+    partial = {nodes[i].outputs[0].name for i in trims}
     probed, tensors = None, graph.tensors()
     wanted = [n for n in dict.fromkeys(probes) if n not in partial and n in tensors]
     if wanted:
@@ -436,4 +371,5 @@ def rewrite(
         probed = _export(copy, model, shared)
     pruned = _export(graph, model)
     count = sum(n.op_type == "Gather" and n.name.endswith((IN_GATHER, RESTORE)) for n in pruned.graph.node)
-    return Rewritten(pruned, probed, count, dead, wanted, filters)
+    return Rewritten(pruned, probed, count, {i: t.dead for i, t in trims.items()}, wanted,
+                     {i: t.filters for i, t in trims.items()})
