@@ -8,7 +8,7 @@ checks a pruned model against its masked reference; ``save_model`` writes one at
 """
 
 from .api import prune
-from .apply import apply
+from .apply_plan import apply
 from .errors import GkpError, ValidationFailed
 from .load import save_model
 from .model_plan import Plan

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import onnx
 
 from .analyse import Skip
-from .apply import sites_of
+from .apply_plan import sites_of
 from .context import Context
 from .costs import default_cache_path
 from .load import ModelLike
@@ -23,7 +23,7 @@ from .search.uniform import plan_sites
 def prune(model: ModelLike, options: Optional[Options] = None, **overrides: Any) -> tuple[onnx.ModelProto, Report]:
     """Prune every eligible Conv of ``model`` (a ModelProto or a path; never modified) as
     ``options`` (:class:`~onnx_gkp.options.Options`, or its fields as keywords) ask; returns the
-    pruned model and its :class:`Report`, whose ``plan`` :func:`~onnx_gkp.apply.apply` redoes.
+    pruned model and its :class:`Report`, whose ``plan`` :func:`~onnx_gkp.apply_plan.apply` redoes.
 
     The policy (``search/``) follows the options: a ``ratio`` for every layer; a ``target_macs``
     or ``target_latency`` budget spent where the estimated quality cost is least; with

@@ -2,7 +2,7 @@
 
 A :class:`Context` holds the loaded and analysed model, the options, the calibration split,
 the cost table and the clock. Policies (``search/``) produce plans and measure them through it:
-:meth:`Context.assemble` applies a plan (``apply.py``), checks and reports it, and with
+:meth:`Context.assemble` applies a plan (``apply_plan.py``), checks and reports it, and with
 ``check`` validates it against its masked reference; :meth:`Context.fidelity` and
 :meth:`Context.time_ratio` measure it. The model held here lacks the weights of the prunable
 Convs (:func:`~onnx_gkp.load.release`): the sites hold them, and :meth:`Context.full` puts
@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from .analyse import Analysis, ConvSite, Skip, analyse, count_params
-from .apply import sites_of, rewritten
+from .apply_plan import sites_of, rewritten
 from .calibrate import outputs_on, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable
@@ -37,6 +37,7 @@ from .reference import masked_reference, masked_stubs
 from .report import LayerReport, Report, totals
 from .runtime import batch_size, check_supported, median_latency_ms, random_inputs, weight_bytes
 from .samples import Samples, load_samples, split
+from .trims import decide_trims
 from .rewrite import Rewritten
 from .validate import PART_BYTES, WHOLE_LIMIT, Exposed, Inputs, Validation, validate
 
@@ -149,7 +150,23 @@ class Context:
         o = self.options
         analysis = {"include": o.include, "exclude": o.exclude, "min_in_channels": o.min_in_channels,
                     "test_shapes": None if o.test_shapes is None else {k: list(v) for k, v in o.test_shapes.items()}}
-        return Plan(self.digest, layers, tuple(s.node_index for s in whole), analysis)
+        trims = decide_trims(self.original, [s for s, _ in pairs], [p for _, p in pairs], whole + self.analysis.sources)
+        return Plan(self.digest, layers, tuple(s.node_index for s in whole), analysis, trims)
+
+    def planned_report(self, plan: Plan, skipped: list[Skip], extra: Optional[dict[int, dict]] = None
+                       ) -> tuple[list[LayerReport], list[Skip]]:
+        """The per-layer records and the skips of ``plan``, MACs and all, known without a rewrite."""
+        dead = {i: t.dead for i, t in plan.trims.items()}
+        filters = {i: t.filters for i, t in plan.trims.items()}
+        refit = None if self.fit is None else f"weights and bias refitted on {len(next(iter(self.fit.values())))} calibration samples"
+        layers = [LayerReport.of(s, p, dead.get(s.node_index, ()), refit, (extra or {}).get(s.node_index))
+                  for s, p in sites_of(plan, self.sites)]
+        return layers, sorted((_trimmed(s, dead, filters) for s in skipped), key=lambda s: s.node_index)
+
+    def macs_after(self, plan: Plan, skipped: list[Skip]) -> Optional[int]:
+        """The Conv MACs ``plan`` leaves, from the plan alone."""
+        layers, skipped = self.planned_report(plan, skipped)
+        return totals(layers, skipped, 0, 0, 0)["conv_macs_after"]
 
     def refitted(self, pairs: list[tuple[ConvSite, LayerPlan]]) -> list[tuple[ConvSite, LayerPlan]]:
         """The planned layers refitted on the fit samples, or with their data-free bias compensation."""
@@ -173,15 +190,12 @@ class Context:
         with self.clock("rewrite"):
             probes = [self.original.graph.node[s.node_index].output[0] for s, _ in sites] if check else []
             result = rewritten(self.original, self.analysis, plan, self.sites, probes)
-            skipped = sorted((_trimmed(s, result.dead_filters, result.filters) for s in skipped), key=lambda s: s.node_index)
         with self.clock("check"):
             try:
                 check_onnx(result.model, "the pruned model", full=True)
             except GkpError as error:
                 raise ValidationFailed(f"onnx.checker refuses {error}") from None
-        refit = None if self.fit is None else f"weights and bias refitted on {len(next(iter(self.fit.values())))} calibration samples"
-        layers = [LayerReport.of(s, p, result.dead_filters.get(s.node_index, ()), refit, (extra or {}).get(s.node_index))
-                  for s, p in sites]
+        layers, skipped = self.planned_report(plan, skipped, extra)
         report = Report(
             options=options.record(self.mode, self.keep, None if self.data is None else self.data.counts),
             input_shapes={k: list(v) for k, v in self.analysis.input_shapes.items()}, layers=layers, skipped=skipped,
@@ -270,8 +284,8 @@ def compensated(site: ConvSite, plan: LayerPlan) -> LayerPlan:
 
 
 def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], filters: dict[int, int]) -> Skip:
-    """A Conv left whole (or depthwise, on a trimmed chain) whose unread filters the rewrite
-    dropped, with its MACs after."""
+    """A Conv left whole (or depthwise, on a trimmed chain) whose unread filters the plan's trims
+    drop, with its MACs after."""
     dead = dead_filters.get(skip.node_index)
     if not dead:
         return skip

@@ -3,8 +3,9 @@
 A :class:`Plan` says, per pruned Conv (by node index in the input model's ``graph.node``), its
 :class:`~onnx_gkp.plan.LayerPlan` (filter groups, kept channels, data-free ``bias_delta``) and,
 where calibration refitted it, the refitted kept weights and bias; which prunable Convs are left
-whole (they may still stop computing filters nobody reads); and the analysis options that name
-the prunable Convs. ``apply.apply(model, plan)`` needs nothing else, so a plan written in the
+whole; which filters the Convs feeding a ``G = 1`` layer still compute (``trims.Trim``: the
+others nobody reads, so MACs and params follow from the plan alone); and the analysis options
+that name the prunable Convs. ``apply_plan.apply(model, plan)`` needs nothing else, so a plan written in the
 JSON report can be reviewed and applied again (``python -m onnx_gkp apply``), giving the same
 bytes. Arrays travel as base64 of their raw bytes, so nothing is rounded on the way.
 """
@@ -19,6 +20,7 @@ import numpy as np
 
 from .errors import GkpError
 from .plan import LayerPlan
+from .trims import Trim
 
 FORMAT = "onnx_gkp plan 1"
 
@@ -42,6 +44,7 @@ class Plan:
     layers: tuple[PlannedLayer, ...]
     whole: tuple[int, ...]
     analysis: dict[str, Any] = field(default_factory=dict)  # include, exclude, min_in_channels, test_shapes
+    trims: dict[int, Trim] = field(default_factory=dict)  # per source Conv (and depthwise Conv of its chain): what it computes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,7 @@ class Plan:
             "analysis": self.analysis,
             "whole": list(self.whole),
             "layers": [_layer_dict(layer) for layer in self.layers],
+            "trims": {str(node): {"kept": list(t.kept), "filters": t.filters} for node, t in sorted(self.trims.items())},
         }
 
     @classmethod
@@ -64,7 +68,8 @@ class Plan:
             analysis = dict(data["analysis"])
             if analysis.get("test_shapes") is not None:
                 analysis["test_shapes"] = {str(k): tuple(int(d) for d in v) for k, v in analysis["test_shapes"].items()}
-            return cls(str(data["model"]), layers, tuple(int(i) for i in data["whole"]), analysis)
+            trims = {int(node): Trim(tuple(int(k) for k in t["kept"]), int(t["filters"])) for node, t in data["trims"].items()}
+            return cls(str(data["model"]), layers, tuple(int(i) for i in data["whole"]), analysis, trims)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise GkpError(f"the plan is damaged: {type(error).__name__}: {error}") from None
 

@@ -71,3 +71,26 @@ def test_cli_applies_a_report_and_refuses_mixed_options(tmp_path: Path) -> None:
     bad = cli(BUNDLED, tmp_path / "d.onnx", "--apply", tmp_path / "bad.json")
     assert bad.returncode == 2 and "cannot read the plan" in bad.stderr
     assert not (tmp_path / "c.onnx").exists() and not (tmp_path / "d.onnx").exists()
+
+
+def test_a_macs_target_rewrites_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MACs come from the plan (its trims included), so the budget's bisection needs no rewrite."""
+    import onnx_gkp.apply_plan as applying
+
+    calls = []
+    real = applying.rewrite
+    monkeypatch.setattr(applying, "rewrite", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pruned, report = onnx_gkp.prune(BUNDLED, target_macs=0.3, latency_runs=0)
+    assert len(calls) == 1
+    removed = 1 - report.totals["conv_macs_after"] / report.totals["conv_macs_before"]
+    assert 0.3 <= removed <= 0.31
+    assert report.plan.trims, "a G = 1 layer trims its source on this model"
+
+
+def test_trims_that_the_layers_do_not_imply_are_refused() -> None:
+    _, report = onnx_gkp.prune(BUNDLED, ratio=0.5, groups=1, latency_runs=0)
+    edited = report.plan.to_dict()
+    node = next(iter(edited["trims"]))
+    edited["trims"][node]["kept"] = edited["trims"][node]["kept"][::-1]
+    with pytest.raises(onnx_gkp.GkpError, match="trims"):
+        onnx_gkp.apply(BUNDLED, onnx_gkp.Plan.from_dict(edited))

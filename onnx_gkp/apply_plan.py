@@ -19,6 +19,7 @@ from .load import ModelLike, digest, load_model
 from .model_plan import Plan
 from .plan import LayerPlan
 from .rewrite import Rewritten, rewrite
+from .trims import decide_trims
 
 
 def sites_of(plan: Plan, sites: Sequence[ConvSite]) -> list[tuple[ConvSite, LayerPlan]]:
@@ -43,11 +44,15 @@ def sites_of(plan: Plan, sites: Sequence[ConvSite]) -> list[tuple[ConvSite, Laye
 def rewritten(model: onnx.ModelProto, analysis: Analysis, plan: Plan, sites: Sequence[ConvSite],
               probes: Sequence[str] = ()) -> Rewritten:
     """The rewrite of ``plan`` on ``model`` whose prunable Convs are ``sites``; Convs outside the
-    sites that a site reads (``Analysis.sources``) are trimmed like whole ones."""
+    sites that a site reads (``Analysis.sources``) are trimmed like whole ones. The plan's trims
+    must be the ones its layers imply (``trims.decide_trims``), or nothing is rewritten."""
     pairs = sites_of(plan, sites)
     by_index = {s.node_index: s for s in sites}
     whole = [by_index[i] for i in plan.whole] + analysis.sources
-    return rewrite(model, [s for s, _ in pairs], [p for _, p in pairs], probes, whole=whole)
+    convs, plans = [s for s, _ in pairs], [p for _, p in pairs]
+    if decide_trims(model, convs, plans, whole) != plan.trims:  # a plan edited by hand, or for another graph
+        raise GkpError("the plan's trims are not the ones its layers imply on this model")
+    return rewrite(model, convs, plans, probes, whole=whole, trims=plan.trims)
 
 
 def apply(model: ModelLike, plan: Plan) -> onnx.ModelProto:
