@@ -244,6 +244,12 @@ def conv_macs(weight_shape: tuple[int, ...], output_shape: Optional[tuple[int, .
     return int(math.prod(weight_shape) * math.prod(output_shape[2:]))
 
 
+def kept_macs(macs: Optional[int], kept: int, of: int) -> Optional[int]:
+    """A Conv's MACs with ``kept`` of ``of`` kernels (filters times inputs per filter) left:
+    MACs are linear in each."""
+    return None if macs is None else macs * kept // of
+
+
 def _sharing(name: str, copies: dict[str, str], uses: Counter) -> int:
     """Other readers of a tensor, counted along its chain of Identity copies."""
     others = uses[name] - 1

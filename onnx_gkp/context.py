@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import numpy as np
 import onnx
 
-from .analyse import Analysis, ConvSite, Skip, analyse, count_params
+from .analyse import Analysis, ConvSite, Skip, analyse, count_params, kept_macs
 from .apply_plan import sites_of, rewritten
 from .calibrate import outputs_on, reconstructed
 from .compensation import bias_delta, tap_coverage
@@ -290,8 +290,7 @@ def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], filters: dict[int, 
     if not dead:
         return skip
     c_out = filters[skip.node_index]
-    after = None if skip.macs is None else skip.macs * (c_out - len(dead)) // c_out
-    return replace(skip, dead_filters=tuple(dead), macs_after=after)
+    return replace(skip, dead_filters=tuple(dead), macs_after=kept_macs(skip.macs, c_out - len(dead), c_out))
 
 
 def _planned(analysis: Analysis, plan: Plan) -> tuple[list[ConvSite], list[Skip]]:

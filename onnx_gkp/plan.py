@@ -95,11 +95,6 @@ class LayerPlan:
         """Input channels gathered in front of the grouped Conv (``G * m`` entries)."""
         return np.concatenate([np.asarray(k, dtype=np.int64) for k in self.kept_channels])
 
-    @property
-    def out_index(self) -> np.ndarray:
-        """``out_index[f]`` = new position of original filter ``f``."""
-        return np.argsort(self.filter_order, kind="stable").astype(np.int64)
-
     def keep_mask(self, c_in: int) -> np.ndarray:
         """Boolean ``[C_out, C_in]``: True where kernel ``W[f, c]`` survives."""
         order = self.filter_order

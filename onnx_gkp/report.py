@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from .analyse import ConvSite, Skip
+from .analyse import ConvSite, Skip, kept_macs
 from .fidelity import model_score
 from .model_plan import Plan
 from .plan import LayerPlan
@@ -75,7 +75,7 @@ class LayerReport:
             filter_groups=[list(g) for g in plan.filter_groups],
             kept_channels=[list(k) for k in plan.kept_channels],
             macs_before=site.macs,
-            macs_after=None if site.macs is None else site.macs * m * live // (c_in * c_out),
+            macs_after=kept_macs(site.macs, m * live, c_in * c_out),
             params_before=c_out * c_in * math.prod(kernel) + (c_out if site.bias is not None else 0),
             params_after=live * m * math.prod(kernel) + bias,
             pruned_energy=round(plan.pruned_energy, 6),
