@@ -178,15 +178,15 @@ def _options(args: argparse.Namespace) -> Options:
                        include=args.include, exclude=args.exclude, min_in_channels=args.min_in_channels,
                        test_shapes=dict(args.test_shape), quantize=args.quantize, **chosen)
     if args.test_shape or any(v is not None for v in (args.ratio, args.keep, args.target_macs, args.target_latency,
-                                                      args.include, args.exclude, args.quantize)):
+                                                      args.include, args.exclude)):
         raise GkpError("--apply applies the plan as it is: give it without --ratio, --keep, --target-*, --include, "
-                       "--exclude, --test-shape or --quantize")
+                       "--exclude or --test-shape")
     try:
         text = args.apply.read_text()
         plan = Plan.from_dict(json.loads(text))
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise GkpError(f"cannot read the plan {args.apply}: {first_line(error)}") from None
-    return Options.applying(plan, **chosen)
+    return Options.applying(plan, quantize=args.quantize, **chosen)
 
 
 def _check_paths(args: argparse.Namespace) -> None:

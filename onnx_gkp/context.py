@@ -15,7 +15,7 @@ import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import onnx
@@ -75,6 +75,7 @@ class Context:
     table: Optional[CostTable] = None
     int8: Optional[Int8] = None
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    decisions: dict[str, Any] = field(default_factory=dict)  # end-to-end measurements the policies made
 
     @classmethod
     def open(cls, model: ModelLike, options: Options, cache: object) -> "Context":
@@ -102,6 +103,7 @@ class Context:
             with clock("quantize"):
                 context.int8 = int8_original(options.quantize, full, data.fit, context.timing_feeds(), table,  # type: ignore[union-attr, arg-type]
                                              options.threads, options.latency_runs)
+            context.decisions["int8_types"] = context.int8.types
             if context.costs is not None:
                 context.costs.precision = context.int8.types  # layers are timed as they will run
         return context
@@ -151,7 +153,7 @@ class Context:
         analysis = {"include": o.include, "exclude": o.exclude, "min_in_channels": o.min_in_channels,
                     "test_shapes": None if o.test_shapes is None else {k: list(v) for k, v in o.test_shapes.items()}}
         trims = decide_trims(self.original, [s for s, _ in pairs], [p for _, p in pairs], whole + self.analysis.sources)
-        return Plan(self.digest, layers, tuple(s.node_index for s in whole), analysis, trims)
+        return Plan(self.digest, layers, tuple(s.node_index for s in whole), analysis, trims, dict(self.decisions))
 
     def planned_report(self, plan: Plan, skipped: list[Skip], extra: Optional[dict[int, dict]] = None
                        ) -> tuple[list[LayerReport], list[Skip]]:

@@ -44,6 +44,7 @@ def test_plan_json_round_trips() -> None:
     _, report = onnx_gkp.prune(BUNDLED, ratio=0.5, latency_runs=0)
     once = report.plan.to_dict()
     assert onnx_gkp.Plan.from_dict(json.loads(json.dumps(once))).to_dict() == once
+    assert once["decisions"] == {"end_to_end_guard": 0.0}, "the guard's level is on record"
 
 
 def test_a_plan_for_another_model_or_a_damaged_one_is_refused() -> None:

@@ -190,6 +190,7 @@ def _latency_choice(budget: Budget, skipped: list[Skip]) -> Choice:
 
     need = recalled if recalled is not None else search_saving(budget.target.fraction, whole_cost - least, measure)
     choice = budget.realise(whole_cost - need)
+    context.decisions["latency_saving_s"] = need
     context.costs.remember(decision, need)  # type: ignore[union-attr]
     context.costs.save()  # type: ignore[union-attr]
     return choice

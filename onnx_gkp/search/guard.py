@@ -7,6 +7,7 @@ so a rerun gives the same bytes.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import onnx
@@ -36,6 +37,8 @@ def guarded(context: Context, pairs: Pairs, whole: list[ConvSite], skipped: list
         elif options.check and options.latency_runs > 0:
             guards = GAIN_GUARDS
     for guard in guards:
+        if costs is not None and records is None:
+            context.decisions["end_to_end_guard"] = guard if math.isfinite(guard) else "every layer left whole"
         kept = [(s, p) for s, p in pairs if _passes(p, guard)]
         dropped = [(s, p) for s, p in pairs if not _passes(p, guard)]
         plan = context.plan(kept, whole + [originals[s.node_index] for s, _ in dropped])
