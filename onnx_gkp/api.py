@@ -22,7 +22,7 @@ from .compensation import bias_delta, tap_coverage
 from .costs import CostTable, default_cache_path
 from .paths import check_prune_paths
 from .errors import GkpError, ValidationFailed
-from .fidelity import TARGET_METRICS, fidelity, model_score
+from .fidelity import TARGET_METRICS, fidelity, model_estimate, model_score
 from .group_count import candidate_counts, none_fast_reason
 from .input_stats import ChannelStats, StatsReader
 from .load import ModelLike, check_onnx, digest, load_model, release, restored
@@ -267,9 +267,9 @@ def _allowed_ratios(
         curves = measured_curves(full, sites, options, data.fit, build["threads"])
     with clock("measure"):
         times = _grid_times(sites, costs)
-    tried: dict[tuple, float] = {}
+    tried: dict[tuple, tuple[float, float]] = {}
 
-    def score(allowance: float) -> float:
+    def score(allowance: float) -> tuple[float, float]:
         ratios = ratios_within(curves, allowance, times)
         key = tuple(sorted(ratios.items()))
         if key not in tried:
@@ -279,7 +279,8 @@ def _allowed_ratios(
             pruned, _ = _assemble([s for s, _ in pairs], [p for _, p in pairs], whole, list(skipped), {},
                                   **{**build, "check": False})
             pruned = pruned if int8 is None else int8.shipped(pruned)
-            tried[key] = model_score(_fidelity(pruned, data, metrics, build)) or 0.0
+            figures = _fidelity(pruned, data, metrics, build)  # what --keep states, and a smoother estimate of it
+            tried[key] = (model_score(figures) or 0.0, model_estimate(figures) or 0.0)
         return tried[key]
 
     with clock("search"):
