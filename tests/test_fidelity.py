@@ -19,7 +19,7 @@ def test_class_metrics_count_agreement_and_kl() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 10))
     same = class_metrics(logits, logits)
-    assert same == {"top1": 1.0, "top5": 1.0, "kl": pytest.approx(0.0, abs=1e-12)}
+    assert same == {"top1": 1.0, "top5": 1.0, "kl": pytest.approx(0.0, abs=1e-12), "top1_soft": 1.0}
     top = logits.argmax(axis=1)
     demoted = logits.copy()
     demoted[np.arange(50), top] = logits.min(axis=1) - 1  # the original's top class becomes the pruned model's last

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..allowance import estimated_curves, levels, measured_curves, ratios_within
 from ..analyse import Skip, constant_tensors
 from ..context import Context
-from ..fidelity import model_score
+from ..fidelity import model_estimate, model_score
 from ..input_stats import StatsReader
 from ..keep import search
 from ..propagation import ErrorGains
@@ -46,16 +46,17 @@ def kept_ratios(context: Context, skipped: list[Skip]) -> tuple[Ratios, list[tup
         curves = measured_curves(context.full(), sites, context.plan_options, context.fit, context.options.threads)  # type: ignore[arg-type]
     with clock("measure"):
         times = grid_times(sites, context.costs)
-    tried: dict[tuple, float] = {}
+    tried: dict[tuple, tuple[float, float]] = {}
 
-    def score(allowance: float) -> float:
+    def score(allowance: float) -> tuple[float, float]:  # what --keep states, and a smoother estimate of it
         ratios = ratios_within(curves, allowance, times)
         key = tuple(sorted(ratios.items()))
         if key not in tried:
             pairs, whole = plan_sites(context, list(skipped), ratios)
             pruned, _ = context.assemble(context.plan(context.refitted(pairs), whole), list(skipped), check=False)
             pruned = pruned if context.int8 is None else context.int8.shipped(pruned)
-            tried[key] = model_score(context.fidelity(pruned)) or 0.0
+            figures = context.fidelity(pruned)
+            tried[key] = (model_score(figures) or 0.0, model_estimate(figures) or 0.0)
         return tried[key]
 
     with clock("search"):
