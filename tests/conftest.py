@@ -90,12 +90,12 @@ CHAIN_WEIGHTS = {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (16, 32, 3, 3)}
 
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "tools") not in sys.path:  # the zoo and the real data (tools/zoo.py, tools/real_data.py), for every test
+    sys.path.insert(0, str(REPO / "tools"))
 
 
 def fetched(name: str) -> Path:
     """A zoo model (``tools/zoo.py``), or a skip saying why it cannot be had here."""
-    if str(REPO / "tools") not in sys.path:
-        sys.path.insert(0, str(REPO / "tools"))
     from zoo import fetch
 
     try:
