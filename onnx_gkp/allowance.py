@@ -24,7 +24,7 @@ import onnx
 
 from .analyse import ConvSite
 from .calibrate import output_errors, refitted_alone
-from .plan import PlanOptions, kept_count, kernel_energy, plan_for_count
+from .plan import PlanOptions, kernel_energy, plan_for_count
 from .quality import relative_error, weighted_energy
 
 GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # ratios a layer may get (at most 3/4 of its inputs)
@@ -40,7 +40,7 @@ Times = dict[int, tuple[float, ...]]  # node index -> measured seconds at each r
 
 def _plans(site: ConvSite, options: PlanOptions) -> list:
     energy = kernel_energy(site.weight)
-    return [plan_for_count(site.weight, energy, 1, kept_count(site.weight.shape[1], r), options) for r in GRID]
+    return [plan_for_count(site.weight, energy, 1, options.kept(site.weight.shape[1], r), options) for r in GRID]
 
 
 def _monotone(errors: Sequence[float]) -> tuple[float, ...]:

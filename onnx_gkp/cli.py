@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=_groups, default=Options.groups, help="'auto' (flexible, per layer) or one count N for every layer it divides")
     p.add_argument("--criterion", choices=CRITERIA, default=Options.criterion, help="grouped-kernel score (default combined = energy x geometric-median distance)")
     p.add_argument("--max-groups", type=_integer, default=Options.max_groups, help=f"largest group count 'auto' considers (default {Options.max_groups})")
+    p.add_argument("--align", type=_integer, default=Options.align, metavar="N", help=f"in layers of at least 4N input channels, keep a multiple of N channels per group, the block onnxruntime's fast Conv kernels work on (default {Options.align}; 1 = the exact count)")
     p.add_argument("--group-cost", type=_number, default=Options.group_cost, help=f"relative error one doubling of G must save to be taken (default {Options.group_cost}; 0 = quality only)")
     p.add_argument("--no-compensation", action="store_true", help="do not add the pruned kernels' expected contribution to the bias where BN statistics give the input means")
     p.add_argument("--calibration", metavar="FILE|FOLDER", help="real inputs (.npz named like the model's inputs, .npy, or a folder of images): a quarter held out to measure fidelity, the rest refits each pruned layer (a few hundred samples)")
@@ -168,7 +169,7 @@ def _options(args: argparse.Namespace) -> Options:
     """The run's options; with ``--apply``, the plan's, and its analysis options."""
     chosen = dict(
         metrics=dict(args.fidelity), input_values=dict(args.input_value), groups=args.groups, criterion=args.criterion,
-        max_groups=args.max_groups, group_cost=args.group_cost, seed=args.seed, check=not args.no_validate,
+        max_groups=args.max_groups, align=args.align, group_cost=args.group_cost, seed=args.seed, check=not args.no_validate,
         progress=not args.quiet, runtime_aware=not args.quality_only, compensate=not args.no_compensation,
         calibration=args.calibration, speed_slack=args.speed_slack, threads=args.threads, cost_cache=args.cost_cache,
         preprocess=Preprocess(size=args.image_size, mean=args.mean, std=args.std, order=args.channel_order, layout=args.layout),

@@ -41,6 +41,7 @@ class Options:
     seed: int = PlanOptions.seed
     runtime_aware: bool = True
     speed_slack: float = PlanOptions.speed_slack
+    align: int = PlanOptions.align
     threads: int = 1
     cost_cache: Optional[Path] = None
     compensate: bool = True
@@ -85,7 +86,7 @@ class Options:
     def plan_options(self) -> PlanOptions:
         try:
             return PlanOptions(DEFAULT_RATIO if self.ratio is None else self.ratio, self.groups, self.criterion,  # type: ignore[arg-type]
-                               self.max_groups, self.group_cost, self.seed, self.speed_slack)
+                               self.max_groups, self.group_cost, self.seed, self.speed_slack, self.align)
         except ValueError as error:
             raise GkpError(str(error)) from None
 
@@ -144,7 +145,7 @@ class Options:
             "ratio": self.ratio if mode == "uniform" else None, "mode": mode, "keep": keep, "groups": self.groups,
             "criterion": self.criterion, "max_groups": self.max_groups, "group_cost": self.group_cost,
             "include": self.include, "exclude": self.exclude, "min_in_channels": self.min_in_channels,
-            "seed": self.seed, "runtime_aware": self.runtime_aware, "speed_slack": self.speed_slack,
+            "seed": self.seed, "runtime_aware": self.runtime_aware, "speed_slack": self.speed_slack, "align": self.align,
             "threads": self.threads, "compensate": self.compensate, "calibration_samples": samples,
             "metrics": self.metrics or {}, "target_macs": self.target_macs, "target_latency": self.target_latency,
             "quantize": self.quantize,

@@ -38,6 +38,7 @@ class PlanOptions:
     group_cost: float = 0.05
     seed: int = 0
     speed_slack: float = 0.05
+    align: int = 16
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -52,6 +53,8 @@ class PlanOptions:
             raise ValueError(f"group_cost must be a finite number >= 0, got {self.group_cost}")
         if not 0 <= self.speed_slack < float("inf"):
             raise ValueError(f"speed_slack must be a finite number >= 0, got {self.speed_slack}")
+        if not 1 <= self.align <= 256:
+            raise ValueError(f"align must be between 1 and 256, got {self.align}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be between 0 and 2^63 - 1, got {self.seed}")
 
@@ -59,9 +62,13 @@ class PlanOptions:
         """Why a layer of this size cannot be planned with these options, or None."""
         if self.groups != "auto" and c_out % int(self.groups):
             return f"--groups {self.groups} does not divide C_out={c_out}"
-        if kept_count(c_in, self.ratio) == c_in:
+        if self.kept(c_in) == c_in:
             return f"ratio {self.ratio} prunes no channel of {c_in}"
         return None
+
+    def kept(self, c_in: int, ratio: Optional[float] = None) -> int:
+        """Kept channels per group at ``ratio`` (default: this ratio), aligned as :func:`kept_count`."""
+        return kept_count(c_in, self.ratio if ratio is None else ratio, self.align)
 
 
 @dataclass(frozen=True)
@@ -127,9 +134,19 @@ class LayerPlan:
         return np.ascontiguousarray(bias[self.filter_order])
 
 
-def kept_count(c_in: int, ratio: float) -> int:
-    """``m = round((1 - ratio) * C_in)``, at least 1."""
-    return max(1, int(round((1.0 - ratio) * c_in)))
+def kept_count(c_in: int, ratio: float, align: int = 1) -> int:
+    """``m = round((1 - ratio) * C_in)``, at least 1; for layers of at least ``4 * align``
+    channels, the nearest multiple of ``align`` instead (at least ``align``).
+
+    onnxruntime's fast Conv paths work on blocks of channels (16 floats with AVX-512, 8 with
+    AVX2; its int8 GEMMs likewise): a kept count off the block is padded and can be slower than
+    the dense layer (``docs/method.md``, "Aligned kept counts"). Small layers keep the exact
+    count, where one block would be a quarter of the layer or more.
+    """
+    exact = (1.0 - ratio) * c_in
+    if align > 1 and c_in >= 4 * align:
+        return max(align, int(np.floor(exact / align + 0.5)) * align)
+    return max(1, int(round(exact)))
 
 
 def kernel_energy(weight: np.ndarray) -> np.ndarray:
@@ -185,7 +202,7 @@ def plan_layer(
     whole) when every candidate is slower than the dense Conv.
     """
     c_out, c_in = weight.shape[:2]
-    keep = kept_count(c_in, options.ratio)
+    keep = options.kept(c_in)
     energy = kernel_energy(weight)
     timing = {"times": dict(times or {}), "dense_time": dense_time}
     if options.groups != "auto":

@@ -27,7 +27,7 @@ from .budget import Option
 from .cluster import balanced_kmeans
 from .costs import CostTable
 from .group_count import candidate_counts, fast_counts
-from .plan import PlanOptions, filter_features, group_scores, kept_count, kernel_energy
+from .plan import PlanOptions, filter_features, group_scores, kernel_energy
 from .quality import relative_errors, weighted_energy
 
 MAX_LAYER_RATIO = 0.75  # no layer loses more than 3/4 of its input channels
@@ -49,10 +49,10 @@ class Target:
             raise ValueError(f"target_latency must be in (0, 1], got {self.fraction}")
 
 
-def keep_grid(c_in: int, steps: int) -> list[int]:
+def keep_grid(c_in: int, steps: int, options: PlanOptions) -> list[int]:
     """Kept counts for ratios ``k / steps`` up to ``MAX_LAYER_RATIO``, without the whole layer."""
     ratios = [k / steps for k in range(1, int(MAX_LAYER_RATIO * steps) + 1)]
-    return sorted({kept_count(c_in, r) for r in ratios} - {c_in})
+    return sorted({options.kept(c_in, r) for r in ratios} - {c_in})
 
 
 def second_moment(site: ConvSite) -> Optional[np.ndarray]:
@@ -77,7 +77,7 @@ def layer_options(
     """
     weight = site.weight
     c_out, c_in = weight.shape[:2]
-    keeps = keep_grid(c_in, STEPS[kind])
+    keeps = keep_grid(c_in, STEPS[kind], options)
     counts = candidate_counts(c_out, options.max_groups)
     allowed = {m: counts for m in keeps}
     if kind == "latency":

@@ -67,3 +67,26 @@ def test_deterministic_for_a_seed() -> None:
 def test_bad_options_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         PlanOptions(**kwargs)
+
+
+@pytest.mark.parametrize("c_in", [12, 63, 64, 96, 144, 960])
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.125, 0.25, 0.5, 0.75, 0.97])
+def test_kept_counts_align_to_blocks_in_wide_layers(c_in: int, ratio: float) -> None:
+    exact = kept_count(c_in, ratio)
+    aligned = kept_count(c_in, ratio, 16)
+    assert 1 <= aligned <= c_in
+    if c_in < 64:  # one block would be a quarter of the layer or more: the exact count
+        assert aligned == exact
+    else:
+        assert aligned % 16 == 0 and aligned >= 16
+        assert abs(aligned - (1 - ratio) * c_in) <= 8 or aligned == 16  # the nearest multiple
+    assert PlanOptions(ratio=ratio, align=16).kept(c_in) == aligned
+    assert PlanOptions(ratio=ratio, align=1).kept(c_in) == exact
+
+
+def test_a_plan_keeps_the_aligned_count() -> None:
+    plan = plan_layer(_weight((32, 96, 1, 1)), PlanOptions(ratio=0.125, groups=1))
+    assert plan.kept_per_group == 80  # not 84: off the 16-channel blocks, measured slower than dense
+    assert plan_layer(_weight((32, 96, 1, 1)), PlanOptions(ratio=0.125, groups=1, align=1)).kept_per_group == 84
+    with pytest.raises(ValueError, match="align"):
+        PlanOptions(align=0)

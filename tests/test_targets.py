@@ -96,7 +96,7 @@ def test_relative_errors_match_the_masks_they_estimate() -> None:
     options = PlanOptions()
     clusters = balanced_kmeans(filter_features(energy), 4, seed=0)
     scores = group_scores(weight, clusters, options)
-    keeps = keep_grid(12, 16)
+    keeps = keep_grid(12, 16, options)
     estimated = relative_errors(weighted, clusters, scores, keeps)
     for keep, value in zip(keeps, estimated):
         plan = LayerPlan(tuple(tuple(int(f) for f in g) for g in clusters),

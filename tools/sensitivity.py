@@ -23,7 +23,7 @@ from bench_quality import TASKS, kl_divergence, outputs
 
 from onnx_gkp.analyse import analyse, constant_tensors  # noqa: E402
 from onnx_gkp.input_stats import StatsReader  # noqa: E402
-from onnx_gkp.plan import PlanOptions, kept_count, kernel_energy, plan_for_count  # noqa: E402
+from onnx_gkp.plan import PlanOptions, kernel_energy, plan_for_count  # noqa: E402
 from onnx_gkp.propagation import ErrorGains  # noqa: E402
 from onnx_gkp.quality import relative_error, weighted_energy  # noqa: E402
 from onnx_gkp.reference import masked_reference  # noqa: E402
@@ -53,9 +53,9 @@ def measure(name: str, ratio: float, groups: int, count: int) -> list[tuple[str,
     rows = []
     for site in analyse(model, test_shapes=shapes or None).sites:
         c_out, c_in = site.weight.shape[:2]
-        if c_out % groups or kept_count(c_in, ratio) == c_in:
+        if c_out % groups or options.kept(c_in) == c_in:
             continue
-        plan = plan_for_count(site.weight, kernel_energy(site.weight), groups, kept_count(c_in, ratio), options)
+        plan = plan_for_count(site.weight, kernel_energy(site.weight), groups, options.kept(c_in), options)
         pruned = outputs(masked_reference(model, [site], [plan]), images, task.batch)
         energy = weighted_energy(kernel_energy(site.weight), second_moment(site))
         cost = gains(site.node_index)[0] * relative_error(energy, plan.keep_mask(c_in))

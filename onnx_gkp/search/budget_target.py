@@ -24,7 +24,7 @@ from ..calibrate import input_moments, output_errors
 from ..context import Context
 from ..errors import GkpError
 from ..input_stats import StatsReader
-from ..plan import LayerPlan, kept_count, kernel_energy, plan_for_count
+from ..plan import LayerPlan, kernel_energy, plan_for_count
 from ..propagation import ErrorGains
 from ..quality import relative_error, weighted_energy
 from ..report import Report
@@ -201,7 +201,7 @@ def measured_gains(context: Context, full: onnx.ModelProto, sites: list[ConvSite
     """Error gains measured on calibration inputs: each layer pruned alone (``G = 1``, a quarter
     of its inputs), the model's relative output error over the layer's estimated relative error."""
     options = context.plan_options
-    plans = [plan_for_count(s.weight, kernel_energy(s.weight), 1, kept_count(s.weight.shape[1], SENSITIVITY_RATIO), options)
+    plans = [plan_for_count(s.weight, kernel_energy(s.weight), 1, options.kept(s.weight.shape[1], SENSITIVITY_RATIO), options)
              for s in sites]
     errors = output_errors(full, sites, plans, context.fit, threads=context.options.threads)  # type: ignore[arg-type]
     found = {}

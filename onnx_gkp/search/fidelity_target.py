@@ -34,7 +34,7 @@ def data_free_ratios(context: Context) -> Ratios:
         curves = estimated_curves(sites, options, {s.node_index: gains(s.node_index)[0] for s in sites},
                                   {s.node_index: second_moment(s) for s in sites})
         with context.clock("measure"):  # only the layers the allowance lets prune at all
-            times = grid_times([s for s in sites if curves[s.node_index][0] <= DATA_FREE_ALLOWANCE], context.costs)
+            times = grid_times([s for s in sites if curves[s.node_index][0] <= DATA_FREE_ALLOWANCE], context.costs, options)
     return ratios_within(curves, DATA_FREE_ALLOWANCE, times)
 
 
@@ -45,7 +45,7 @@ def kept_ratios(context: Context, skipped: list[Skip]) -> tuple[Ratios, list[tup
     with clock("curves"):
         curves = measured_curves(context.full(), sites, context.plan_options, context.fit, context.options.threads)  # type: ignore[arg-type]
     with clock("measure"):
-        times = grid_times(sites, context.costs)
+        times = grid_times(sites, context.costs, context.plan_options)
     tried: dict[tuple, tuple[float, float]] = {}
 
     def score(allowance: float) -> tuple[float, float]:  # what --keep states, and a smoother estimate of it

@@ -17,7 +17,7 @@ from ..allowance import GRID
 from ..context import Context
 from ..costs import CostTable
 from ..group_count import candidate_counts, none_fast_reason
-from ..plan import LayerPlan, PlanOptions, kept_count, plan_layer
+from ..plan import LayerPlan, PlanOptions, plan_layer
 
 ALLOWANCE_REASON = "left whole: pruning even an eighth of its inputs costs more error than the allowance"
 
@@ -78,7 +78,7 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
     if costs is None or site.geometry is None:
         return None, None
     c_out, c_in = site.weight.shape[:2]
-    keep = kept_count(c_in, options.ratio)
+    keep = options.kept(c_in)
     variants = {g: (g, keep, not (source is not None and g == 1)) for g in candidate_counts(c_out, options.max_groups)}
     measured = costs.times(site.geometry, list(variants.values()))
     times = {g: measured[v] for g, v in variants.items()}
@@ -87,7 +87,7 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
     return times, measured[site.geometry.dense]
 
 
-def grid_times(sites: list[ConvSite], costs: Optional[CostTable]) -> dict[int, tuple[float, ...]]:
+def grid_times(sites: list[ConvSite], costs: Optional[CostTable], options: PlanOptions) -> dict[int, tuple[float, ...]]:
     """Each timed layer's measured seconds at ``G = 1`` for every ratio of the allowance grid
     (without the input gather where a source Conv computes only the kept channels)."""
     if costs is None:
@@ -95,7 +95,7 @@ def grid_times(sites: list[ConvSite], costs: Optional[CostTable]) -> dict[int, t
     found = {}
     for site in sites:
         if site.geometry is not None:
-            variants = [(1, kept_count(site.weight.shape[1], r), site.source is None) for r in GRID]
+            variants = [(1, options.kept(site.weight.shape[1], r), site.source is None) for r in GRID]
             measured = costs.times(site.geometry, variants)
             found[site.node_index] = tuple(measured[v] for v in variants)
     if found:
