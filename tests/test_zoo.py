@@ -8,6 +8,7 @@ itself and checked again here against the masked reference rebuilt from the JSON
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,6 +61,28 @@ def test_exports_predict_what_their_weights_learned() -> None:
         photo = dict(zip(real_data.PHOTOS, logits.argmax(1)))
         assert photo["chelsea.png"] in range(281, 286), "ImageNet 281-285 are the domestic cats"
         assert photo["coffee.png"] == 967, "ImageNet 967 is espresso"
+
+
+def test_photo_set_is_split_by_photo_and_imagenet_like() -> None:
+    """The Debian photo set: two disjoint parts, ImageNet centre crops, photos MobileNetV2 names."""
+    pytest.importorskip("PIL", reason="the photos need the zoo extra")
+    import real_data
+    from zoo import fetch_photos
+
+    try:
+        fetch_photos()
+    except (subprocess.CalledProcessError, OSError) as error:  # no Debian archive: nothing to test
+        pytest.skip(f"the photo set could not be fetched: {error}")
+    calibration, evaluation = (real_data.photo_set_paths(split) for split in real_data.PHOTO_SET_SPLITS)
+    assert (len(calibration), len(evaluation)) == (100, 202)
+    assert not {path.stem.casefold() for path in calibration} & {path.stem.casefold() for path in evaluation}
+    crops = real_data.photo_set("calibration", 32, normalise=False)
+    assert crops.shape == (100, 3, 32, 32) and crops.dtype == np.float32 and 0 <= crops.min() <= crops.max() <= 1
+    known = {"dam1.webp": 525, "gorilla.webp": 366, "koala.webp": 105, "polar_bear.webp": 296, "hay_field.jpg": 958}
+    chosen = tuple(path for path in evaluation if path.name in known)
+    logits = ort.InferenceSession(str(fetched("mobilenet_v2_imagenet"))).run(
+        None, {"input": real_data.centre_crops(chosen, 224, normalise=True)})[0]
+    assert dict(zip((path.name for path in chosen), logits.argmax(1).tolist())) == known
 
 
 def _real_inputs(name: str) -> np.ndarray:

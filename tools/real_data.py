@@ -5,6 +5,11 @@ wheels through ``tools/zoo.py``. The photos (scikit-image's six colour photograp
 espresso, an astronaut, two motorcycles, a rocket) are cut into a fixed grid of crops at four
 scales, a deterministic stand-in for an ImageNet validation set: no labels, so the metrics
 built on them compare a pruned model with its unpruned original.
+
+:func:`photo_set` is the larger stand-in: 302 photos from two pinned Debian packages (GCompris's
+animals, fishes, monuments, tools, household things, musicians; Scratch's indoor, nature, outdoor
+and sports scenes), one ImageNet-style centre crop each, split by photo into a calibration part
+and a disjoint evaluation part.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zoo import CALIBRATION_PICTURES, PHOTOS, fetch_data
+from zoo import CALIBRATION_PICTURES, PHOTOS, fetch_data, fetch_photos
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -23,6 +28,8 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 CROP_SCALES = (1.0, 0.8, 0.6, 0.45)  # crop side as a fraction of the photo's short side
+PHOTO_SET_SPLITS = ("calibration", "evaluation")
+RESIZE_RATIO = 256 / 224  # ImageNet evaluation: the short side to 256, then the centre 224x224
 
 
 def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +78,45 @@ def photo_crops(size: int, pictures: tuple[str, ...] = PHOTOS) -> np.ndarray:
 def imagenet_crops(size: int = 224) -> np.ndarray:
     """:func:`photo_crops` normalised with the ImageNet mean and std."""
     return _normalised(photo_crops(size))
+
+
+def photo_set_paths(split: str) -> tuple[Path, ...]:
+    """The photos of ``split`` (``calibration`` or ``evaluation``), sorted, none in both.
+
+    The case-folded file names (without extension) are sorted and every third one calibrates
+    (100 photos), the rest evaluate (202): photos named alike, such as one landmark photographed
+    for two GCompris activities, fall in the same part.
+    """
+    if split not in PHOTO_SET_SPLITS:
+        raise ValueError(f"split must be one of {PHOTO_SET_SPLITS}, not {split!r}")
+    paths = fetch_photos()
+    calibration = set(sorted({path.stem.casefold() for path in paths})[::3])
+    return tuple(path for path in paths if (path.stem.casefold() in calibration) == (split == "calibration"))
+
+
+def centre_crop(photo: Image.Image, size: int) -> np.ndarray:
+    """ImageNet's evaluation crop: the short side resized to ``size * 256 / 224``, then the centre
+    ``size`` x ``size``, as (3, size, size) RGB in [0, 1]."""
+    width, height = photo.size
+    scale = round(size * RESIZE_RATIO) / min(width, height)
+    resized = photo.convert("RGB").resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                                          Image.BILINEAR)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    crop = resized.crop((left, top, left + size, top + size))
+    return np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0
+
+
+def centre_crops(paths: tuple[Path, ...], size: int, normalise: bool) -> np.ndarray:
+    """:func:`centre_crop` of each photo of ``paths``: (N, 3, size, size) float32, RGB in [0, 1] or,
+    with ``normalise``, ImageNet-normalised."""
+    images = np.stack([centre_crop(Image.open(path), size) for path in paths])
+    return _normalised(images) if normalise else images
+
+
+def photo_set(split: str, size: int = 224, normalise: bool = True) -> np.ndarray:
+    """:func:`centre_crops` of the photos of ``split``: 100 to calibrate, 202 to evaluate
+    (:func:`photo_set_paths`)."""
+    return centre_crops(photo_set_paths(split), size, normalise)
 
 
 TEXT_PICTURES = ("page.png", "text.png")  # printed text, for the OCR detector
