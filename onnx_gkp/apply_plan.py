@@ -1,7 +1,7 @@
 """``apply(model, plan)``: the pruned model a plan describes, and nothing else.
 
 ``prune`` makes a plan and applies it; a plan kept from a report's JSON applies again to the
-same model with the same bytes out (``python -m onnx_gkp apply IN PLAN.json OUT``). The model is
+same model with the same bytes out (``python -m onnx_gkp IN OUT --apply REPORT.json``). The model is
 analysed with the plan's own analysis options, so the plan's node indices name the same
 Convs, and refused when it is not the model the plan was made for.
 """
