@@ -148,6 +148,7 @@ def _fashion_calibration(count: int) -> np.ndarray:
 
 _NOT_TEXT = tuple(name for name in (*real_data.PHOTOS, *real_data.CALIBRATION_PICTURES) if name not in real_data.TEXT_PICTURES)
 _PHOTO_METRIC = "top-1 / top-5 agreement, 168 photo crops"
+_PHOTO_SET_METRIC = "top-1 / top-5 agreement / KL, 202 held-out photos"
 TASKS = {
     "bundled": Task(lambda: real_data.fashion_mnist("t10k")[0], lambda part: top1(real_data.fashion_mnist("t10k")[1][part]),
                     "top-1, Fashion-MNIST test", _fashion_calibration, 500),
@@ -158,6 +159,14 @@ TASKS = {
                          lambda count: real_data.calibration_crops(count, 224, True), 24),
     "mobilenet_v2_imagenet_folded": Task(real_data.imagenet_crops, lambda part: agreement, _PHOTO_METRIC,
                                 lambda count: real_data.calibration_crops(count, 224, True), 24),
+    # The photo set: scored on the centre crops of its 202 evaluation photos, calibrated on random
+    # crops of its 100 others (split by photo).
+    "mobilenet_v2_photos": Task(lambda: real_data.photo_set("evaluation"), lambda part: agreement, _PHOTO_SET_METRIC,
+                                lambda count: real_data.calibration_crops(count, 224, True, pictures=real_data.photo_set_paths("calibration")),
+                                24, zoo="mobilenet_v2_imagenet"),
+    "mobilenet_v2_photos_folded": Task(lambda: real_data.photo_set("evaluation"), lambda part: agreement, _PHOTO_SET_METRIC,
+                                       lambda count: real_data.calibration_crops(count, 224, True, pictures=real_data.photo_set_paths("calibration")),
+                                       24, zoo="mobilenet_v2_imagenet_folded"),
     "yolov8n": Task(lambda: real_data.photo_crops(320), lambda part: cosine, "output cosine, 168 photo crops at 320",
                     lambda count: real_data.calibration_crops(count, 320, False), 24),
     # Text for the text detector (on photos without text its map is ~0 and cosines mean nothing);

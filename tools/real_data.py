@@ -136,12 +136,12 @@ def rotated_text_crops(size: int = 224, pictures: tuple[str, ...] = TEXT_PICTURE
 
 
 def calibration_crops(count: int, size: int, normalise: bool, seed: int = 0,
-                      pictures: tuple[str, ...] = CALIBRATION_PICTURES, rotate: bool = False) -> np.ndarray:
+                      pictures: tuple[str | Path, ...] = CALIBRATION_PICTURES, rotate: bool = False) -> np.ndarray:
     """``count`` random crops (scale 0.3-1 of the short side, random place, random mirror; with
-    ``rotate`` also a random quarter turn) of ``pictures``: by default the other scikit-image
-    pictures, none of them a photo the models are scored on."""
+    ``rotate`` also a random quarter turn) of ``pictures`` (the zoo's data by name, or paths): by default
+    the other scikit-image pictures, none of them a photo the models are scored on."""
     rng = np.random.default_rng(seed)
-    pictures = [Image.open(fetch_data(name)).convert("RGB") for name in pictures]
+    pictures = [Image.open(name if isinstance(name, Path) else fetch_data(name)).convert("RGB") for name in pictures]
     crops = []
     for _ in range(count):
         picture = pictures[rng.integers(len(pictures))]
