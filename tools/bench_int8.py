@@ -52,7 +52,7 @@ def calibration(name: str, count: int) -> np.ndarray:
 
 def bench(name: str, goal: dict, samples: int, runs: int) -> str:
     """One table row for ``name``, pruned to ``goal`` (``{"keep": F}`` or ``{"ratio": R}``)."""
-    original, shapes = load_model(name)
+    original, shapes = load_model((TASKS[name].zoo or name) if name in TASKS else name)
     data = {original.graph.input[0].name: calibration(name, samples)}
     common = dict(calibration=data, test_shapes=shapes or None, latency_runs=0, **goal)
     start = time.perf_counter()
