@@ -90,3 +90,9 @@ def test_a_plan_keeps_the_aligned_count() -> None:
     assert plan_layer(_weight((32, 96, 1, 1)), PlanOptions(ratio=0.125, groups=1, align=1)).kept_per_group == 84
     with pytest.raises(ValueError, match="align"):
         PlanOptions(align=0)
+
+
+def test_a_ratio_that_rounds_to_every_channel_says_why() -> None:
+    assert "multiples of 16" in PlanOptions(ratio=0.05).refusal(32, 64)
+    assert PlanOptions(ratio=0.05, align=1).refusal(32, 64) is None
+    assert "multiples" not in PlanOptions(ratio=0.01).refusal(32, 32)
