@@ -281,6 +281,7 @@ CASES = {
     "--group-cost nan": Case(_in(chain), 2, "group_cost must be", ["--group-cost", "nan"], {"group_cost": float("nan")}),
     "--group-cost inf": Case(_in(chain), 2, "group_cost must be", ["--group-cost", "inf"], {"group_cost": float("inf")}),
     "--speed-slack nan": Case(_in(chain), 2, "speed_slack must be", ["--speed-slack", "nan"], {"speed_slack": float("nan")}),
+    "--align 0": Case(_in(chain), 2, "align must be between 1 and 256", ["--align", "0"], {"align": 0}),
     "--min-in-channels -5": Case(_in(chain), 2, "min_in_channels must be", ["--min-in-channels=-5"], {"min_in_channels": -5}),
     "--groups in Arabic-Indic digits": Case(_in(chain), 2, "--groups must be", ["--groups", "\u0664"], None),
     "--threads in Arabic-Indic digits": Case(_in(chain), 2, "invalid int value", ["--threads", "\u0664"], None),
