@@ -12,8 +12,6 @@ counts") has the figures.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import onnx
@@ -22,7 +20,7 @@ from bench_common import load_model
 
 from onnx_gkp import prune
 from onnx_gkp.quantize import quantized
-from onnx_gkp.runtime import session
+from onnx_gkp.runtime import median_latency_ms
 
 
 def variants(name: str, include: str | None, ratios: list[float]) -> tuple[dict[str, onnx.ModelProto], dict[str, str], dict]:
@@ -39,18 +37,6 @@ def variants(name: str, include: str | None, ratios: list[float]) -> tuple[dict[
     return found, kept, shapes
 
 
-def timed(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], runs: int) -> dict[str, float]:
-    """Median seconds of each model, all run in turn ``runs`` times."""
-    sessions = {key: session(m, optimise=True) for key, m in models.items()}
-    times: dict[str, list[float]] = {key: [] for key in sessions}
-    for _ in range(runs):
-        for key, s in sessions.items():
-            start = time.perf_counter()
-            s.run(None, feeds)
-            times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(t) for key, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -62,8 +48,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     ranges = {n: rng.standard_normal((8, *s[1:])).astype(np.float32) for n, s in shapes.items()}
     feeds = {n: a[:1] for n, a in ranges.items()}
-    fp32 = timed(models, feeds, args.runs)
-    int8 = timed({k: quantized(m, ranges, "u8s8") for k, m in models.items()}, feeds, args.runs)
+    fp32 = median_latency_ms(models, feeds, args.runs)
+    int8 = median_latency_ms({k: quantized(m, ranges, "u8s8") for k, m in models.items()}, feeds, args.runs)
     print(f"{args.model} (--groups 1 --include {args.include!r}; speed-ups over the original in its precision, "
           f"median of {args.runs} interleaved runs, one thread)\n")
     print("| variant | Conv MACs kept | fp32 | INT8 (u8s8) |\n|---|---|---|---|")
