@@ -137,7 +137,7 @@ class LayerPlan:
 
 def kept_count(c_in: int, ratio: float, align: int = 1) -> int:
     """``m = round((1 - ratio) * C_in)``, at least 1; for layers of at least ``4 * align``
-    channels, the nearest multiple of ``align`` instead (at least ``align``).
+    channels, the nearest multiple of ``align`` instead (at least ``align``, at most ``C_in``).
 
     onnxruntime's fast Conv paths work on blocks of channels (16 floats with AVX-512, 8 with
     AVX2; its int8 GEMMs likewise): a kept count off the block is padded and can be slower than
@@ -146,7 +146,7 @@ def kept_count(c_in: int, ratio: float, align: int = 1) -> int:
     """
     exact = (1.0 - ratio) * c_in
     if align > 1 and c_in >= 4 * align:
-        return max(align, int(np.floor(exact / align + 0.5)) * align)
+        return min(c_in, max(align, int(np.floor(exact / align + 0.5)) * align))
     return max(1, int(round(exact)))
 
 

@@ -46,6 +46,19 @@ def test_real_model_prunes_and_validates(name: str, runtime_aware: bool) -> None
     assert_close(run(pruned, feeds), run(reference_from_report(original, data), feeds), rtol=1e-3)
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_real_model_data_free_default_runs_and_keeps_the_model(name: str) -> None:
+    """No ratio, target or data: the conservative default (PP-OCR's 360-channel Conv once
+    crashed it, an aligned kept count of 368), and whatever it prunes is nearly exact."""
+    entry = MODELS[name]
+    original = onnx.load(fetched(name))
+    pruned, report = onnx_gkp.prune(original, test_shapes=entry.test_shapes or None, latency_runs=5)
+    assert report.options["mode"] == "data-free" and report.validation.passed
+    onnx.checker.check_model(pruned, full_check=True)
+    feeds = feeds_for(original, shapes={k: list(v) for k, v in entry.test_shapes.items()})
+    assert_close(run(pruned, feeds), run(original, feeds), rtol=1e-3)
+
+
 def test_exports_predict_what_their_weights_learned() -> None:
     """The torch exports are the pretrained networks: MNIST digits read, the cat is a cat."""
     pytest.importorskip("PIL", reason="the photos need the zoo extra")
