@@ -38,7 +38,8 @@ Curves = dict[int, tuple[float, ...]]  # node index -> error at each ratio of GR
 Times = dict[int, tuple[float, ...]]  # node index -> measured seconds at each ratio of GRID
 
 
-def _plans(site: ConvSite, options: PlanOptions) -> list:
+def grid_plans(site: ConvSite, options: PlanOptions) -> list:
+    """The layer's ``G = 1`` plan at each ratio of ``GRID`` (kept channels by weight energy)."""
     energy = kernel_energy(site.weight)
     return [plan_for_count(site.weight, energy, 1, options.kept(site.weight.shape[1], r), options) for r in GRID]
 
@@ -55,7 +56,7 @@ def estimated_curves(
     for site in sites:
         weighted = weighted_energy(kernel_energy(site.weight), moments.get(site.node_index))
         c_in = site.weight.shape[1]
-        errors = [gains[site.node_index] * relative_error(weighted, p.keep_mask(c_in)) for p in _plans(site, options)]
+        errors = [gains[site.node_index] * relative_error(weighted, p.keep_mask(c_in)) for p in grid_plans(site, options)]
         curves[site.node_index] = _monotone(errors)
     return curves
 
@@ -69,7 +70,7 @@ def measured_curves(
     refitted (``calibrate.refitted_alone``) on up to ``REFIT_SAMPLES`` other fit samples, as the
     pass will refit it."""
     flat_sites = [s for s in sites for _ in GRID]
-    flat_plans = [p for s in sites for p in _plans(s, options)]
+    flat_plans = [p for s in sites for p in grid_plans(s, options)]
     errors = output_errors(model, flat_sites, flat_plans, fit, threads=threads, samples=CURVE_SAMPLES)
     count = len(next(iter(fit.values())))
     if refit and count > 0:
