@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 import onnx_gkp
 from conftest import reference_from_report, run
 from onnx_gkp.analyse import resolve_input_shapes
+from onnx_gkp.plan import kept_count
 from onnx_gkp.runtime import random_inputs
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -131,3 +132,11 @@ def test_same_seed_same_bytes(blocks, seed) -> None:
     first, _ = onnx_gkp.prune(model, ratio=0.25, seed=seed, runtime_aware=False, check=False)
     again, _ = onnx_gkp.prune(model, ratio=0.25, seed=seed, runtime_aware=False, check=False)
     assert first.SerializeToString() == again.SerializeToString()
+
+
+@given(st.integers(1, 4096), st.floats(0.0, 0.999), st.sampled_from([1, 8, 16, 32]))
+def test_a_kept_count_is_a_real_channel_count(c_in: int, ratio: float, align: int) -> None:
+    """At least one channel and never more than the layer has (an aligned 360 once became 368)."""
+    kept = kept_count(c_in, ratio, align)
+    assert 1 <= kept <= c_in
+    assert kept == c_in or kept == kept_count(c_in, ratio) or kept % align == 0
