@@ -185,6 +185,12 @@ TASKS = {
                              "top-1 agreement / KL / accuracy (true turn), 112 turned crops of page.png",
                              lambda count: real_data.calibration_crops(count, 224, True, pictures=("text.png",), rotate=True), 32,
                              zoo="orientation"),
+    # The same 112 turned crops of page.png, calibrated on printed pages of prose rendered at a
+    # random turn (real_data.document_pages): documents, as the classifier is fed.
+    "orientation_documents": Task(lambda: real_data.rotated_text_crops(224, ("page.png",))[0],
+                                  lambda part: orientation_metric(real_data.rotated_text_crops(224, ("page.png",))[1][part]),
+                                  "top-1 agreement / KL / accuracy (true turn), 112 turned crops of page.png",
+                                  lambda count: real_data.document_pages(count, 224), 32, zoo="orientation"),
 }
 
 
