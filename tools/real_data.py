@@ -159,10 +159,11 @@ def calibration_crops(count: int, size: int, normalise: bool, seed: int = 0,
 DOCUMENT_TEXT = Path("/usr/share/common-licenses/GPL-3")  # on every Debian system: real prose to print
 
 
-def document_pages(count: int, size: int = 224, seed: int = 0) -> np.ndarray:
+def document_pages(count: int, size: int = 224, seed: int = 0, turn: bool = True) -> np.ndarray:
     """``count`` pages of printed prose (lines of ``DOCUMENT_TEXT`` from a random place, Pillow's
-    own font at 12-30 px, dark ink on light paper, random margins), each at a random quarter turn,
-    ``size`` x ``size`` and ImageNet-normalised: the documents an orientation classifier is fed.
+    own font at 12-30 px, dark ink on light paper, random margins), with ``turn`` each at a random
+    quarter turn, ``size`` x ``size`` and ImageNet-normalised: the documents an orientation
+    classifier or a text detector is fed.
 
     The zoo holds only two real pictures of text (``TEXT_PICTURES``), and text.png, a sign
     photographed at an angle, is one the classifier itself gets right only half the time; a
@@ -189,7 +190,7 @@ def document_pages(count: int, size: int = 224, seed: int = 0) -> np.ndarray:
             else:
                 line = f"{line} {word}".strip()
         array = np.asarray(page.resize((size, size), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255.0
-        pages.append(np.rot90(array, int(rng.integers(4)), axes=(1, 2)))
+        pages.append(np.rot90(array, int(rng.integers(4)), axes=(1, 2)) if turn else array)
     return _normalised(np.ascontiguousarray(np.stack(pages)))
 
 
