@@ -7,7 +7,9 @@
   the mean change of the probability of the original's top class, a smooth stand-in for
   top-1 agreement that ``--keep`` ranks candidates by (``keep.py``, :func:`model_estimate`).
 * Dense outputs (maps, boxes, images, audio): relative L2 error ``||p - o|| / ||o||``, SNR in dB
-  ``10 log10(||o||^2 / ||p - o||^2)`` and the mean per-sample cosine.
+  ``10 log10(||o||^2 / ||p - o||^2)`` and the cosine of all samples' outputs at once (a
+  per-sample mean is noise on samples whose output is about zero: a text detector's map of a
+  crop without text made PP-OCR's INT8 model read 0.48 where it reads 0.86 at once).
 * Other outputs (integers, booleans): the fraction of equal elements.
 
 Each output has a *target metric* (``top1``, ``top5`` or ``cosine`` by kind; ``match`` for
@@ -67,15 +69,12 @@ def dense_metrics(original: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
     if not (np.isfinite(o).all() and np.isfinite(p).all()):
         return {"relative_l2": float("inf"), "snr_db": float("-inf"), "cosine": 0.0}
     error, signal = float(np.sum((p - o) ** 2)), float(np.sum(o**2))
-    flat_o, flat_p = o.reshape(len(o), -1), p.reshape(len(p), -1)
-    norms = np.linalg.norm(flat_o, axis=1) * np.linalg.norm(flat_p, axis=1)
-    dots = np.sum(flat_o * flat_p, axis=1)
-    same = np.all(flat_o == flat_p, axis=1)
-    cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), same.astype(np.float64))
+    norms = float(np.linalg.norm(o) * np.linalg.norm(p))
+    cosine = float(np.sum(o * p)) / norms if norms > 0 else float(np.array_equal(o, p))
     return {
         "relative_l2": float(np.sqrt(error / signal)) if signal > 0 else float(error > 0) * float("inf"),
-        "snr_db": float(10 * np.log10(signal / error)) if error > 0 else float("inf"),
-        "cosine": float(np.mean(cosines)),
+        "snr_db": float("inf") if error == 0 else float(10 * np.log10(signal / error)) if signal > 0 else float("-inf"),
+        "cosine": cosine,
     }
 
 
