@@ -22,10 +22,13 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
-from .analyse import ConvSite
+from .analyse import ConvSite, constant_tensors
 from .calibrate import output_errors, refitted_alone
+from .input_stats import StatsReader
 from .plan import PlanOptions, kernel_energy, plan_for_count
+from .propagation import ErrorGains
 from .quality import relative_error, weighted_energy
+from .targets import second_moment
 
 GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # ratios a layer may get (at most 3/4 of its inputs)
 CURVE_SAMPLES = 16  # fit samples each point of a measured curve runs
@@ -48,16 +51,17 @@ def _monotone(errors: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(e) for e in np.maximum.accumulate(np.asarray(errors, dtype=np.float64)))
 
 
-def estimated_curves(
-    sites: Sequence[ConvSite], options: PlanOptions, gains: dict[int, float], moments: dict[int, Optional[np.ndarray]]
-) -> Curves:
-    """Data-free curves: each layer's estimated relative error times its error gain."""
+def estimated_curves(model: onnx.ModelProto, sites: Sequence[ConvSite], options: PlanOptions) -> Curves:
+    """Data-free curves: each layer's estimated relative error (weights and BN statistics) times
+    its error gain read off ``model``'s graph."""
+    consts, _ = constant_tensors(model)
+    gains = ErrorGains(model, consts, StatsReader(model, consts))
     curves = {}
     for site in sites:
-        weighted = weighted_energy(kernel_energy(site.weight), moments.get(site.node_index))
+        weighted = weighted_energy(kernel_energy(site.weight), second_moment(site))
         c_in = site.weight.shape[1]
-        errors = [gains[site.node_index] * relative_error(weighted, p.keep_mask(c_in)) for p in grid_plans(site, options)]
-        curves[site.node_index] = _monotone(errors)
+        gain = gains(site.node_index)[0]
+        curves[site.node_index] = _monotone([gain * relative_error(weighted, p.keep_mask(c_in)) for p in grid_plans(site, options)])
     return curves
 
 

@@ -21,11 +21,8 @@ from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model
 
 from onnx_gkp.allowance import GRID, estimated_curves, measured_curves
-from onnx_gkp.analyse import analyse, constant_tensors
-from onnx_gkp.input_stats import StatsReader
+from onnx_gkp.analyse import analyse
 from onnx_gkp.plan import PlanOptions
-from onnx_gkp.propagation import ErrorGains
-from onnx_gkp.targets import second_moment
 
 
 def main() -> None:
@@ -36,11 +33,8 @@ def main() -> None:
     task = TASKS[args.model]
     model, shapes = load_model(args.model)
     sites = analyse(model, None, None, shapes or None, 4).sites
-    consts, _ = constant_tensors(model)
-    gains = ErrorGains(model, consts, StatsReader(model, consts))
     options = PlanOptions()
-    estimated = estimated_curves(sites, options, {s.node_index: gains(s.node_index)[0] for s in sites},
-                                 {s.node_index: second_moment(s) for s in sites})
+    estimated = estimated_curves(model, sites, options)
     measured = measured_curves(model, sites, options, {model.graph.input[0].name: task.calibration(16)}, threads=2)
     est = np.array([estimated[s.node_index] for s in sites])
     got = np.array([measured[s.node_index] for s in sites])

@@ -25,14 +25,11 @@ from bench_quality import TASKS, load_model, outputs
 import onnx_gkp
 import onnx_gkp.search.fidelity_target as fidelity_target
 from onnx_gkp.allowance import GRID, estimated_curves, grid_plans
-from onnx_gkp.analyse import analyse, constant_tensors
+from onnx_gkp.analyse import analyse
 from onnx_gkp.calibrate import output_errors
 from onnx_gkp.context import compensated
-from onnx_gkp.input_stats import StatsReader
 from onnx_gkp.plan import PlanOptions
-from onnx_gkp.propagation import ErrorGains
 from onnx_gkp.runtime import median_latency_ms
-from onnx_gkp.targets import second_moment
 
 ADMITTED = 0.01  # estimates above this no allowance worth considering admits
 SHOWN = 6
@@ -41,11 +38,8 @@ SHOWN = 6
 def underestimates(model, shapes, images: np.ndarray) -> str:
     """The (layer, ratio) points an allowance up to ``ADMITTED`` admits, worst measured/estimated first."""
     sites = analyse(model, None, None, shapes or None, 4).sites
-    consts, _ = constant_tensors(model)
-    gains = ErrorGains(model, consts, StatsReader(model, consts))
     options = PlanOptions()
-    curves = estimated_curves(sites, options, {s.node_index: gains(s.node_index)[0] for s in sites},
-                              {s.node_index: second_moment(s) for s in sites})
+    curves = estimated_curves(model, sites, options)
     points = [(s, i, p) for s in sites for i, p in enumerate(grid_plans(s, options)) if 0 < curves[s.node_index][i] <= ADMITTED]
     errors = output_errors(model, [s for s, _, _ in points], [compensated(s, p) for s, _, p in points],
                            {model.graph.input[0].name: images[:16]}, threads=2, samples=16)

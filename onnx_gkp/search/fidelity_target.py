@@ -10,13 +10,10 @@ allowance is the largest whose refitted model keeps the target on the held-out s
 from __future__ import annotations
 
 from ..allowance import estimated_curves, levels, measured_curves, ratios_within
-from ..analyse import Skip, constant_tensors
+from ..analyse import Skip
 from ..context import Context
 from ..fidelity import model_estimate, model_score
-from ..input_stats import StatsReader
 from ..keep import search
-from ..propagation import ErrorGains
-from ..targets import second_moment
 from .uniform import grid_times, plan_sites
 
 DATA_FREE_ALLOWANCE = 1e-5  # without data: only what the estimate calls nearly exact (it ran up to 80x low)
@@ -28,11 +25,7 @@ def data_free_ratios(context: Context) -> Ratios:
     """The ratios the conservative estimated-error allowance admits."""
     sites, options = context.sites, context.plan_options
     with context.clock("curves"):
-        full = context.full()
-        consts, _ = constant_tensors(full)
-        gains = ErrorGains(full, consts, StatsReader(full, consts))
-        curves = estimated_curves(sites, options, {s.node_index: gains(s.node_index)[0] for s in sites},
-                                  {s.node_index: second_moment(s) for s in sites})
+        curves = estimated_curves(context.full(), sites, options)
         with context.clock("measure"):  # only the layers the allowance lets prune at all
             times = grid_times([s for s in sites if curves[s.node_index][0] <= DATA_FREE_ALLOWANCE], context.costs, options)
     return ratios_within(curves, DATA_FREE_ALLOWANCE, times)
