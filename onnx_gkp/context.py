@@ -26,7 +26,7 @@ from .calibrate import outputs_on, reconstructed
 from .compensation import bias_delta, tap_coverage
 from .costs import CostTable
 from .errors import GkpError, ValidationFailed
-from .fidelity import fidelity
+from .fidelity import fidelity, model_estimate
 from .input_stats import ChannelStats
 from .load import ModelLike, check_onnx, digest, load_model, release, restored
 from .model_plan import Plan, PlannedLayer
@@ -102,7 +102,8 @@ class Context:
         if options.quantize is not None:
             with clock("quantize"):
                 context.int8 = int8_original(options.quantize, full, data.fit, context.timing_feeds(), table,  # type: ignore[union-attr, arg-type]
-                                             options.threads, options.latency_runs)
+                                             options.threads, options.latency_runs,
+                                             lambda model: model_estimate(context.fidelity(model)))
             context.decisions["int8_types"] = context.int8.types
             if context.costs is not None:
                 context.costs.precision = context.int8.types  # layers are timed as they will run
