@@ -197,6 +197,9 @@ class Report:
                          f"{ms['int8 alone']:.3f} ms, pruned {ms['pruned']:.3f} ms, pruned + INT8 {ms['pruned int8']:.3f} ms: "
                          f"{ms['original'] / ms['pruned int8']:.2f}x over the original, "
                          f"{ms['int8 alone'] / ms['pruned int8']:.2f}x over INT8 alone")
+            if ms["pruned int8"] > ms["pruned"]:
+                lines.append(f"warning: here the INT8 model runs slower than the pruned fp32 one ({ms['pruned int8']:.3f} ms "
+                             f"against {ms['pruned']:.3f} ms): without --quantize the pass writes the faster model")
         return lines
 
     def fidelity_line(self) -> str:

@@ -85,6 +85,9 @@ def test_int8_types_are_measured_once_and_remembered(tmp_path: Path) -> None:
     assert all(f"{name} " in q["chosen"] for name in ("u8s7", "s8s8")), "every type timed and scored"
     assert set(q["latency_ms"]) == {"original", "int8 alone", "pruned", "pruned int8"}
     assert "over INT8 alone" in report.summary() and report.summary().startswith("fidelity of the INT8 model")
+    for fp32_ms, int8_ms, warned in ((1.0, 2.0, True), (1.0, 0.5, False)):  # INT8 slower than fp32 happens on real CPUs
+        q["latency_ms"].update({"pruned": fp32_ms, "pruned int8": int8_ms})
+        assert any("slower than the pruned fp32" in line for line in report.int8_lines()) == warned
     again, report = onnx_gkp.prune(model, ratio=0.5, groups=1, quantize="int8", calibration=data, cost_cache=cache,
                                    latency_runs=3)
     assert "remembered" in report.quantization["chosen"]
