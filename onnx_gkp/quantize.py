@@ -44,7 +44,7 @@ TYPES = {
 }
 AS_FAST = 1.10  # a type this much slower than the fastest still counts as fast: timing noise on a shared CPU
 PER_CHANNEL_OPSET = 13
-CHOICES = ("int8", *TYPES)  # int8: whichever of TYPES runs the quantized original faster here
+CHOICES = ("int8", *TYPES)  # int8: the most faithful of TYPES that runs the quantized original as fast as the fastest here
 
 
 class Feeder(CalibrationDataReader):
