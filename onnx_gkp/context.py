@@ -233,13 +233,17 @@ class Context:
         except ValidationFailed as error:
             raise ValidationFailed(f"validation failed: {error} (--no-validate writes the model unchecked)") from None
 
+    @functools.cached_property
+    def held_outputs(self) -> list[np.ndarray]:
+        """The original's outputs on the held-out samples: every fidelity figure compares with
+        them, so they are computed once (the ``--keep`` search asks for dozens)."""
+        return outputs_on(self.full(), self.data.held, threads=self.options.threads)  # type: ignore[union-attr]
+
     def fidelity(self, pruned: onnx.ModelProto) -> dict[str, dict]:
         """Per output, ``pruned`` against the original on the held-out samples."""
-        full = self.full()
-        names = [o.name for o in full.graph.output]
-        want = outputs_on(full, self.data.held, threads=self.options.threads)  # type: ignore[union-attr]
+        names = [o.name for o in self.original.graph.output]
         got = outputs_on(pruned, self.data.held, threads=self.options.threads)  # type: ignore[union-attr]
-        return fidelity(names, want, got, self.options.metrics)
+        return fidelity(names, self.held_outputs, got, self.options.metrics)
 
     def time_ratio(self, pruned: onnx.ModelProto, reference: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int) -> float:
         """The pruned model's median time over the reference's, side by side; with INT8 the

@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 
 from bench_common import ROOT, load_model, write_section
-from bench_quality import TASKS, outputs
+from bench_quality import TASKS, scored
 from models.shapes import BUILDERS
 
 import onnx_gkp
@@ -69,13 +69,7 @@ def bench(name: str, goal: dict, samples: int, runs: int) -> str:
     shape = tuple(shapes.get(original.graph.input[0].name, ())) or (1, *data[original.graph.input[0].name].shape[1:])
     feeds = {k: v[: shape[0]] for k, v in data.items()}
     ms = median_latency_ms(models, feeds, runs)
-    scores = {k: "n/a (random weights)" for k in models}
-    if name in TASKS:
-        task = TASKS[name]
-        images = task.inputs()[task.reserved:]
-        metric = task.metric(slice(task.reserved, None))
-        dense = outputs(original, images, task.batch)
-        scores = {k: metric(dense, outputs(m, images, task.batch)) for k, m in models.items()}
+    scores = scored(TASKS[name], original, models) if name in TASKS else {k: "n/a (random weights)" for k in models}
     macs = lambda r: r.totals["conv_macs_after"] / r.totals["conv_macs_before"]  # noqa: E731
     row = (f"| {name} | {ms['fp32'] / ms['int8 alone']:.2f}x; {scores['int8 alone']} "
            f"| {ms['fp32'] / ms['ours fp32']:.2f}x; {scores['ours fp32']} ({macs(report):.0%} MACs) "

@@ -12,13 +12,14 @@ which calibration never sees. On a CPU without VNNI the uint8 x int8 kernels sat
 from __future__ import annotations
 
 import argparse
-import platform
+from pathlib import Path
 
 import onnxruntime as ort
 
 from bench_common import ROOT, load_model, write_section
-from bench_quality import TASKS, outputs
+from bench_quality import TASKS, scored
 
+from onnx_gkp.costs import cpu_name
 from onnx_gkp.quantize import TYPES, quantized
 from onnx_gkp.runtime import median_latency_ms
 
@@ -26,13 +27,13 @@ from onnx_gkp.runtime import median_latency_ms
 def _cpu() -> str:
     """The CPU's name and whether it has VNNI (the int8 dot products without saturation)."""
     try:
-        text = open("/proc/cpuinfo").read()
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
     except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown CPU")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        flags = []
     vnni = [f for f in ("avx512_vnni", "avx_vnni") if f in flags]
-    return f"{name}, {'with ' + ' and '.join(vnni) if vnni else 'no VNNI'}, {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'}"
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{cpu_name()}, {'with ' + ' and '.join(vnni) if vnni else 'no VNNI'}, {isa}"
 
 
 def bench(name: str, samples: int, runs: int) -> str:
@@ -43,10 +44,8 @@ def bench(name: str, samples: int, runs: int) -> str:
     types = list(TYPES)
     models = {"fp32": original, **{t: quantized(original, data, t) for t in types}}
     ms = median_latency_ms(models, {k: v[:1] for k, v in data.items()}, runs)
-    images = task.inputs()[task.reserved:]
-    metric = task.metric(slice(task.reserved, None))
-    dense = outputs(original, images, task.batch)
-    cells = [f"{ms['fp32'] / ms[t]:.2f}x; {metric(dense, outputs(models[t], images, task.batch))}" for t in types]
+    scores = scored(task, original, models)
+    cells = [f"{ms['fp32'] / ms[t]:.2f}x; {scores[t]}" for t in types]
     row = f"| {name} | {task.metric_name} | " + " | ".join(cells) + " |"
     print(row, flush=True)
     return row

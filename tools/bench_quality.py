@@ -215,6 +215,14 @@ def outputs(model: onnx.ModelProto, images: np.ndarray, batch: int) -> np.ndarra
     return np.concatenate([session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
 
 
+def scored(task: Task, original: onnx.ModelProto, models: dict[str, onnx.ModelProto]) -> dict[str, str]:
+    """Each of ``models`` scored against ``original`` on the task's evaluation inputs."""
+    images = task.inputs()[task.reserved:]
+    metric = task.metric(slice(task.reserved, None))
+    dense = outputs(original, images, task.batch)
+    return {k: metric(dense, outputs(m, images, task.batch)) for k, m in models.items()}
+
+
 def bench(
     name: str, ratios: list[float], methods: dict[str, dict], budgeted: bool = False
 ) -> tuple[str, dict[str, dict[float, str]]]:
