@@ -16,6 +16,7 @@ from .paths import check_prune_paths
 from .report import Report
 from .search.budget_target import plan_to_target
 from .search.fidelity_target import data_free_ratios, kept_ratios
+from .search.gathers import without_gathers
 from .search.guard import guarded
 from .search.uniform import plan_sites
 
@@ -29,7 +30,8 @@ def prune(model: ModelLike, options: Optional[Options] = None, **overrides: Any)
     or ``target_latency`` budget spent where the estimated quality cost is least; with
     ``calibration`` data and neither, the most pruning measured to ``keep`` the fidelity on
     held-out samples; without data, what a conservative estimated-error allowance admits; or a
-    given ``plan``, as it is. Layers are refitted on the fit samples (or their biases
+    given ``plan``, as it is. Layers whose input Gather makes the model slower end to end are
+    left whole (``search/gathers.py``). Layers are refitted on the fit samples (or their biases
     compensated without data), timed on this machine so none is made slower, and with
     ``check`` the result is validated against its masked reference (:class:`ValidationFailed`
     if they differ). With ``quantize`` the pruned model ships as onnxruntime's static INT8 and
@@ -53,6 +55,7 @@ def prune(model: ModelLike, options: Optional[Options] = None, **overrides: Any)
         elif context.mode == "keep":
             ratios, trail = kept_ratios(context, skipped)
         pairs, whole = plan_sites(context, skipped, ratios, options.progress)
+        pairs, whole = without_gathers(context, pairs, whole, skipped)
     pairs = pairs if options.plan is not None else context.refitted(pairs)
     pruned, report = guarded(context, pairs, whole, skipped, records)
     if context.int8 is not None:

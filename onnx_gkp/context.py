@@ -142,8 +142,10 @@ class Context:
         return random_inputs(self.original, self.analysis.input_shapes, self.options.seed, self.options.input_values)
 
     def timing_feeds(self) -> dict[str, np.ndarray]:
-        """Held-out samples at the batch size the model is checked with."""
-        return {name: array[: self.analysis.input_shapes[name][0]] for name, array in self.data.held.items()}  # type: ignore[union-attr]
+        """Held-out samples at the batch size the model is checked with (without data, the check's inputs)."""
+        if self.data is None:
+            return self.feeds
+        return {name: array[: self.analysis.input_shapes[name][0]] for name, array in self.data.held.items()}
 
     def plan(self, pairs: list[tuple[ConvSite, LayerPlan]], whole: list[ConvSite]) -> Plan:
         """The plain plan of planned ``pairs`` (refitted sites carry their new weights) and ``whole`` sites."""
@@ -252,6 +254,14 @@ class Context:
             pruned, reference = self.int8.shipped(pruned), self.int8.alone
         times = median_latency_ms({"reference": reference, "pruned": pruned}, feeds, runs, self.options.threads)
         return times["pruned"] / times["reference"]
+
+    def shipped_time_ratio(self, first: onnx.ModelProto, second: onnx.ModelProto, runs: int) -> float:
+        """``first``'s median time over ``second``'s, side by side, both as they would ship
+        (quantized with ``--quantize``)."""
+        if self.int8 is not None:
+            first, second = self.int8.shipped(first), self.int8.shipped(second)
+        times = median_latency_ms({"first": first, "second": second}, self.timing_feeds(), runs, self.options.threads)
+        return times["first"] / times["second"]
 
     def shipped(self, pruned: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         """The pruned model quantized, and how it compares with the pruned fp32 model and with the

@@ -39,7 +39,7 @@ from .analyse import ConvSite
 from .load import EXTERNAL_MIN, STRIPPED
 from .ops import ChannelNode, Changes, channel_params
 from .plan import LayerPlan
-from .trims import Trim, decide_trims
+from .trims import Trim, decide_trims, keeps_gather
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
 
@@ -210,7 +210,7 @@ def _trim(
     """Stop computing channels nobody reads, as ``trims`` decided (:func:`trims.decide_trims`):
     fold each trimmed source's reader's input gather back into the source and its chain."""
     for site in sites:
-        if site.source is not None and site.source[0] in trims:
+        if not keeps_gather(site, trims):
             index = np.asarray(trims[site.source[0]].kept, dtype=np.int64)
             _trim_source(nodes, site, convs[site.source[0]], index, gathers[site.node_index])
 

@@ -37,6 +37,13 @@ class Trim:
         return sorted(set(range(self.filters)) - set(self.kept))
 
 
+def keeps_gather(site: ConvSite, trims: dict[int, Trim]) -> bool:
+    """Whether the pruned ``site`` still reads its input through a channel Gather: its source is
+    not trimmed to compute the kept channels for it (none, or read by others too, e.g. a
+    residual stream)."""
+    return site.source is None or site.source[0] not in trims
+
+
 def decide_trims(
     model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan], whole: Sequence[ConvSite] = ()
 ) -> dict[int, Trim]:
