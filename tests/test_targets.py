@@ -14,11 +14,13 @@ from onnx import helper, numpy_helper
 import onnx_gkp
 from onnx_gkp.analyse import constant_tensors
 from onnx_gkp.cluster import balanced_kmeans
+from onnx_gkp.errors import GkpError
 from onnx_gkp.input_stats import StatsReader
 from onnx_gkp.kernels import select_channels
 from onnx_gkp.plan import LayerPlan, PlanOptions, filter_features, group_scores, kernel_energy
 from onnx_gkp.propagation import ErrorGains
 from onnx_gkp.quality import relative_error, relative_errors, weighted_energy
+from onnx_gkp.search.budget_target import search_saving
 from onnx_gkp.targets import keep_grid
 
 from conftest import assert_close, feeds_for, reference_from_report, run
@@ -72,6 +74,15 @@ def test_target_latency_is_measured_and_repeatable(tmp_path: Path) -> None:
     assert report.validation.latency_ms["pruned"] > 0
     assert all(l.budget["seconds"] <= l.budget["whole"] for l in report.layers)
     assert "target: at most 0.80 of the original's time; measured" in report.summary()
+
+
+def test_an_unreachable_latency_target_is_refused_not_shipped_at_the_most_pruning() -> None:
+    # MobileNetV2 at --target-latency 0.83: the most pruning measured 1.13x at 40% of the MACs, KL 2.9
+    measured = []
+    with pytest.raises(GkpError, match=r"--target-latency 0.8 cannot be met here: .* measured 0.88 of the original's time"):
+        search_saving(0.8, 1e-3, lambda need: measured.append(need) or 0.88)
+    assert measured == [1e-3], "the most pruning is measured once, and nothing else"
+    assert search_saving(0.8, 1e-3, lambda need: 0.8 if need < 1e-3 else 0.6) < 1e-3, "reachable: searched"
 
 
 @pytest.mark.parametrize("args, words", [

@@ -219,14 +219,16 @@ def search_saving(fraction: float, most: float, measure: Callable[[float], float
 
     Layer times measured one at a time predict the end-to-end saving only roughly (layout
     conversions, gathers, trimmed sources), so the saving asked for is searched: the most
-    pruning first (if even that misses the target, it is the answer), then a linear guess,
+    pruning first (if even that misses the target, :class:`GkpError` says by how much: on
+    MobileNetV2 it kept 40% of the Conv MACs for 1.13x, at KL 2.9), then a linear guess,
     then bisection between what measured too slow and too fast; ``LATENCY_ATTEMPTS``
     measurements at most. The answer is the first within ``LATENCY_TOLERANCE`` of the target,
     else the slowest that meets it.
     """
     tried = {most: measure(most)}
-    if tried[most] > fraction * (1 + LATENCY_TOLERANCE):
-        return most
+    if tried[most] > fraction * (1 + LATENCY_TOLERANCE):  # shipping it would cost the most accuracy for a miss
+        raise GkpError(f"--target-latency {fraction:g} cannot be met here: the most pruning the layer times allow "
+                       f"measured {tried[most]:.2f} of the original's time end to end")
     low, high = 0.0, most
     need = most * min(1.0, (1.0 - fraction) / max(1.0 - tried[most], 1e-9))
     for _ in range(LATENCY_ATTEMPTS - 1):
