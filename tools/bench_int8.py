@@ -3,7 +3,8 @@
 For each model: onnxruntime's static QDQ quantization of the original (INT8 alone, the same
 types and the same fit samples the pass uses), the pass in fp32 and the pass with
 ``--quantize int8`` (layers timed in int8, the fidelity target checked on the quantized model).
-All four are timed in one process (one thread, batch 1, runs interleaved, median) and scored on
+The pass runs as a user runs it: its end-to-end guard and its Gather decision measure the
+assembled model. All four are timed in one process (one thread, batch 1, runs interleaved, median) and scored on
 the model's evaluation inputs, which the pass never sees (for the random-weight ResNet shapes
 there is no meaningful fidelity: speed only). The Transposes of onnxruntime's optimised INT8
 graphs are counted: each channel Gather between int8 Convs costs two.
@@ -51,10 +52,11 @@ def calibration(name: str, count: int) -> np.ndarray:
 
 
 def bench(name: str, goal: dict, samples: int, runs: int) -> str:
-    """One table row for ``name``, pruned to ``goal`` (``{"keep": F}`` or ``{"ratio": R}``)."""
+    """One table row for ``name``, pruned to ``goal`` (``{"keep": F}`` or ``{"ratio": R}``, with
+    an ``include`` pattern where given)."""
     original, shapes = load_model((TASKS[name].zoo or name) if name in TASKS else name)
     data = {original.graph.input[0].name: calibration(name, samples)}
-    common = dict(calibration=data, test_shapes=shapes or None, latency_runs=0, **goal)
+    common = dict(calibration=data, test_shapes=shapes or None, **goal)
     start = time.perf_counter()
     fp32, report = onnx_gkp.prune(original, **common)
     fp32_s = time.perf_counter() - start
@@ -86,12 +88,16 @@ def main() -> None:
     goal = parser.add_mutually_exclusive_group()
     goal.add_argument("--keep", type=float, default=0.98, help="the fidelity target of both runs of the pass")
     goal.add_argument("--ratio", type=float, help="instead, the uniform ratio (with the calibration refit)")
+    parser.add_argument("--include", help="prune only the Convs whose names match (the pass's --include)")
     parser.add_argument("--samples", type=int, default=512, help="calibration samples (a quarter held out inside the pass)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true", help="put the table in docs/results.md")
     args = parser.parse_args()
     goal = {"keep": args.keep} if args.ratio is None else {"ratio": args.ratio}
     flag = " ".join(f"--{k} {v:g}" for k, v in goal.items())
+    if args.include:
+        goal["include"] = args.include
+        flag += f" --include '{args.include}'"
     header = [
         f"**Pruning on INT8** (`python tools/bench_int8.py --models {args.models} {flag} --samples {args.samples}`; "
         f"onnxruntime {ort.__version__}, one thread, batch 1, all four variants of a model interleaved in one process, "
