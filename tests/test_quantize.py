@@ -128,11 +128,38 @@ def test_layers_are_timed_in_the_precision_that_ships(tmp_path: Path) -> None:
     assert sum(" | u8s8 | " in k for k in keys) == 3 and sum(" | u8s8 | " not in k for k in keys) == 3
 
 
-def test_a_latency_target_under_quantize_is_measured_against_int8_alone(tmp_path: Path) -> None:
-    model = make_model(CHAIN, CHAIN_WEIGHTS)
-    data = {"x": np.random.default_rng(1).standard_normal((64, 8, 10, 10)).astype(np.float32)}
+WIDE = """
+<ir_version: 8, opset_import: ["" : 17]>
+wide (float[1,32,24,24] x) => (float[1,128,24,24] y) {
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r = Relu(a)
+  y = Conv <pads=[1,1,1,1]> (r, w2)
+}
+"""
+WIDE_WEIGHTS = {"w1": (128, 32, 3, 3), "b1": (128,), "w2": (128, 128, 3, 3)}
+
+
+def test_a_latency_target_under_quantize_is_measured_against_int8_alone(tmp_path: Path, monkeypatch) -> None:
+    # wide enough that pruning pays in int8 (a 32-channel chain measured 1.04 of INT8 alone at its most pruning)
+    compared: list[dict[str, onnx.ModelProto]] = []
+    real = onnx_gkp.context.median_latency_ms
+
+    def spy(models, *args, **kwargs):
+        compared.append(dict(models))
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_gkp.context, "median_latency_ms", spy)
+    model = make_model(WIDE, WIDE_WEIGHTS)
+    data = {"x": np.random.default_rng(1).standard_normal((64, 32, 24, 24)).astype(np.float32)}
     pruned, report = onnx_gkp.prune(model, target_latency=0.9, quantize="u8s8", calibration=data,
-                                    cost_cache=tmp_path / "costs.json", latency_runs=3)
+                                    cost_cache=tmp_path / "costs.json", latency_runs=5)
     assert report.quantization["types"] == "u8s8" and report.validation.passed
     assert any(" | u8s8 | " in key for key in json.loads((tmp_path / "costs.json").read_text())), "layers timed in int8"
+    targets = [m for m in compared if set(m) == {"reference", "pruned"}]
+    assert targets, "the target was measured end to end"
+    for m in targets:
+        assert all(any(n.op_type == "QuantizeLinear" for n in v.graph.node) for v in m.values()), "both sides int8"
+        assert sorted(w.shape for w in _weights(m["reference"]) if w.ndim == 4) == sorted(WIDE_WEIGHTS[k] for k in ("w1", "w2")), \
+            "against the original quantized alone"
+    assert "target: at most 0.90 of the original's time; measured" in report.summary()
     assert sum(n.op_type == "QuantizeLinear" for n in pruned.graph.node) >= 2
