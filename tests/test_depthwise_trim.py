@@ -241,3 +241,29 @@ def test_runtime_aware_times_the_projection_without_its_gather(monkeypatch: pyte
     feeds = feeds_for(model)
     assert_close(run(pruned, feeds), run(reference_from_report(model, data), feeds))
     assert math.isfinite(data["totals"]["conv_macs_after"])
+
+
+def test_an_expand_conv_a_ratio_leaves_whole_is_still_trimmed_so_its_projection_is_timed_without_a_gather(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Per-layer ratios (``--keep``) leave a fragile expand Conv whole and prune its projection:
+    the rewrite still trims the expand Conv, so the projection's ``G = 1`` is timed without the
+    gather (it was timed with one, measured no faster than dense and left whole on MobileNetV2)."""
+    from onnx_gkp.context import Context
+    from onnx_gkp.costs import CostTable
+    from onnx_gkp.options import Options
+    from onnx_gkp.search.uniform import plan_sites
+
+    asked: list[tuple] = []
+    times = CostTable.times
+
+    def recording(self: CostTable, geometry: object, variants: list) -> dict:
+        asked.extend(variants)
+        return times(self, geometry, variants)
+
+    monkeypatch.setattr(CostTable, "times", recording)
+    cache = tmp_path / "costs.json"
+    context = Context.open(_block(), Options(ratio=0.25, cost_cache=cache), cache)
+    assert {s.node for s in context.sites} >= {"expand", "project"}
+    ratios = {s.node_index: 0.25 if s.node == "project" else 0.0 for s in context.sites}
+    plan_sites(context, list(context.skipped), ratios)
+    assert (1, KEPT, False) in asked and (1, KEPT, True) not in asked

@@ -45,6 +45,7 @@ def plan_sites(context: Context, skipped: list[Skip], ratios: Optional[dict[int,
         if own.refusal(*site.weight.shape[:2]) is not None:
             skipped.append(Skip(site.node_index, site.node, "Conv", ALLOWANCE_REASON, site.macs))
             whole.append(site)
+            became[site.node_index] = (site, _dense_time(site, costs))  # whole, but its readers still trim it
             continue
         with clock("measure"):
             times = candidate_times(site, own, costs, source)
@@ -62,6 +63,13 @@ def plan_sites(context: Context, skipped: list[Skip], ratios: Optional[dict[int,
     if costs is not None:
         costs.save()
     return planned, whole
+
+
+def _dense_time(site: ConvSite, costs: Optional[CostTable]) -> float:
+    """The layer's measured dense time, 0 where nothing is timed (its readers are credited nothing)."""
+    if costs is None or site.geometry is None:
+        return 0.0
+    return costs.times(site.geometry, [])[site.geometry.dense]
 
 
 def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTable], source: Source) -> Timing:
