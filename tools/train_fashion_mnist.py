@@ -5,7 +5,7 @@ of three basic blocks (16, 32, 64 channels), BatchNorm, residual adds, 1x1 proje
 shortcuts. BatchNormalization is kept in the export (not folded into the Conv), as the
 data-free compensation work needs its statistics.
 
-Needs the CPU torch (``pip install torch==2.13.0``) and Debian's ``dataset-fashion-mnist``.
+Needs the CPU torch (``pip install torch==2.13.0``) and Debian's ``dataset-fashion-mnist`` (installed, or fetched as a pinned .deb by ``tools/zoo.py``).
 Usage: python tools/train_fashion_mnist.py --epochs 8 --out models/resnet20_fashion_mnist.onnx
 """
 

