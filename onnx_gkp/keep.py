@@ -1,16 +1,16 @@
 """The fidelity target (``--keep``): the most pruning whose held-out fidelity is measured to hold.
 
-A policy over the price of ``allowance.py``: every price in ``levels`` gives a
-plan; a higher price prunes more (and runs faster) and keeps less. Each candidate is
+A policy over the error allowance of ``allowance.py``: every allowance in ``levels`` gives a
+plan; a larger allowance prunes more (and runs faster) and keeps less. Each candidate is
 refitted on the fit samples and measured on the held-out samples, giving two figures: its
 *score* (what ``--keep`` states: top-1 agreement, cosine, ...) and an *estimate* of the same
 figure that moves smoothly with the error (``fidelity.expected_top1`` for class scores; the
 score itself where it already is smooth). On 128 held-out samples top-1 agreement moves in
-steps of 0.8% and rises and falls by a step or two from one price to the next: bisected
+steps of 0.8% and rises and falls by a step or two from one allowance to the next: bisected
 on it, the search stops wherever a lucky candidate first passes, or gives up at an unlucky one.
 
 So the search bisects the levels on the estimate (``log2(len(levels))`` evaluations), and then
-checks the score: the answer is the highest price evaluated whose score *and* estimate
+checks the score: the answer is the largest allowance evaluated whose score *and* estimate
 keep the target, stepping down the ladder from the bisection's answer while neither holds,
 within ``MAX_EVALUATIONS``. The model returned is always one measured to keep the target.
 """
@@ -27,8 +27,8 @@ Measured = Union[float, tuple[float, float]]  # the score, or (score, estimate)
 def search(
     levels: Sequence[float], score: Callable[[float], Measured], keep: float
 ) -> tuple[Optional[float], list[tuple[float, float]]]:
-    """The largest level (price) of ``levels`` (ascending) found to keep ``keep``, or None when
-    none evaluated does; and every ``(price, score)`` measured, in order.
+    """The largest allowance of ``levels`` (ascending) found to keep ``keep``, or None when
+    none evaluated does; and every ``(allowance, score)`` measured, in order.
 
     ``score`` gives a candidate's score, or its score and a smoother estimate of it: the
     levels are bisected on the estimate, and the answer is one whose score and estimate both
