@@ -8,10 +8,7 @@ weights (the pruned share of ``||W[f, c]||^2 E[x_c^2]``, times the error gain re
 graph: ``quality.py``, ``propagation.py``). Curves are made non-decreasing.
 
 An *allowance* ``tau`` gives every layer a ratio whose error stays within ``tau``: a fragile
-layer is cut less, a robust one more, with one number to search (the data-free default's
-safety margin). A *price* ``lam`` gives every layer the ratio that minimises its error plus
-``lam`` times its measured seconds: also one number, and it spends error where it buys the most
-time (``--keep``). Among the ratios within it,
+layer is cut less, a robust one more, with one number to search. Among the ratios within it,
 the one measured fastest on this machine (``costs.py``; the largest where times tie within
 ``TIE``): onnxruntime's blocked Conv path wants channel counts in multiples of 8 or 16, so a
 layer kept at 8 of 16 channels can run faster than one kept at 10. Plain numpy apart from the
@@ -36,7 +33,7 @@ from .targets import second_moment
 GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # ratios a layer may get (at most 3/4 of its inputs)
 CURVE_SAMPLES = 16  # fit samples each point of a measured curve runs
 REFIT_SAMPLES = 128  # other fit samples each layer of a measured curve is refitted on
-LEVELS = 32  # prices a search chooses among: five or six evaluations
+LEVELS = 32  # allowances a search chooses among: five or six evaluations
 
 TIE = 0.03  # relative: layer times this close count as equal, and the larger ratio wins
 
@@ -102,52 +99,10 @@ def ratios_within(curves: Curves, tau: float, times: Optional[Times] = None) -> 
     return chosen
 
 
-def _seconds(node: int, times: Times, whole: dict[int, float]) -> tuple[float, ...]:
-    """The layer's seconds whole and at each ratio of ``GRID``; untimed, its kept share of a
-    typical layer's time (the median whole time of the timed ones, 1 if none is timed)."""
-    if node in times and node in whole:
-        return (whole[node],) + tuple(times[node])
-    scale = float(np.median(list(whole.values()))) if whole else 1.0
-    return (scale,) + tuple(scale * (1 - r) for r in GRID)
-
-
-def _options(errors: Sequence[float], seconds: Sequence[float]) -> list[tuple[float, float, float]]:
-    """``(error, seconds, ratio)`` of the layer whole and at each ratio of ``GRID``."""
-    return [(0.0, seconds[0], 0.0)] + list(zip(errors, seconds[1:], GRID))
-
-
-def priced_ratios(curves: Curves, price: float, times: Times, whole: dict[int, float]) -> dict[int, float]:
-    """Each layer's ratio of ``GRID`` (0: whole) that minimises ``error + price * seconds``.
-
-    Where an allowance cuts every layer to the same error, a price buys time where it is
-    cheapest in error: a layer that saves much time for little error is cut deeper than one
-    that saves little. For errors that add up, every price gives the least total error for the
-    time it saves (the Lagrangian of the knapsack; on MobileNetV2 the allowance spent 2-3x the
-    summed error for the same layer time)."""
-    chosen = {}
-    for node, errors in curves.items():
-        options = _options(errors, _seconds(node, times, whole))
-        chosen[node] = min(options, key=lambda o: (o[0] + price * o[1], o[1]))[2]
-    return chosen
-
-
-def _breakpoints(options: list[tuple[float, float, float]]) -> list[float]:
-    """The prices at which the layer's choice changes: its lower convex hull, walked from the
-    least error (the fastest of those) to the fastest option."""
-    current = min(options, key=lambda o: (o[0], o[1]))
-    found = []
-    while True:
-        faster = [((o[0] - current[0]) / (current[1] - o[1]), o[1], o) for o in options if o[1] < current[1]]
-        if not faster:
-            return found
-        price, _, current = min(faster)
-        found.append(price)
-
-
-def prices(curves: Curves, times: Times, whole: dict[int, float], most: int = LEVELS) -> list[float]:
-    """Prices that change some layer's choice, ascending: every one, or ``most`` of them at
+def levels(curves: Curves, most: int = LEVELS) -> list[float]:
+    """Allowances that change some layer's ratio, ascending: every one, or ``most`` of them at
     evenly spaced ranks (each evaluation of a search refits the model: a coarser ladder is cheaper)."""
-    found = sorted({p for node, errors in curves.items() for p in _breakpoints(_options(errors, _seconds(node, times, whole)))})
+    found = sorted({e for errors in curves.values() for e in errors})
     if len(found) <= most:
         return found
     return [found[i] for i in np.unique(np.linspace(0, len(found) - 1, most).round().astype(int))]

@@ -65,5 +65,5 @@ def prune(model: ModelLike, options: Optional[Options] = None, **overrides: Any)
         with context.clock("fidelity"):
             report.fidelity = context.fidelity(pruned)
         report.samples = {**context.data.counts, "held_out_index": list(context.data.held_index)}
-    report.search = [{"price": round(a, 9), "score": s} for a, s in trail]
+    report.search = [{"allowance": round(a, 9), "score": s} for a, s in trail]
     return pruned, report

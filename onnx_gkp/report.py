@@ -100,7 +100,7 @@ class Report:
     validation: Optional[Validation] = None
     fidelity: Optional[dict[str, dict[str, Any]]] = None  # per output, on the held-out samples
     samples: Optional[dict[str, Any]] = None  # the fit / held-out split of the calibration samples
-    search: list[dict[str, float]] = dataclasses.field(default_factory=list)  # --keep: prices measured
+    search: list[dict[str, float]] = dataclasses.field(default_factory=list)  # --keep: allowances measured
     quantization: Optional[dict[str, Any]] = None  # --quantize: the types, INT8 alone and the fp32 pruned model compared
     plan: Optional[Plan] = None  # what was applied: ``apply(model, Plan.from_dict(report["plan"]))`` redoes it
 

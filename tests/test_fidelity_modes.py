@@ -186,44 +186,16 @@ def test_with_a_target_the_target_governs_and_a_keep_is_checked() -> None:
     assert "(target: keep 1, MISSED: " in report.summary().splitlines()[0]
 
 
-def test_an_allowance_buys_the_fastest_ratio_within() -> None:
-    from onnx_gkp.allowance import GRID, ratios_within
+def test_allowances_are_a_ladder_of_the_curves_values_and_buy_the_fastest_ratio_within() -> None:
+    from onnx_gkp.allowance import GRID, levels, ratios_within
 
     curves = {1: (0.01, 0.02, 0.03, 0.04, 0.05, 0.06), 2: (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
+    assert levels(curves) == sorted(curves[1] + curves[2])
+    assert levels(curves, most=4) == [0.01, 0.05, 0.2, 0.6]
     assert ratios_within(curves, 0.035) == {1: GRID[2], 2: 0.0}
     times = {1: (5.0, 4.0, 6.0, 3.0, 3.05, 9.0)}  # 0.5 is the fastest; 0.625 ties with it within 3%
     assert ratios_within(curves, 1.0, times) == {1: GRID[4], 2: GRID[-1]}
     assert ratios_within(curves, 0.025, times) == {1: GRID[1], 2: 0.0}
-
-
-def test_a_price_cuts_deepest_where_time_is_cheapest_in_error() -> None:
-    """Two layers with the same error curve: the one whose cuts save four times the seconds is
-    cut first and deeper; every price is the least summed error for the seconds it leaves."""
-    from itertools import product
-
-    from onnx_gkp.allowance import GRID, priced_ratios, prices
-
-    errors = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
-    curves = {1: errors, 2: errors}
-    times = {1: tuple(8.0 * (1 - r) for r in GRID), 2: tuple(2.0 * (1 - r) for r in GRID)}
-    whole = {1: 8.0, 2: 2.0}
-    ladder = prices(curves, times, whole)
-    assert ladder == sorted(ladder) and len(ladder) == len(set(ladder)) > 2
-    assert priced_ratios(curves, 0.0, times, whole) == {1: 0.0, 2: 0.0}
-    assert priced_ratios(curves, 1e6, times, whole) == {1: GRID[-1], 2: GRID[-1]}
-    for price in ladder:
-        ratios = priced_ratios(curves, price, times, whole)
-        assert ratios[1] >= ratios[2]
-        index = {0.0: -1, **{r: i for i, r in enumerate(GRID)}}
-        error = sum(errors[index[r]] for r in ratios.values() if r)
-        seconds = sum(whole[n] * (1 - r) for n, r in ratios.items())
-        for a, b in product((0.0, *GRID), repeat=2):  # no pair of ratios is faster for less error
-            other_error = sum(errors[index[r]] for r in (a, b) if r)
-            other_seconds = 8.0 * (1 - a) + 2.0 * (1 - b)
-            assert not (other_seconds <= seconds - 1e-12 and other_error < error - 1e-12)
-    untimed = [priced_ratios(curves, p, {}, {}) for p in (0.0, 0.1, 1e6)]  # no times: the kept share of one typical time
-    assert [u[1] for u in untimed] == [u[2] for u in untimed] == [0.0, GRID[1], GRID[-1]]
-    assert [priced_ratios(curves, p, times, whole)[1] for p in ladder] == sorted(priced_ratios(curves, p, times, whole)[1] for p in ladder)
 
 
 def test_measured_curves_count_the_refit_that_will_repair_a_layer() -> None:

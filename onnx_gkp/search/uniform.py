@@ -95,29 +95,17 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
     return times, measured[site.geometry.dense]
 
 
-def grid_times(sites: list[ConvSite], costs: Optional[CostTable], options: PlanOptions
-               ) -> tuple[dict[int, tuple[float, ...]], dict[int, float]]:
-    """Each timed layer's measured seconds at ``G = 1`` for every ratio of the allowance grid,
-    and whole. Where a source Conv computes only the kept channels, without the input gather
-    and credited the source's whole time in proportion to the channels it stops computing (as
-    :func:`candidate_times` does; nothing for a source outside the sites, which is not timed)."""
+def grid_times(sites: list[ConvSite], costs: Optional[CostTable], options: PlanOptions) -> dict[int, tuple[float, ...]]:
+    """Each timed layer's measured seconds at ``G = 1`` for every ratio of the allowance grid
+    (without the input gather where a source Conv computes only the kept channels)."""
     if costs is None:
-        return {}, {}
-    found, whole = {}, {}
+        return {}
+    found = {}
     for site in sites:
         if site.geometry is not None:
-            c_in = site.weight.shape[1]
-            kept = [options.kept(c_in, r) for r in GRID]
-            variants = [(1, m, site.source is None) for m in kept]
+            variants = [(1, options.kept(site.weight.shape[1], r), site.source is None) for r in GRID]
             measured = costs.times(site.geometry, variants)
-            whole[site.node_index] = measured[site.geometry.dense]
             found[site.node_index] = tuple(measured[v] for v in variants)
-    for site in sites:
-        source = whole.get(site.source[0]) if site.source is not None else None
-        if source is not None and site.node_index in found:
-            c_in = site.weight.shape[1]
-            found[site.node_index] = tuple(max(t - source * (1 - options.kept(c_in, r) / c_in), 0.0)
-                                           for t, r in zip(found[site.node_index], GRID))
     if found:
         costs.save()
-    return found, whole
+    return found
