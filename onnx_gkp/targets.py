@@ -70,10 +70,17 @@ def layer_options(
     gain: float,
     moments: Optional[np.ndarray],
     costs: Optional[CostTable] = None,
+    source_time: Optional[float] = None,
 ) -> list[Option]:
     """Whole first, then every (kept count, ``G``) with its quality cost and resource.
 
     ``kind == "latency"`` needs ``costs`` and the site's geometry; MACs need ``site.macs``.
+    ``source_time``: the site reads a source Conv that ``G = 1`` trims (its whole time; 0 where
+    it is not timed): that variant is timed without the input gather, as the rewrite writes it,
+    and credited the source's time in proportion to the channels it stops computing (as
+    ``search/uniform.candidate_times`` does). Without it, MobileNetV2's projections were timed
+    with a gather their rewrite does not have, and a latency budget spent itself on the expand
+    Convs that read the residual stream (40% of the MACs kept for 1.13x).
     """
     weight = site.weight
     c_out, c_in = weight.shape[:2]
@@ -82,8 +89,11 @@ def layer_options(
     allowed = {m: counts for m in keeps}
     if kind == "latency":
         assert costs is not None and site.geometry is not None
-        times = costs.times(site.geometry, [(g, m, True) for g in counts for m in keeps])
-        resource = lambda g, m: times[(g, m, True)]  # noqa: E731
+        trimmed = source_time is not None
+        variant = lambda g, m: (g, m, not (trimmed and g == 1))  # noqa: E731
+        times = costs.times(site.geometry, [variant(g, m) for g in counts for m in keeps])
+        credit = lambda g, m: (source_time or 0.0) * (1 - m / c_in) if g == 1 else 0.0  # noqa: E731
+        resource = lambda g, m: max(times[variant(g, m)] - credit(g, m), 0.0)  # noqa: E731
         whole = times[site.geometry.dense]
         # As in the uniform mode: only counts measured faster than dense, and near the fastest.
         allowed = {m: fast_counts({g: resource(g, m) for g in counts}, whole, options.speed_slack) for m in keeps}

@@ -267,3 +267,34 @@ def test_an_expand_conv_a_ratio_leaves_whole_is_still_trimmed_so_its_projection_
     ratios = {s.node_index: 0.25 if s.node == "project" else 0.0 for s in context.sites}
     plan_sites(context, list(context.skipped), ratios)
     assert (1, KEPT, False) in asked and (1, KEPT, True) not in asked
+
+
+def test_a_latency_budget_times_the_projection_as_written_and_credits_its_expand_conv() -> None:
+    """``--target-latency``: the projection's ``G = 1`` options are the times of the variant
+    without the gather, less the expand Conv's whole time in proportion to the channels dropped;
+    its grouped options keep their gather. (Timed with the gather, MobileNetV2's projections
+    looked slow and the budget cut the residual-stream readers instead.)"""
+    from onnx_gkp.costs import CostTable
+    from onnx_gkp.plan import PlanOptions
+    from onnx_gkp.targets import layer_options
+
+    sites = {s.node: s for s in analyse(_block()).sites}
+    project = sites["project"]
+    assert project.source is not None and project.source[0] == sites["expand"].node_index
+    costs, options = CostTable(), PlanOptions(max_groups=4)
+    trimmed = layer_options(project, options, "latency", 1.0, None, costs, source_time=1e-3)
+    c_in = project.weight.shape[1]
+
+    def timed(variant: tuple) -> float:
+        return costs.times(project.geometry, [variant])[variant]
+
+    assert trimmed[0].cost == timed(project.geometry.dense)
+    for option in trimmed[1:]:
+        if option.groups == 1:
+            credited = timed((1, option.keep, False)) - 1e-3 * (1 - option.keep / c_in)
+            assert option.cost == pytest.approx(max(credited, 0.0))
+        else:
+            assert option.cost == pytest.approx(timed((option.groups, option.keep, True)))
+    assert any(o.groups == 1 for o in trimmed[1:]), "credited the expand Conv's time, G = 1 beats dense"
+    plain = layer_options(project, options, "latency", 1.0, None, costs)  # no source: every variant gathered
+    assert all(o.cost == pytest.approx(timed((o.groups, o.keep, True))) for o in plain[1:])

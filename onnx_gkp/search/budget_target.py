@@ -125,11 +125,15 @@ def _budget(context: Context, target: Target, sites: list[ConvSite], progress: b
         measured = {} if fit is None else input_moments(full, sites, fit, threads=threads)
         sensitivity = {} if fit is None else measured_gains(context, full, sites, measured)
     tables, paths = [], []
+    whole_times: dict[int, float] = {}  # the sources' whole times; an outside source is not timed
     for site in tqdm(sites, desc="options", unit="Conv", disable=not progress):
         gain, path = sensitivity.get(site.node_index) or gains(site.node_index)
         moments = measured.get(site.node_index, second_moment(site))
+        source = None if site.source is None or target.kind != "latency" else whole_times.get(site.source[0], 0.0)
         with clock("measure" if target.kind == "latency" else "plan"):
-            tables.append(layer_options(site, context.plan_options, target.kind, gain, moments, context.costs))
+            tables.append(layer_options(site, context.plan_options, target.kind, gain, moments, context.costs, source))
+        if target.kind == "latency":
+            whole_times[site.node_index] = tables[-1][0].cost
         paths.append((gain, path))
     if context.costs is not None:
         context.costs.save()
