@@ -23,6 +23,7 @@ from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model, outputs
 
 import onnx_gkp
+from onnx_gkp.errors import GkpError
 from onnx_gkp.runtime import median_latency_ms
 
 SAMPLES = 512
@@ -57,9 +58,14 @@ def main() -> None:
         start = time.perf_counter()
         pruned, report = onnx_gkp.prune(original, ratio=ratio, calibration=calibration, test_shapes=shapes or None)
         variants[f"uniform --ratio {ratio:g} + calibration"] = (pruned, report, time.perf_counter() - start)
+    refused = {}
     for budget in args.latency:
         start = time.perf_counter()
-        pruned, report = onnx_gkp.prune(original, target_latency=budget, calibration=calibration, test_shapes=shapes or None)
+        try:
+            pruned, report = onnx_gkp.prune(original, target_latency=budget, calibration=calibration, test_shapes=shapes or None)
+        except GkpError as error:  # an unreachable target is refused: a row that says so
+            refused[f"--target-latency {budget:g} + calibration"] = (str(error), time.perf_counter() - start)
+            continue
         variants[f"--target-latency {budget:g} + calibration"] = (pruned, report, time.perf_counter() - start)
     feeds = {name: images[:1].astype(np.float32)}  # batch 1, a real input
     times = median_latency_ms({"original": original, **{k: v[0] for k, v in variants.items()}}, feeds, args.runs)
@@ -70,6 +76,7 @@ def main() -> None:
         t = report.totals
         rows.append(f"| {label} | {t['conv_macs_after'] / t['conv_macs_before']:.1%} | {times['original'] / times[label]:.2f}x | "
                     f"{metric(dense, outputs(pruned, images, task.batch))} | {report.fidelity_line().split(': ', 1)[-1]} | {seconds:.0f} s |")
+    rows += [f"| {label} | refused: {message} | | | | {seconds:.0f} s |" for label, (message, seconds) in refused.items()]
     table = "\n".join(rows)
     print(table)
     if args.write:
