@@ -8,6 +8,8 @@ from pathlib import Path
 import onnx
 import pytest
 
+from onnx_gkp.search.gathers import REASON
+
 from conftest import assert_close, feeds_for, reference_from_report, run
 from conftest import cli
 
@@ -43,8 +45,9 @@ def test_default_never_picks_a_variant_measured_slower(tmp_path: Path) -> None:
         chosen = layer["candidate_us"][str(layer["groups"])]
         assert chosen <= 0.97 * layer["dense_us"] + 1e-9
         assert chosen <= 1.05 * min(layer["candidate_us"].values()) + 1e-9
+    gathers = REASON.split("{}")[0]  # the layers that read through a Gather, left whole as a set where they measure no faster
     for skip in report["skipped"][1:]:
-        assert skip["reason"].startswith(("every grouped variant is slower here", "no grouped variant measured clearly faster"))
+        assert skip["reason"].startswith(("every grouped variant is slower here", "no grouped variant measured clearly faster", gathers))
     original = onnx.load(BUNDLED)
     feeds = feeds_for(original, shapes={"input": [2, 1, 28, 28]})
     assert_close(run(onnx.load(out), feeds), run(reference_from_report(original, report), feeds))
