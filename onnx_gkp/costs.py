@@ -48,6 +48,17 @@ GEOMETRY_ATTRS = ("strides", "pads", "dilations", "auto_pad")
 Variant = tuple[int, int, bool]  # (G, m, input gathered); (1, C_in, False) is the dense Conv
 
 
+def as_written(groups: int, keep: int, trimmed: bool) -> Variant:
+    """The variant the rewrite writes: ``G = 1`` reading a source it trims needs no input gather."""
+    return groups, keep, not (trimmed and groups == 1)
+
+
+def credited(seconds: float, source_seconds: float, keep: int, c_in: int) -> float:
+    """A ``G = 1`` layer's time less the share of its trimmed source's time that the source no
+    longer spends on the ``c_in - keep`` channels left out."""
+    return max(seconds - source_seconds * (1 - keep / c_in), 0.0)
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     """Everything about a Conv that decides its run time, and nothing else."""

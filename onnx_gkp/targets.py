@@ -25,7 +25,7 @@ import numpy as np
 from .analyse import ConvSite
 from .budget import Option
 from .cluster import balanced_kmeans
-from .costs import CostTable
+from .costs import CostTable, as_written, credited
 from .group_count import candidate_counts, fast_counts
 from .plan import PlanOptions, filter_features, group_scores, kernel_energy
 from .quality import relative_errors, weighted_energy
@@ -90,10 +90,9 @@ def layer_options(
     if kind == "latency":
         assert costs is not None and site.geometry is not None
         trimmed = source_time is not None
-        variant = lambda g, m: (g, m, not (trimmed and g == 1))  # noqa: E731
-        times = costs.times(site.geometry, [variant(g, m) for g in counts for m in keeps])
-        credit = lambda g, m: (source_time or 0.0) * (1 - m / c_in) if g == 1 else 0.0  # noqa: E731
-        resource = lambda g, m: max(times[variant(g, m)] - credit(g, m), 0.0)  # noqa: E731
+        times = costs.times(site.geometry, [as_written(g, m, trimmed) for g in counts for m in keeps])
+        resource = lambda g, m: (credited(times[as_written(g, m, trimmed)], source_time or 0.0, m, c_in)  # noqa: E731
+                                 if g == 1 else times[as_written(g, m, trimmed)])
         whole = times[site.geometry.dense]
         # As in the uniform mode: only counts measured faster than dense, and near the fastest.
         allowed = {m: fast_counts({g: resource(g, m) for g in counts}, whole, options.speed_slack) for m in keeps}

@@ -78,15 +78,20 @@ def reference_from_report(original: onnx.ModelProto, report: dict) -> onnx.Model
     return model
 
 
-CHAIN = """
+def chain(c_in: int, hidden: int, c_out: int, side: int) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """Conv 3x3 -> Relu -> Conv 3x3 at one size: the model text and its weights' shapes."""
+    text = f"""
 <ir_version: 8, opset_import: ["" : 17]>
-chain (float[1,8,10,10] x) => (float[1,16,10,10] y) {
+chain (float[1,{c_in},{side},{side}] x) => (float[1,{c_out},{side},{side}] y) {{
   a = Conv <pads=[1,1,1,1]> (x, w1, b1)
   r = Relu(a)
   y = Conv <pads=[1,1,1,1]> (r, w2)
-}
+}}
 """
-CHAIN_WEIGHTS = {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (16, 32, 3, 3)}
+    return text, {"w1": (hidden, c_in, 3, 3), "b1": (hidden,), "w2": (c_out, hidden, 3, 3)}
+
+
+CHAIN, CHAIN_WEIGHTS = chain(8, 32, 16, 10)
 
 
 REPO = Path(__file__).resolve().parents[1]

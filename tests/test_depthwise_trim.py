@@ -218,11 +218,8 @@ def test_a_swish_whose_input_is_read_elsewhere_is_not_crossed() -> None:
     assert all(not s["dead_filters"] for s in data["skipped"])
 
 
-def test_runtime_aware_times_the_projection_without_its_gather(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default (timed) mode: the expand Conv left out by --include is always trimmed by a
-    G = 1 projection, so that variant is timed as the rewrite writes it, without the gather
-    (and credited nothing more: the expand Conv is not timed). Whatever it then chooses, it
-    validates."""
+def _recording_variants(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every variant the cost table is asked to time from now on, in order."""
     from onnx_gkp.costs import CostTable
 
     asked: list[tuple] = []
@@ -233,6 +230,15 @@ def test_runtime_aware_times_the_projection_without_its_gather(monkeypatch: pyte
         return times(self, geometry, variants)
 
     monkeypatch.setattr(CostTable, "times", recording)
+    return asked
+
+
+def test_runtime_aware_times_the_projection_without_its_gather(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (timed) mode: the expand Conv left out by --include is always trimmed by a
+    G = 1 projection, so that variant is timed as the rewrite writes it, without the gather
+    (and credited nothing more: the expand Conv is not timed). Whatever it then chooses, it
+    validates."""
+    asked = _recording_variants(monkeypatch)
     model = _block()
     pruned, report = onnx_gkp.prune(model, ratio=0.25, include="^project$", latency_runs=0)
     assert (1, KEPT, False) in asked and (1, KEPT, True) not in asked
@@ -249,18 +255,10 @@ def test_an_expand_conv_a_ratio_leaves_whole_is_still_trimmed_so_its_projection_
     the rewrite still trims the expand Conv, so the projection's ``G = 1`` is timed without the
     gather (it was timed with one, measured no faster than dense and left whole on MobileNetV2)."""
     from onnx_gkp.context import Context
-    from onnx_gkp.costs import CostTable
     from onnx_gkp.options import Options
     from onnx_gkp.search.uniform import plan_sites
 
-    asked: list[tuple] = []
-    times = CostTable.times
-
-    def recording(self: CostTable, geometry: object, variants: list) -> dict:
-        asked.extend(variants)
-        return times(self, geometry, variants)
-
-    monkeypatch.setattr(CostTable, "times", recording)
+    asked = _recording_variants(monkeypatch)
     cache = tmp_path / "costs.json"
     context = Context.open(_block(), Options(ratio=0.25, cost_cache=cache), cache)
     assert {s.node for s in context.sites} >= {"expand", "project"}

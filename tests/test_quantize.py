@@ -16,7 +16,7 @@ from onnx_gkp.costs import ConvGeometry, CostTable
 from onnx_gkp.errors import GkpError
 from onnx_gkp.quantize import fastest_faithful, quantized
 
-from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
+from conftest import CHAIN, CHAIN_WEIGHTS, chain, make_model, run
 from conftest import assert_refused, cli, fetched
 
 
@@ -128,15 +128,7 @@ def test_layers_are_timed_in_the_precision_that_ships(tmp_path: Path) -> None:
     assert sum(" | u8s8 | " in k for k in keys) == 3 and sum(" | u8s8 | " not in k for k in keys) == 3
 
 
-WIDE = """
-<ir_version: 8, opset_import: ["" : 17]>
-wide (float[1,32,24,24] x) => (float[1,128,24,24] y) {
-  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
-  r = Relu(a)
-  y = Conv <pads=[1,1,1,1]> (r, w2)
-}
-"""
-WIDE_WEIGHTS = {"w1": (128, 32, 3, 3), "b1": (128,), "w2": (128, 128, 3, 3)}
+WIDE, WIDE_WEIGHTS = chain(32, 128, 128, 24)
 
 
 def test_a_latency_target_under_quantize_is_measured_against_int8_alone(tmp_path: Path, monkeypatch) -> None:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..analyse import ConvSite, Skip
 from ..allowance import GRID
 from ..context import Context
-from ..costs import CostTable
+from ..costs import CostTable, as_written, credited
 from ..group_count import candidate_counts, none_fast_reason
 from ..plan import LayerPlan, PlanOptions, plan_layer
 
@@ -87,11 +87,11 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
         return None, None
     c_out, c_in = site.weight.shape[:2]
     keep = options.kept(c_in)
-    variants = {g: (g, keep, not (source is not None and g == 1)) for g in candidate_counts(c_out, options.max_groups)}
+    variants = {g: as_written(g, keep, source is not None) for g in candidate_counts(c_out, options.max_groups)}
     measured = costs.times(site.geometry, list(variants.values()))
     times = {g: measured[v] for g, v in variants.items()}
     if source is not None:
-        times[1] = max(times[1] - source[1] * (1 - keep / c_in), 0.0)
+        times[1] = credited(times[1], source[1], keep, c_in)
     return times, measured[site.geometry.dense]
 
 
