@@ -358,7 +358,7 @@ def fetch_fashion_mnist() -> Path:
     if installed.is_dir():
         return installed
     folder = cache_dir() / "fashion-mnist"
-    if not (folder / "t10k-labels-idx1-ubyte.gz").is_file():
+    if not all((folder / f"{split}-{part}-ubyte.gz").is_file() for split in ("train", "t10k") for part in ("images-idx3", "labels-idx1")):
         for path, data in _deb_files(_deb(FASHION_MNIST), (FASHION_MNIST_DIR,)).items():
             _write_atomic(folder / Path(path).name, data)
     return folder
