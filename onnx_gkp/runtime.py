@@ -296,12 +296,16 @@ def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.nda
 def interleaved_medians(
     sessions: dict[Key, ort.InferenceSession], feeds: dict[str, np.ndarray], rounds: int
 ) -> dict[Key, float]:
-    """Median seconds per run of each session, runs interleaved so drift hits all of them alike."""
-    times: dict[Key, list[float]] = {key: [] for key in sessions}
-    for _ in range(rounds):
-        for key, sess in sessions.items():
+    """Median seconds per run of each session, runs interleaved so drift hits all of them alike,
+    and the order rotated each round: in a fixed order the first session ran 1-2% slower than
+    the same model later in the round (caches the others had warmed or evicted)."""
+    keys = list(sessions)
+    times: dict[Key, list[float]] = {key: [] for key in keys}
+    for round_ in range(rounds):
+        shift = round_ % max(len(keys), 1)
+        for key in keys[shift:] + keys[:shift]:
             start = time.perf_counter()
-            sess.run(None, feeds)
+            sessions[key].run(None, feeds)
             times[key].append(time.perf_counter() - start)
     return {key: statistics.median(t) for key, t in times.items()}
 
