@@ -28,15 +28,27 @@ def test_bisects_on_the_estimate_not_on_a_lucky_score() -> None:
     assert all(isinstance(s, float) for _, s in trail) and len(trail) <= MAX_EVALUATIONS
 
 
-def test_steps_down_until_the_score_is_measured_to_keep_the_target() -> None:
+def test_searches_down_until_the_score_is_measured_to_keep_the_target() -> None:
     # The estimate is optimistic: it passes up to 20, the score only up to 17.
     def score(level: float) -> tuple[float, float]:
         return (0.99 if level <= 17 else 0.96), (0.99 if level <= 20 else 0.96)
 
     found, trail = search(LEVELS, score, keep=0.98)
     assert found == 17.0
-    assert [a for a, _ in trail] == [15.0, 23.0, 19.0, 21.0, 20.0, 18.0, 17.0], "bisected, then one rung down at a time"
+    assert [a for a, _ in trail] == [15.0, 23.0, 19.0, 21.0, 20.0, 17.0, 18.0], "bisected on the estimate, then on both"
     assert dict(trail)[found] >= 0.98
+
+
+def test_an_estimate_optimistic_by_many_rungs_still_finds_a_pruning_plan() -> None:
+    # MobileNetV2 at --keep 0.8: the estimate passed far above where the score did; stepping
+    # down one rung at a time ran out of evaluations and left every layer whole.
+    def score(level: float) -> tuple[float, float]:
+        return (0.99 if level <= 5 else 0.96), (0.99 if level <= 28 else 0.96)
+
+    found, trail = search(LEVELS, score, keep=0.98)
+    assert found == 5.0 and len(trail) <= MAX_EVALUATIONS
+    looser = [search(LEVELS, score, keep=k)[0] for k in (0.985, 0.98, 0.97)]
+    assert looser == [5.0, 5.0, 5.0]
 
 
 def test_the_answer_is_always_measured_to_keep_the_target() -> None:
