@@ -26,7 +26,7 @@ import os
 import platform
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -53,10 +53,18 @@ def as_written(groups: int, keep: int, trimmed: bool) -> Variant:
     return groups, keep, not (trimmed and groups == 1)
 
 
-def credited(seconds: float, source_seconds: float, keep: int, c_in: int) -> float:
-    """A ``G = 1`` layer's time less the share of its trimmed source's time that the source no
-    longer spends on the ``c_in - keep`` channels left out."""
-    return max(seconds - source_seconds * (1 - keep / c_in), 0.0)
+def credited(seconds: float, source_seconds: float, keep: int, c_in: int, trimmed_share: Optional[float] = None) -> float:
+    """A ``G = 1`` layer's time less what its trimmed source no longer spends on the ``c_in - keep``
+    channels left out: the source's time in proportion to them, unless the source was measured
+    computing only ``keep`` filters (``trimmed_share``: that time over its whole time) and saved
+    less than half of that; then what was measured, a charge where it ran slower. Int8 kernels
+    off their block size run slower with fewer filters: on the bundled model a 16-filter 3x3
+    Conv took 1.41x its whole time at 8 filters, and crediting it half its time pruned a stage
+    that made the model slower (``docs/results.md``)."""
+    saved = 1 - keep / c_in
+    if trimmed_share is not None and 1 - trimmed_share < saved / 2:
+        saved = 1 - trimmed_share
+    return max(seconds - source_seconds * saved, 0.0)
 
 
 @dataclass(frozen=True)
@@ -236,6 +244,14 @@ class CostTable:
                 self.entries[self._key(geometry, v)] = fresh[v]
             self.measured += len(missing)
         return {v: self.entries[self._key(geometry, v)] for v in wanted}
+
+    def trimmed_share(self, geometry: Optional[ConvGeometry], keep: int) -> Optional[float]:
+        """The time of ``geometry``'s Conv computing only ``keep`` of its filters, over its whole
+        time (what a ``G = 1`` reader that trims it leaves it); None where it is not timed."""
+        if geometry is None or not 0 < keep < geometry.weight_shape[0]:
+            return None
+        fewer = replace(geometry, weight_shape=(keep, *geometry.weight_shape[1:]))
+        return self.times(fewer, [])[fewer.dense] / self.times(geometry, [])[geometry.dense]
 
     def save(self) -> None:
         """Merge this run's figures into the cache file, atomically and under an exclusive lock

@@ -25,7 +25,7 @@ import numpy as np
 from .analyse import ConvSite
 from .budget import Option
 from .cluster import balanced_kmeans
-from .costs import CostTable, as_written, credited
+from .costs import ConvGeometry, CostTable, as_written, credited
 from .group_count import candidate_counts, fast_counts
 from .plan import PlanOptions, filter_features, group_scores, kernel_energy
 from .quality import relative_errors, weighted_energy
@@ -71,14 +71,16 @@ def layer_options(
     moments: Optional[np.ndarray],
     costs: Optional[CostTable] = None,
     source_time: Optional[float] = None,
+    source_geometry: Optional[ConvGeometry] = None,
 ) -> list[Option]:
     """Whole first, then every (kept count, ``G``) with its quality cost and resource.
 
     ``kind == "latency"`` needs ``costs`` and the site's geometry; MACs need ``site.macs``.
     ``source_time``: the site reads a source Conv that ``G = 1`` trims (its whole time; 0 where
     it is not timed): that variant is timed without the input gather, as the rewrite writes it,
-    and credited the source's time in proportion to the channels it stops computing (as
-    ``search/uniform.candidate_times`` does). Without it, MobileNetV2's projections were timed
+    and credited the source's time in proportion to the channels it stops computing, or what
+    ``source_geometry`` timed with fewer filters saves where that is less (``costs.credited``,
+    as ``search/uniform.candidate_times`` does). Without it, MobileNetV2's projections were timed
     with a gather their rewrite does not have, and a latency budget spent itself on the expand
     Convs that read the residual stream (40% of the MACs kept for 1.13x).
     """
@@ -91,7 +93,8 @@ def layer_options(
         assert costs is not None and site.geometry is not None
         trimmed = source_time is not None
         times = costs.times(site.geometry, [as_written(g, m, trimmed) for g in counts for m in keeps])
-        resource = lambda g, m: (credited(times[as_written(g, m, trimmed)], source_time or 0.0, m, c_in)  # noqa: E731
+        shares = {m: costs.trimmed_share(source_geometry, m) if source_time else None for m in keeps}
+        resource = lambda g, m: (credited(times[as_written(g, m, trimmed)], source_time or 0.0, m, c_in, shares[m])  # noqa: E731
                                  if g == 1 else times[as_written(g, m, trimmed)])
         whole = times[site.geometry.dense]
         # As in the uniform mode: only counts measured faster than dense, and near the fastest.

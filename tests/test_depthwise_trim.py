@@ -296,3 +296,43 @@ def test_a_latency_budget_times_the_projection_as_written_and_credits_its_expand
     assert any(o.groups == 1 for o in trimmed[1:]), "credited the expand Conv's time, G = 1 beats dense"
     plain = layer_options(project, options, "latency", 1.0, None, costs)  # no source: every variant gathered
     assert all(o.cost == pytest.approx(timed((o.groups, o.keep, True))) for o in plain[1:])
+
+
+@pytest.mark.parametrize("share, saved", [
+    (0.5, 0.25),    # saves more than half the proportional share: credited in proportion (1 - 24/32)
+    (0.9, 0.1),     # saves less than half of it: credited what was measured
+    (1.41, -0.41),  # slower with fewer filters (int8 kernels off their block size): charged
+])
+def test_a_trimmed_source_is_credited_what_it_was_measured_to_save_where_that_is_far_less(share: float, saved: float) -> None:
+    """The expand Conv a G = 1 projection trims is timed again with only the kept filters. On
+    the bundled model in int8 a 16-filter Conv took 1.41x its whole time at 8 filters; credited
+    half its time instead, the pass pruned a stage that made the model slower than INT8 alone."""
+    from dataclasses import replace
+
+    from onnx_gkp.costs import CostTable, credited
+    from onnx_gkp.plan import PlanOptions
+    from onnx_gkp.search.uniform import candidate_times
+    from onnx_gkp.targets import layer_options
+
+    assert credited(1.0, 1.0, 24, 32) == pytest.approx(0.75)
+    sites = {s.node: s for s in analyse(_block()).sites}
+    project, expand = sites["project"], sites["expand"]
+    options = PlanOptions(ratio=0.25, max_groups=1)
+    keep = options.kept(HIDDEN)
+    costs = CostTable()
+    fewer = replace(expand.geometry, weight_shape=(keep, *expand.geometry.weight_shape[1:]))
+    costs.record(expand.geometry, expand.geometry.dense, 1e-3)
+    costs.record(fewer, fewer.dense, share * 1e-3)
+    costs.record(project.geometry, project.geometry.dense, 1e-3)
+    costs.record(project.geometry, (1, keep, False), 0.8e-3)
+    assert costs.trimmed_share(expand.geometry, keep) == pytest.approx(share)
+    times, dense = candidate_times(project, options, costs, (expand, 1e-3))
+    assert dense == 1e-3 and times[1] == pytest.approx(0.8e-3 - saved * 1e-3)
+    # The latency budget's options are credited the same way, each kept count by its own timing.
+    budget = layer_options(project, options, "latency", 1.0, None, costs, source_time=1e-3, source_geometry=expand.geometry)
+    assert budget[0].cost == 1e-3
+    for option in budget[1:]:
+        variant = (1, option.keep, False)
+        share_at = costs.trimmed_share(expand.geometry, option.keep)
+        assert option.cost == pytest.approx(credited(costs.times(project.geometry, [variant])[variant], 1e-3, option.keep, HIDDEN, share_at))
+    assert (keep in {o.keep for o in budget}) == (saved > -0.2), "charged above its dense time, 24 kept is no option"

@@ -126,12 +126,14 @@ def _budget(context: Context, target: Target, sites: list[ConvSite], progress: b
         sensitivity = {} if fit is None else measured_gains(context, full, sites, measured)
     tables, paths = [], []
     whole_times: dict[int, float] = {}  # the sources' whole times; an outside source is not timed
+    geometries = {s.node_index: s.geometry for s in sites}
     for site in tqdm(sites, desc="options", unit="Conv", disable=not progress):
         gain, path = sensitivity.get(site.node_index) or gains(site.node_index)
         moments = measured.get(site.node_index, second_moment(site))
         source = None if site.source is None or target.kind != "latency" else whole_times.get(site.source[0], 0.0)
+        geometry = geometries.get(site.source[0]) if site.source is not None else None
         with clock("measure" if target.kind == "latency" else "plan"):
-            tables.append(layer_options(site, context.plan_options, target.kind, gain, moments, context.costs, source))
+            tables.append(layer_options(site, context.plan_options, target.kind, gain, moments, context.costs, source, geometry))
         if target.kind == "latency":
             whole_times[site.node_index] = tables[-1][0].cost
         paths.append((gain, path))

@@ -78,9 +78,10 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
     With a ``source`` (the Conv feeding this one, pruned with ``G = 1`` or left whole, and its
     measured time), ``G = 1`` needs no input gather and the source stops computing the
     channels left out (``rewrite._trim``): ``G = 1`` is timed without the gather and credited
-    the source's time in proportion to the filters it drops. (Timing the source again with
-    fewer filters, in isolation, was tried: it credited too little, and the ResNet-50 shape
-    came out at 1.77x instead of 2.15x end to end.) ``(None, None)`` when nothing is
+    the source's time in proportion to the filters it drops, unless the source timed with fewer
+    filters saves less than half of that (``costs.credited``). (Crediting always what that
+    timing says was tried: it credited too little, and the ResNet-50 shape came out at 1.77x
+    instead of 2.15x end to end.) ``(None, None)`` when nothing is
     measured: a fixed ``--groups``, quality-only runs, or a layer whose input shape is unknown.
     """
     if costs is None or site.geometry is None:
@@ -91,7 +92,8 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
     measured = costs.times(site.geometry, list(variants.values()))
     times = {g: measured[v] for g, v in variants.items()}
     if source is not None:
-        times[1] = credited(times[1], source[1], keep, c_in)
+        share = costs.trimmed_share(source[0].geometry, keep) if source[0] is not None and source[1] else None
+        times[1] = credited(times[1], source[1], keep, c_in, share)
     return times, measured[site.geometry.dense]
 
 
