@@ -336,3 +336,33 @@ def test_a_trimmed_source_is_credited_what_it_was_measured_to_save_where_that_is
         share_at = costs.trimmed_share(expand.geometry, option.keep)
         assert option.cost == pytest.approx(credited(costs.times(project.geometry, [variant])[variant], 1e-3, option.keep, HIDDEN, share_at))
     assert (keep in {o.keep for o in budget}) == (saved > -0.2), "charged above its dense time, 24 kept is no option"
+
+
+def test_the_allowance_picks_the_fastest_ratio_counting_the_trimmed_source() -> None:
+    """``--keep`` gives each layer the fastest ratio within the allowance: the projection's time
+    at each ratio is credited (or charged) what its expand Conv saves whole, so a ratio whose
+    kept count runs the expand Conv slower (int8 off the block size) is not the fastest."""
+    from dataclasses import replace
+
+    from onnx_gkp.allowance import GRID, ratios_within
+    from onnx_gkp.costs import CostTable
+    from onnx_gkp.plan import PlanOptions
+    from onnx_gkp.search.uniform import grid_times
+
+    sites = analyse(_block()).sites
+    named = {s.node: s for s in sites}
+    project, expand = named["project"], named["expand"]
+    options, costs = PlanOptions(), CostTable()
+    keeps = [options.kept(HIDDEN, r) for r in GRID]
+    slow = keeps[-1]  # the deepest ratio: the fastest projection, but its expand Conv runs 1.5x
+    for site in sites:
+        costs.record(site.geometry, site.geometry.dense, 1e-3)
+    for keep in set(keeps):
+        costs.record(project.geometry, (1, keep, False), 1e-3 * keep / HIDDEN)
+        fewer = replace(expand.geometry, weight_shape=(keep, *expand.geometry.weight_shape[1:]))
+        costs.record(fewer, fewer.dense, 1.5e-3 if keep == slow else 1e-3 * keep / HIDDEN)
+    times = grid_times(sites, costs, options)[project.node_index]
+    assert times[-1] == pytest.approx(1e-3 * slow / HIDDEN + 0.5e-3)
+    assert times[0] == pytest.approx(max(1e-3 * keeps[0] / HIDDEN - 1e-3 * (1 - keeps[0] / HIDDEN), 0.0))
+    everything = {project.node_index: tuple(0.0 for _ in GRID)}
+    assert ratios_within(everything, 0.0, {project.node_index: times})[project.node_index] == GRID[-2]

@@ -99,15 +99,25 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
 
 def grid_times(sites: list[ConvSite], costs: Optional[CostTable], options: PlanOptions) -> dict[int, tuple[float, ...]]:
     """Each timed layer's measured seconds at ``G = 1`` for every ratio of the allowance grid
-    (without the input gather where a source Conv computes only the kept channels)."""
+    (without the input gather where a source Conv computes only the kept channels), credited
+    what a timed source among ``sites`` saves whole at that ratio, as :func:`candidate_times`
+    credits it: the fastest ratio counts the source too (in int8 a ratio whose kept count is
+    off the kernels' block size made the reader faster and its source slower)."""
     if costs is None:
         return {}
+    geometries = {s.node_index: s.geometry for s in sites}
     found = {}
     for site in sites:
         if site.geometry is not None:
-            variants = [(1, options.kept(site.weight.shape[1], r), site.source is None) for r in GRID]
+            c_in = site.weight.shape[1]
+            keeps = [options.kept(c_in, r) for r in GRID]
+            variants = [(1, keep, site.source is None) for keep in keeps]
             measured = costs.times(site.geometry, variants)
-            found[site.node_index] = tuple(measured[v] for v in variants)
+            source = geometries.get(site.source[0]) if site.source is not None else None
+            whole = costs.times(source, [])[source.dense] if source is not None else 0.0
+            found[site.node_index] = tuple(
+                credited(measured[v], whole, keep, c_in, costs.trimmed_share(source, keep) if whole else None)
+                for v, keep in zip(variants, keeps))
     if found:
         costs.save()
     return found
