@@ -253,6 +253,11 @@ class CostTable:
         fewer = replace(geometry, weight_shape=(keep, *geometry.weight_shape[1:]))
         return self.times(fewer, [])[fewer.dense] / self.times(geometry, [])[geometry.dense]
 
+    def credited_time(self, seconds: float, source_seconds: float, source: Optional[ConvGeometry], keep: int, c_in: int) -> float:
+        """:func:`credited` with the source's trimmed share measured where the source is timed
+        (``source_seconds`` 0: an untimed source, credited nothing)."""
+        return credited(seconds, source_seconds, keep, c_in, self.trimmed_share(source, keep) if source_seconds else None)
+
     def save(self) -> None:
         """Merge this run's figures into the cache file, atomically and under an exclusive lock
         (``fcntl.flock`` on the sidecar ``.NAME.lock``, left in place), so runs sharing one cache

@@ -25,7 +25,7 @@ import numpy as np
 from .analyse import ConvSite
 from .budget import Option
 from .cluster import balanced_kmeans
-from .costs import ConvGeometry, CostTable, as_written, credited
+from .costs import ConvGeometry, CostTable, as_written
 from .group_count import candidate_counts, fast_counts
 from .plan import PlanOptions, filter_features, group_scores, kernel_energy
 from .quality import relative_errors, weighted_energy
@@ -93,8 +93,7 @@ def layer_options(
         assert costs is not None and site.geometry is not None
         trimmed = source_time is not None
         times = costs.times(site.geometry, [as_written(g, m, trimmed) for g in counts for m in keeps])
-        shares = {m: costs.trimmed_share(source_geometry, m) if source_time else None for m in keeps}
-        resource = lambda g, m: (credited(times[as_written(g, m, trimmed)], source_time or 0.0, m, c_in, shares[m])  # noqa: E731
+        resource = lambda g, m: (costs.credited_time(times[as_written(g, m, trimmed)], source_time or 0.0, source_geometry, m, c_in)  # noqa: E731
                                  if g == 1 else times[as_written(g, m, trimmed)])
         whole = times[site.geometry.dense]
         # As in the uniform mode: only counts measured faster than dense, and near the fastest.

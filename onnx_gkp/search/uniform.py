@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..analyse import ConvSite, Skip
 from ..allowance import GRID
 from ..context import Context
-from ..costs import CostTable, as_written, credited
+from ..costs import CostTable, as_written
 from ..group_count import candidate_counts, none_fast_reason
 from ..plan import LayerPlan, PlanOptions, plan_layer
 
@@ -92,8 +92,7 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
     measured = costs.times(site.geometry, list(variants.values()))
     times = {g: measured[v] for g, v in variants.items()}
     if source is not None:
-        share = costs.trimmed_share(source[0].geometry, keep) if source[0] is not None and source[1] else None
-        times[1] = credited(times[1], source[1], keep, c_in, share)
+        times[1] = costs.credited_time(times[1], source[1], source[0].geometry if source[0] is not None else None, keep, c_in)
     return times, measured[site.geometry.dense]
 
 
@@ -115,9 +114,7 @@ def grid_times(sites: list[ConvSite], costs: Optional[CostTable], options: PlanO
             measured = costs.times(site.geometry, variants)
             source = geometries.get(site.source[0]) if site.source is not None else None
             whole = costs.times(source, [])[source.dense] if source is not None else 0.0
-            found[site.node_index] = tuple(
-                credited(measured[v], whole, keep, c_in, costs.trimmed_share(source, keep) if whole else None)
-                for v, keep in zip(variants, keeps))
+            found[site.node_index] = tuple(costs.credited_time(measured[v], whole, source, keep, c_in) for v, keep in zip(variants, keeps))
     if found:
         costs.save()
     return found
