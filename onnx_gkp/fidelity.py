@@ -52,7 +52,7 @@ def class_metrics(original: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
     top = o.argmax(axis=1)
     five = np.argsort(-p, axis=1, kind="stable")[:, :5]
     po, pp = _probabilities(o), _probabilities(p)
-    kl = np.sum(po * (np.log(np.maximum(po, 1e-12)) - np.log(np.maximum(pp, 1e-12))), axis=1)
+    kl = np.maximum(np.sum(po * (np.log(np.maximum(po, 1e-12)) - np.log(np.maximum(pp, 1e-12))), axis=1), 0.0)  # rounding: never below 0
     rows = np.arange(len(top))
     return {
         "top1": float(np.mean(p.argmax(axis=1) == top)),

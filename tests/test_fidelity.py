@@ -80,3 +80,16 @@ def test_the_model_score_is_the_least_output_score_and_ignore_leaves_one_out() -
     assert model_score(fidelity(["logits", "boxes"], [logits, boxes], [logits[::-1], boxes], {"logits": "ignore"})) == 1.0
     with pytest.raises(ValueError, match="does not apply"):
         output_fidelity(boxes, boxes, "top1")
+
+
+def test_kl_is_never_negative_where_the_softmax_is_the_same() -> None:
+    """Logits shifted by a constant have the same softmax; float rounding made half of such KLs a
+    tiny negative number, which the benchmark tables printed as -0.00."""
+    from bench_quality import kl_divergence  # tools/, on the path for every test (conftest)
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        logits = (rng.normal(size=(8, 1000)) * 3).astype(np.float32)
+        shifted = logits + np.float32(0.5)
+        assert kl_divergence(logits, shifted) >= 0.0
+        assert class_metrics(logits, shifted)["kl"] >= 0.0

@@ -99,10 +99,11 @@ def top1(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], str]:
 
 
 def kl_divergence(dense: np.ndarray, pruned: np.ndarray) -> float:
-    """Mean KL(softmax(dense) || softmax(pruned)) over the inputs (rows of logits)."""
+    """Mean KL(softmax(dense) || softmax(pruned)) over the inputs (rows of logits). A row's KL is
+    never negative; rounding can make a tiny one so, which printed as -0.00."""
     log_p = dense - np.logaddexp.reduce(dense, axis=1, keepdims=True)
     log_q = pruned - np.logaddexp.reduce(pruned, axis=1, keepdims=True)
-    return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1)))
+    return float(np.mean(np.maximum(np.sum(np.exp(log_p) * (log_p - log_q), axis=1), 0.0)))
 
 
 def agreement(dense: np.ndarray, pruned: np.ndarray) -> str:
