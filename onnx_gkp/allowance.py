@@ -33,7 +33,6 @@ from .targets import second_moment
 GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # ratios a layer may get (at most 3/4 of its inputs)
 CURVE_SAMPLES = 16  # fit samples each point of a measured curve runs
 REFIT_SAMPLES = 128  # other fit samples each layer of a measured curve is refitted on
-LEVELS = 32  # allowances a search chooses among: five or six evaluations
 
 TIE = 0.03  # relative: layer times this close count as equal, and the larger ratio wins
 
@@ -99,10 +98,6 @@ def ratios_within(curves: Curves, tau: float, times: Optional[Times] = None) -> 
     return chosen
 
 
-def levels(curves: Curves, most: int = LEVELS) -> list[float]:
-    """Allowances that change some layer's ratio, ascending: every one, or ``most`` of them at
-    evenly spaced ranks (each evaluation of a search refits the model: a coarser ladder is cheaper)."""
-    found = sorted({e for errors in curves.values() for e in errors})
-    if len(found) <= most:
-        return found
-    return [found[i] for i in np.unique(np.linspace(0, len(found) - 1, most).round().astype(int))]
+def levels(curves: Curves) -> list[float]:
+    """Every allowance that changes some layer's ratio, ascending."""
+    return sorted({e for errors in curves.values() for e in errors})

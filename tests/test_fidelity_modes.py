@@ -191,7 +191,6 @@ def test_allowances_are_a_ladder_of_the_curves_values_and_buy_the_fastest_ratio_
 
     curves = {1: (0.01, 0.02, 0.03, 0.04, 0.05, 0.06), 2: (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
     assert levels(curves) == sorted(curves[1] + curves[2])
-    assert levels(curves, most=4) == [0.01, 0.05, 0.2, 0.6]
     assert ratios_within(curves, 0.035) == {1: GRID[2], 2: 0.0}
     times = {1: (5.0, 4.0, 6.0, 3.0, 3.05, 9.0)}  # 0.5 is the fastest; 0.625 ties with it within 3%
     assert ratios_within(curves, 1.0, times) == {1: GRID[4], 2: GRID[-1]}

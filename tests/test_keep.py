@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from onnx_gkp.fidelity import class_metrics, fidelity, model_estimate
-from onnx_gkp.keep import MAX_EVALUATIONS, search
+from onnx_gkp.keep import MAX_EVALUATIONS, evenly_ranked, refined_search, search
 
 LEVELS = [float(i) for i in range(32)]
 
@@ -105,3 +105,50 @@ def test_model_estimate_reads_the_soft_agreement_only_for_top1() -> None:
     five = fidelity(["p"], [logits], [nearer], {"p": "top5"})
     assert model_estimate(five) == five["p"]["score"] == 1.0
     assert model_estimate(fidelity(["p"], [logits], [nearer], {"p": "ignore"})) is None
+
+
+def test_evenly_ranked_rungs_keep_both_ends() -> None:
+    ladder = [0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert evenly_ranked(ladder, 4) == [0.01, 0.04, 0.3, 0.6]
+    assert evenly_ranked(ladder, 20) == ladder
+
+
+def test_refined_search_finds_the_allowance_between_two_rungs() -> None:
+    # MobileNetV2 with BN folded: --keep 0.8 stopped on the rung --keep 0.85 did (top-1 0.898),
+    # because the next rung fell below 0.8; the ladder's values in between were never tried.
+    ladder = [float(i) for i in range(300)]
+
+    def score(level: float) -> tuple[float, float]:
+        value = 1.0 - 0.001 * level
+        return value, value
+
+    coarse, _ = search(evenly_ranked(ladder, 32), score, keep=0.8)
+    found, trail = refined_search(ladder, score, keep=0.8)
+    assert coarse == 193.0 and found == 200.0, "the coarse rungs are 9-10 apart; the refined answer is exact"
+    assert dict(trail)[found] >= 0.8 and len(trail) <= 2 * MAX_EVALUATIONS
+    assert len({a for a, _ in trail}) == len(trail), "each level measured once"
+
+
+def test_refined_search_answer_is_always_measured_to_keep_the_target() -> None:
+    rng = np.random.default_rng(1)
+    ladder = sorted(rng.uniform(0, 1, 250).tolist())
+    for trial in range(100):
+        noise = dict(zip(ladder, rng.normal(0, 0.01, len(ladder))))
+        keep = float(rng.uniform(0.5, 1.0))
+
+        def score(level: float) -> tuple[float, float]:
+            estimate = 1.0 - 0.5 * level
+            return float(np.clip(estimate + noise[level], 0, 1)), estimate
+
+        found, trail = refined_search(ladder, score, keep=keep)
+        coarse, _ = search(evenly_ranked(ladder, 32), score, keep=keep)
+        if found is None:
+            assert coarse is None
+        else:
+            assert dict(trail)[found] >= keep and score(found)[1] >= keep
+            assert coarse is not None and found >= coarse, "refining never prunes less than the coarse search"
+
+
+def test_refined_search_with_nothing_kept_leaves_every_layer_whole() -> None:
+    found, trail = refined_search([0.1 * i for i in range(1, 100)], lambda level: (0.5, 0.5), keep=0.9)
+    assert found is None and 0 < len(trail) <= MAX_EVALUATIONS

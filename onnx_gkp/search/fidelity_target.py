@@ -13,7 +13,7 @@ from ..allowance import estimated_curves, levels, measured_curves, ratios_within
 from ..analyse import Skip
 from ..context import Context
 from ..fidelity import model_estimate, model_score
-from ..keep import search
+from ..keep import refined_search
 from .uniform import grid_times, plan_sites
 
 DATA_FREE_ALLOWANCE = 1e-5  # without data: only what the estimate calls nearly exact (it ran up to 80x low)
@@ -53,5 +53,5 @@ def kept_ratios(context: Context, skipped: list[Skip]) -> tuple[Ratios, list[tup
         return tried[key]
 
     with clock("search"):
-        found, trail = search(levels(curves), score, context.keep)  # type: ignore[arg-type]
+        found, trail = refined_search(levels(curves), score, context.keep)  # type: ignore[arg-type]
     return (ratios_within(curves, found, times) if found is not None else {s.node_index: 0.0 for s in sites}), trail
