@@ -38,13 +38,28 @@ def default_metric(kind: str) -> str:
     return {"classes": "top1", "dense": "cosine", "exact": "match"}[kind]
 
 
+def _are_distributions(scores: np.ndarray) -> bool:
+    return bool(np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+
+
 def _probabilities(scores: np.ndarray) -> np.ndarray:
     """Rows that already are distributions stay as they are; others go through a softmax."""
-    if np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
-        return scores
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return scores if _are_distributions(scores) else np.exp(_log_probabilities(scores))
+
+
+def _log_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Logs of the class distributions: a log-softmax, exact where a softmax underflows."""
+    scores = scores.astype(np.float64)
+    if _are_distributions(scores):
+        return np.log(np.maximum(scores, 1e-30))
+    return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
+
+
+def kl_divergence(original: np.ndarray, pruned: np.ndarray) -> float:
+    """Mean ``KL(original || pruned)`` of the class distributions of rows of scores. A row's KL
+    is never negative; rounding can make a tiny one so (printed as -0.00), so each is clipped at 0."""
+    log_o, log_p = _log_probabilities(original), _log_probabilities(pruned)
+    return float(np.mean(np.maximum(np.sum(np.exp(log_o) * (log_o - log_p), axis=1), 0.0))) if len(log_o) else 0.0
 
 
 def class_metrics(original: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
@@ -52,12 +67,11 @@ def class_metrics(original: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
     top = o.argmax(axis=1)
     five = np.argsort(-p, axis=1, kind="stable")[:, :5]
     po, pp = _probabilities(o), _probabilities(p)
-    kl = np.maximum(np.sum(po * (np.log(np.maximum(po, 1e-12)) - np.log(np.maximum(pp, 1e-12))), axis=1), 0.0)  # rounding: never below 0
     rows = np.arange(len(top))
     return {
         "top1": float(np.mean(p.argmax(axis=1) == top)),
         "top5": float(np.mean((five == top[:, None]).any(axis=1))),
-        "kl": float(np.mean(kl)),
+        "kl": kl_divergence(o, p),
         "top1_soft": float(1.0 - np.mean(np.abs(po[rows, top] - pp[rows, top]))) if len(top) else 1.0,
     }
 

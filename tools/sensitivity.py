@@ -19,9 +19,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from bench_common import load_model  # also puts the repository on the path
-from bench_quality import TASKS, kl_divergence, outputs
+from bench_quality import TASKS, outputs
 
 from onnx_gkp.analyse import analyse, constant_tensors  # noqa: E402
+from onnx_gkp.fidelity import kl_divergence  # noqa: E402
 from onnx_gkp.input_stats import StatsReader  # noqa: E402
 from onnx_gkp.plan import PlanOptions, kernel_energy, plan_for_count  # noqa: E402
 from onnx_gkp.propagation import ErrorGains  # noqa: E402
