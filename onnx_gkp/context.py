@@ -35,7 +35,7 @@ from .plan import LayerPlan, PlanOptions
 from .quantize import Int8, int8_original
 from .reference import masked_reference, masked_stubs
 from .report import LayerReport, Report, totals
-from .runtime import batch_size, check_supported, median_latency_ms, random_inputs, weight_bytes
+from .runtime import batch_size, check_supported, median_latency_ms, random_inputs, run, session, weight_bytes
 from .samples import Samples, load_samples, split
 from .trims import decide_trims
 from .rewrite import Rewritten
@@ -99,6 +99,8 @@ class Context:
         if options.plan is not None and options.plan.model != context.digest:
             raise GkpError("the plan was made for another model (its digest differs)")
         context.feeds = context.check_feeds()
+        if options.check:
+            _check_runs(full, context.feeds, data is not None)
         if options.quantize is not None:
             with clock("quantize"):
                 context.int8 = int8_original(options.quantize, full, data.fit, context.timing_feeds(), table,  # type: ignore[union-attr, arg-type]
@@ -330,3 +332,24 @@ def _apply_plan_limits(analysis: Analysis, options: PlanOptions) -> tuple[list[C
     if options.groups != "auto" and analysis.sites and not sites:
         raise GkpError(f"--groups {options.groups} divides the output channels of no prunable Conv")
     return sites, sorted(skipped, key=lambda s: s.node_index)
+
+
+def _check_runs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], real: bool) -> None:
+    """Bad input, before any work: the original loads but cannot run on the check's inputs (an
+    input that wants one value, such as silero-vad's sample rate, is fed zeros), so no check of a
+    rewrite could pass. A model onnxruntime cannot load is left to the check, which says so; past
+    ``WHOLE_LIMIT`` of weights nothing is tried: a whole session is what that avoids."""
+    if weight_bytes(model) > WHOLE_LIMIT:
+        return
+    try:
+        loaded = session(model, optimise=False)
+    except ValidationFailed:
+        return
+    try:
+        run(loaded, feeds)
+    except ValidationFailed as error:
+        given = "the held-out samples of --calibration" if real else (
+            "seeded noise (" + ", ".join(f"{n}: {list(a.shape)} {a.dtype}" for n, a in feeds.items()) + ")")
+        hint = "check the samples" if real else "give --input-value NAME=V for an input that needs one value, or --test-shape"
+        raise GkpError(f"the original model cannot run on the check's inputs, {given}: "
+                       f"{str(error).removeprefix('onnxruntime cannot run the model: ')}; {hint}") from None

@@ -59,9 +59,11 @@ def test_if_on_an_integer_input_with_a_nan_output(tmp_path: Path) -> None:
     original = make_model(VOICE, VOICE_WEIGHTS)
     source, out, report = tmp_path / "voice.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
     onnx.save(original, source)
-    # sr fed 0 by default takes the branch that cannot run at this size: said in one line, exit 1.
+    # sr fed 0 by default takes the branch that cannot run at this size: the original cannot, so
+    # no check could pass. Said in one line before any work, pointing at --input-value; exit 2.
     refused = cli(source, out, "--quality-only", "--ratio", "0.5")
-    assert refused.returncode == 1 and "cannot run the model" in refused.stderr and not out.exists(), refused.stderr
+    assert refused.returncode == 2 and "original model cannot run on the check's inputs" in refused.stderr, refused.stderr
+    assert "--input-value" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1 and not out.exists()
     # The sample rate given: exactness checked, and latency measured (20 runs), on that branch.
     result = cli(source, out, "--quality-only", "--ratio", "0.5", "--input-value", "sr=16000", "--report", report)
     assert result.returncode == 0, result.stderr
