@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
+import onnx
 
 from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model, outputs
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, nargs="*", default=[], help="--target-latency budgets to compare with (with the calibration)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--save", type=Path, metavar="DIR", help="also write each pruned model there, to time again on a quiet machine")
     args = parser.parse_args()
     task = TASKS[args.model]
     original, shapes = load_model(task.zoo or args.model)
@@ -67,6 +70,9 @@ def main() -> None:
             refused[f"--target-latency {budget:g} + calibration"] = (str(error), time.perf_counter() - start)
             continue
         variants[f"--target-latency {budget:g} + calibration"] = (pruned, report, time.perf_counter() - start)
+    if args.save is not None:
+        for label, (pruned, _, _) in variants.items():
+            onnx.save(pruned, args.save / f"{args.model}_{label.strip('-').replace(' ', '_')}.onnx")
     feeds = {name: images[:1].astype(np.float32)}  # batch 1, a real input
     times = median_latency_ms({"original": original, **{k: v[0] for k, v in variants.items()}}, feeds, args.runs)
     rows = [f"| method | Conv MACs kept | speed-up (1 thread, side by side) | {task.metric_name} | held-out fidelity in the pass | pass time |",
