@@ -71,6 +71,7 @@ def main() -> None:
             continue
         variants[f"--target-latency {budget:g} + calibration"] = (pruned, report, time.perf_counter() - start)
     if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
         for label, (pruned, _, _) in variants.items():
             onnx.save(pruned, args.save / f"{args.model}_{label.strip('-').replace(' ', '_')}.onnx")
     feeds = {name: images[:1].astype(np.float32)}  # batch 1, a real input
