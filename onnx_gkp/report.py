@@ -209,13 +209,17 @@ class Report:
             return ("fidelity: NOT measured (no real inputs); give --calibration with a few hundred of the "
                     "model's own inputs to measure it and to refit the pruned layers")
         held = (self.samples or {}).get("held_out")
-        parts = [f"{name} {_figures(f)}" for name, f in self.fidelity.items()]
         keep = self.options.get("keep")
         score = model_score(self.fidelity)
         missed = keep is not None and score is not None and score < keep
         goal = "" if keep is None else f" (target: keep {keep:g}{', MISSED: ' + format(score, '.4g') if missed else ''})"
         model = "" if self.quantization is None else " of the INT8 model"
-        return f"fidelity{model} on {held} held-out samples{goal}: " + "; ".join(parts)
+        return f"fidelity{model} on {held} held-out samples{goal}: {self.fidelity_figures()}"
+
+    def fidelity_figures(self) -> str:
+        """Every output's figures on the held-out samples, its target metric first (empty when
+        fidelity was not measured)."""
+        return "; ".join(f"{name} {_figures(f)}" for name, f in (self.fidelity or {}).items())
 
 
 def _figures(f: dict[str, Any]) -> str:

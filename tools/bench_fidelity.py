@@ -82,7 +82,7 @@ def main() -> None:
     for label, (pruned, report, seconds) in variants.items():
         t = report.totals
         rows.append(f"| {label} | {t['conv_macs_after'] / t['conv_macs_before']:.1%} | {times['original'] / times[label]:.2f}x | "
-                    f"{metric(dense, outputs(pruned, images, task.batch))} | {report.fidelity_line().split(': ', 1)[-1]} | {seconds:.0f} s |")
+                    f"{metric(dense, outputs(pruned, images, task.batch))} | {report.fidelity_figures() or 'NOT measured'} | {seconds:.0f} s |")
     rows += [f"| {label} | refused: {message} | | | | {seconds:.0f} s |" for label, (message, seconds) in refused.items()]
     table = "\n".join(rows)
     print(table)
