@@ -37,7 +37,7 @@ from onnx import helper, numpy_helper
 
 from .paths import check_cache_path
 from .quantize import quantized
-from .runtime import interleaved_medians, session
+from .runtime import balanced_medians
 
 try:
     import fcntl
@@ -149,15 +149,7 @@ def measure(
     if precision != "fp32":
         ranges = {"x": rng.standard_normal((2, *geometry.input_shape[1:])).astype(geometry.dtype)}
         models = {v: quantized(m, ranges, precision, prepare=False) for v, m in models.items()}
-    sessions = {v: session(m, optimise=True, threads=threads) for v, m in models.items()}
-    first = {}
-    for v, sess in sessions.items():
-        sess.run(None, feeds)
-        start = time.perf_counter()
-        sess.run(None, feeds)
-        first[v] = time.perf_counter() - start
-    rounds = int(np.clip(budget_s / max(sum(first.values()), 1e-6), 5, 101))
-    return interleaved_medians(sessions, feeds, rounds)
+    return balanced_medians(models, feeds, threads, lambda warm: int(np.clip(budget_s / max(warm, 1e-6), 5, 101)))
 
 
 def cpu_name() -> str:
@@ -207,7 +199,7 @@ class CostTable:
     def __init__(self, threads: int = 1, path: Optional[Path] = None) -> None:
         self.threads = threads
         self.path = path
-        self.prefix = f"onnxruntime {ort.__version__} | {cpu_name()} | {threads} thread(s) | "
+        self.prefix = f"onnxruntime {ort.__version__} | {cpu_name()} | {threads} thread(s) | balanced | "  # sessions made both ways
         self.precision = "fp32"  # or the INT8 types (quantize.TYPES) the layers are timed in
         self.entries: dict[str, float] = {}
         self.measured = 0
