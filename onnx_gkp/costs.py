@@ -226,14 +226,18 @@ class CostTable:
         return self.entries.get(self.prefix + decision)
 
     def times(self, geometry: ConvGeometry, variants: Sequence[Variant]) -> dict[Variant, float]:
-        """Seconds of the dense Conv and each variant, measuring the ones not yet known."""
+        """Seconds of the dense Conv and each variant, measuring the ones not yet known. Variants
+        measured after the dense Conv's figure was kept are scaled by its time in their own run:
+        only ratios to the dense Conv carry from one run to another (a later run, under another
+        load, once read every variant of a layer 1.4x slow, half its channels slower than all)."""
         wanted = [geometry.dense] + [v for v in variants if v != geometry.dense]
         missing = [v for v in wanted if self._key(geometry, v) not in self.entries]
         if missing:
             fresh = measure(geometry, wanted if geometry.dense in missing else [geometry.dense] + missing, self.threads,
                             precision=self.precision)
+            dense = self.entries.get(self._key(geometry, geometry.dense), fresh[geometry.dense])
             for v in missing:
-                self.entries[self._key(geometry, v)] = fresh[v]
+                self.entries[self._key(geometry, v)] = fresh[v] * dense / fresh[geometry.dense]
             self.measured += len(missing)
         return {v: self.entries[self._key(geometry, v)] for v in wanted}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from conftest import CHAIN, make_model
+from conftest import CHAIN, CHAIN_WEIGHTS, make_model
 from conftest import REPO
 
 RUNS = 4
@@ -58,3 +58,17 @@ def test_four_cli_runs_sharing_a_cache_keep_every_layer(tmp_path: Path) -> None:
     keys = list(json.loads(cache.read_text()))
     for channels in (8, 12, 16, 20):
         assert any(f"w[32, {channels}, 3, 3]" in k for k in keys), f"the {channels}-channel model's times were lost"
+
+
+def test_variants_measured_later_keep_the_dense_conv_as_their_reference() -> None:
+    """A figure kept from another run (here an absurd 10 s for the dense Conv) scales what is
+    measured now: the variants come back at their measured ratio to it, not in microseconds."""
+    from onnx_gkp.analyse import analyse
+    from onnx_gkp.costs import CostTable
+
+    site = analyse(make_model(CHAIN, CHAIN_WEIGHTS)).sites[1]
+    table = CostTable(1)
+    table.record(site.geometry, site.geometry.dense, 10.0)
+    variant = (1, site.weight.shape[1] // 2, True)
+    times = table.times(site.geometry, [variant])
+    assert times[site.geometry.dense] == 10.0 and 0.5 < times[variant] < 20.0
