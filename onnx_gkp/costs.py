@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path

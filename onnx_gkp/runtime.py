@@ -324,8 +324,8 @@ def balanced_medians(
     keys = list(models)
     if not keys:
         return {}
-    first = session(models[keys[0]], optimise=True, threads=threads)  # noqa: F841 (alive while timing)
-    run(first, feeds)
+    spare = session(models[keys[0]], optimise=True, threads=threads)  # kept alive while the others run
+    run(spare, feeds)
     sessions = {(key, copy): session(models[key], optimise=True, threads=threads)
                 for copy, order in enumerate((keys, keys[::-1])) for key in order}
     warm = 0.0
