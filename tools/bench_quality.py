@@ -179,13 +179,13 @@ TASKS = {
     # photos: cosine 0.46).
     "ppocr_det_documents": Task(real_data.text_crops, lambda part: text_map, _TEXT_MAP,
                                 lambda count: real_data.document_pages(count, 320, turn=False), 24, zoo="ppocr_det"),
-    # The only text pictures are the scored ones (56 crops x 4 quarter turns): calibration takes
-    # random crops, mirrors and quarter turns of every other picture (the photos among them).
     # Printed lines, half upside down: calibrated on lines of one licence text, scored on another's.
     "ppocr_cls": Task(lambda: real_data.text_lines(512, real_data.EVALUATION_TEXT, seed=1)[0],
                       lambda part: orientation_metric(real_data.text_lines(512, real_data.EVALUATION_TEXT, seed=1)[1][part]),
                       "top-1 agreement / KL / accuracy (true turn), 512 printed lines of other prose",
                       lambda count: real_data.text_lines(count)[0], 64),
+    # The only text pictures are the scored ones (56 crops x 4 quarter turns): calibration takes
+    # random crops, mirrors and quarter turns of every other picture (the photos among them).
     "orientation": Task(lambda: real_data.rotated_text_crops()[0], lambda part: orientation_metric(real_data.rotated_text_crops()[1][part]),
                         "top-1 agreement / KL / accuracy (true turn), 224 turned text crops",
                         lambda count: real_data.calibration_crops(count, 224, True, pictures=_NOT_TEXT, rotate=True), 32),
