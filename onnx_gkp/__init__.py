@@ -8,15 +8,15 @@ checks a pruned model against its masked reference; ``save_model`` writes one at
 """
 
 from .api import prune
-from .apply_plan import apply
+from .rewrite.model import apply
 from .errors import GkpError, ValidationFailed
-from .load import save_model
-from .model_plan import Plan
+from .io.model_file import save_model
+from .plan.model import Plan
 from .options import Options
-from .plan import LayerPlan, PlanOptions, plan_layer
-from .reference import masked_reference
-from .report import Report
-from .validate import Validation, validate
+from .layer.planner import LayerPlan, PlanOptions, plan_layer
+from .check.reference import masked_reference
+from .report.report import Report
+from .check.validate import Validation, validate
 
 __all__ = [
     "GkpError", "LayerPlan", "Options", "Plan", "PlanOptions", "Report", "Validation", "ValidationFailed",

@@ -6,19 +6,20 @@ from typing import Any, Optional
 
 import onnx
 
-from .analyse import Skip
-from .apply_plan import sites_of
+from .analyse.sites import Skip
+from .rewrite.model import sites_of
 from .context import Context
-from .costs import default_cache_path
-from .load import ModelLike
+from .cost.table import default_cache_path
+from .io.model_file import ModelLike
 from .options import Options
-from .paths import check_prune_paths
-from .report import Report
-from .search.budget_target import plan_to_target
-from .search.fidelity_target import data_free_ratios, kept_ratios
-from .search.gathers import without_gathers
-from .search.guard import guarded
-from .search.uniform import plan_sites
+from .io.paths import check_prune_paths
+from .report.report import Report
+from .policy.budget import plan_to_target
+from .policy.data_free import data_free_ratios
+from .policy.fidelity_target import kept_ratios
+from .policy.gathers import without_gathers
+from .policy.guard import guarded
+from .policy.uniform import plan_sites
 
 
 def prune(model: ModelLike, options: Optional[Options] = None, **overrides: Any) -> tuple[onnx.ModelProto, Report]:

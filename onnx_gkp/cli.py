@@ -17,17 +17,18 @@ from typing import Optional, Sequence
 import onnxruntime as ort
 
 from .api import prune
-from .costs import default_cache_path
-from .fidelity import TARGET_METRICS
+from .cost.table import default_cache_path
+from .check.metrics import TARGET_METRICS
 from .errors import GkpError
-from .kernels import CRITERIA
-from .load import first_line, save_model, write_atomic
-from .model_plan import Plan
-from .options import DEFAULT_KEEP, Options
-from .paths import check_run_paths
-from .plot import PLOT_SUFFIXES, write_plot
-from .quantize import CHOICES as QUANTIZE
-from .samples import Preprocess
+from .layer.kernels import CRITERIA
+from .io.model_file import first_line, save_model, write_atomic
+from .plan.model import Plan
+from .limits import DEFAULT_KEEP
+from .options import Options
+from .io.paths import check_run_paths
+from .report.plot import PLOT_SUFFIXES, write_plot
+from .ship.int8 import CHOICES as QUANTIZE
+from .io.samples import Preprocess
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,26 +20,32 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import onnx
 
-from .analyse import Analysis, ConvSite, Skip, analyse, count_params, kept_macs
-from .apply_plan import sites_of, rewritten
-from .calibrate import outputs_on, reconstructed
-from .compensation import bias_delta, tap_coverage
-from .costs import CostTable
+from .analyse.sites import Analysis, ConvSite, Skip, analyse
+from .analyse.graph import count_params
+from .analyse.shapes import kept_macs
+from .rewrite.model import sites_of, rewritten
+from .refit.activations import outputs_on
+from .refit.reconstruct import reconstructed
+from .layer.compensation import bias_delta, tap_coverage
+from .cost.table import CostTable
 from .errors import GkpError, ValidationFailed
-from .fidelity import fidelity, model_estimate
-from .input_stats import ChannelStats
-from .load import ModelLike, check_onnx, digest, load_model, release, restored
-from .model_plan import Plan, PlannedLayer
-from .options import DEFAULT_KEEP, Options
-from .plan import LayerPlan, PlanOptions
-from .quantize import Int8, int8_original
-from .reference import masked_reference, masked_stubs
-from .report import LayerReport, Report, totals
-from .runtime import batch_size, check_supported, median_latency_ms, ort_message, random_inputs, session, weight_bytes
-from .samples import Samples, load_samples, split
-from .trims import decide_trims
-from .rewrite import Rewritten
-from .validate import PART_BYTES, WHOLE_LIMIT, Exposed, Inputs, Validation, validate
+from .check.metrics import fidelity, model_estimate
+from .analyse.bn_stats import ChannelStats
+from .io.model_file import ModelLike, check_onnx, digest, load_model, release, restored
+from .plan.model import Plan, PlannedLayer
+from .limits import DEFAULT_KEEP
+from .options import Options
+from .layer.planner import LayerPlan, PlanOptions
+from .ship.int8 import Int8, int8_original
+from .check.reference import masked_reference, masked_stubs
+from .report.report import LayerReport, Report, totals
+from .runtime.sessions import batch_size, check_supported, ort_message, random_inputs, session, weight_bytes
+from .runtime.timing import median_latency_ms
+from .io.samples import Samples, load_samples, split
+from .plan.trims import decide_trims
+from .rewrite.conv import Rewritten
+from .limits import PART_BYTES, WHOLE_LIMIT
+from .check.validate import Exposed, Inputs, Validation, validate
 
 
 class Stopwatch:

@@ -10,19 +10,32 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from .errors import GkpError
-from .fidelity import TARGET_METRICS
-from .model_plan import Plan
-from .plan import Groups, PlanOptions
-from .quantize import CHOICES as QUANTIZE
-from .samples import Calibration, Preprocess
-from .targets import Target
+from .check.metrics import TARGET_METRICS
+from .plan.model import Plan
+from .layer.planner import Groups, PlanOptions
+from .ship.int8 import CHOICES as QUANTIZE
+from .io.samples import Calibration, Preprocess
 
 MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only queue: 10000 threads ran for minutes
 DEFAULT_RATIO = PlanOptions.ratio  # outside the uniform mode (only PlanOptions' refusal of tiny layers reads it)
-DEFAULT_KEEP = 0.99  # with real inputs and no target: keep 99% top-1 agreement (or cosine) on held-out ones
+
+
+@dataclass(frozen=True)
+class Target:
+    """``macs``: the fraction of the model's Conv MACs to remove; ``latency``: the pruned
+    model's onnxruntime time as a fraction of the original's."""
+
+    kind: Literal["macs", "latency"]
+    fraction: float
+
+    def __post_init__(self) -> None:
+        if self.kind == "macs" and not 0.0 < self.fraction < 1.0:
+            raise ValueError(f"target_macs must be in (0, 1), got {self.fraction}")
+        if self.kind == "latency" and not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"target_latency must be in (0, 1], got {self.fraction}")
 
 
 @dataclass(frozen=True)

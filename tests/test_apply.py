@@ -76,7 +76,7 @@ def test_cli_applies_a_report_and_refuses_mixed_options(tmp_path: Path) -> None:
 
 def test_a_macs_target_rewrites_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """MACs come from the plan (its trims included), so the budget's bisection needs no rewrite."""
-    import onnx_gkp.apply_plan as applying
+    import onnx_gkp.rewrite.model as applying
 
     calls = []
     real = applying.rewrite

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from onnx_gkp.budget import Infeasible, Option, allocate
+from onnx_gkp.policy.knapsack import Infeasible, Option, allocate
 
 
 def _random_layers(rng: np.random.Generator, count: int, options: int) -> list[list[Option]]:

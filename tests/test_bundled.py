@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from onnx_gkp.search.gathers import REASON
+from onnx_gkp.policy.gathers import REASON
 
 from conftest import assert_close, feeds_for, reference_from_report, run
 from conftest import cli

@@ -11,7 +11,7 @@ import pytest
 
 import onnx_gkp
 from onnx_gkp.errors import GkpError
-from onnx_gkp.reconstruct import GroupedRidge, patches, sample_positions
+from onnx_gkp.refit.ridge import GroupedRidge, patches, sample_positions
 
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 
@@ -167,9 +167,9 @@ def test_a_refit_from_overflowing_samples_keeps_the_masked_weights() -> None:
 def test_a_refit_that_fits_worse_than_the_masked_weights_is_not_taken() -> None:
     """A refit is kept only if it fits the calibration data at least as well as the masked weights
     with their data-free compensation; an over-damped ridge (weights pulled to zero) does not."""
-    from onnx_gkp.analyse import analyse
-    from onnx_gkp.calibrate import Fit, reconstructed
-    from onnx_gkp.plan import PlanOptions, plan_layer
+    from onnx_gkp.analyse.sites import analyse
+    from onnx_gkp.refit.reconstruct import Fit, reconstructed
+    from onnx_gkp.layer.planner import PlanOptions, plan_layer
 
     model = _bn_chain()
     sites = analyse(model).sites

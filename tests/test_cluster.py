@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnx_gkp.cluster import balanced_assignment, balanced_kmeans, refine_for_retention
+from onnx_gkp.layer.cluster import balanced_assignment, balanced_kmeans, refine_for_retention
 
 
 @pytest.mark.parametrize("count,groups", [(12, 1), (12, 3), (12, 4), (32, 8), (12, 12)])

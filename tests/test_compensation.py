@@ -8,7 +8,7 @@ import pytest
 from onnx import numpy_helper
 
 import onnx_gkp
-from onnx_gkp.compensation import bias_delta, tap_coverage
+from onnx_gkp.layer.compensation import bias_delta, tap_coverage
 
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 

@@ -17,7 +17,7 @@ RUNS = 4
 
 
 def _save_many(path: str, run: int, barrier: "multiprocessing.synchronize.Barrier") -> None:
-    from onnx_gkp.costs import CostTable
+    from onnx_gkp.cost.table import CostTable
 
     table = CostTable(1, Path(path))
     barrier.wait()
@@ -63,8 +63,8 @@ def test_four_cli_runs_sharing_a_cache_keep_every_layer(tmp_path: Path) -> None:
 def test_variants_measured_later_keep_the_dense_conv_as_their_reference() -> None:
     """A figure kept from another run (here an absurd 10 s for the dense Conv) scales what is
     measured now: the variants come back at their measured ratio to it, not in microseconds."""
-    from onnx_gkp.analyse import analyse
-    from onnx_gkp.costs import CostTable
+    from onnx_gkp.analyse.sites import analyse
+    from onnx_gkp.cost.table import CostTable
 
     site = analyse(make_model(CHAIN, CHAIN_WEIGHTS)).sites[1]
     table = CostTable(1)

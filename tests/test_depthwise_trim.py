@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnx_gkp
 from conftest import assert_close, feeds_for, reference_from_report, run
-from onnx_gkp.analyse import analyse
+from onnx_gkp.analyse.sites import analyse
 
 C_IN, HIDDEN, C_OUT, SIDE = 8, 32, 8, 10
 
@@ -220,7 +220,7 @@ def test_a_swish_whose_input_is_read_elsewhere_is_not_crossed() -> None:
 
 def _recording_variants(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """Every variant the cost table is asked to time from now on, in order."""
-    from onnx_gkp.costs import CostTable
+    from onnx_gkp.cost.table import CostTable
 
     asked: list[tuple] = []
     times = CostTable.times
@@ -256,7 +256,7 @@ def test_an_expand_conv_a_ratio_leaves_whole_is_still_trimmed_so_its_projection_
     gather (it was timed with one, measured no faster than dense and left whole on MobileNetV2)."""
     from onnx_gkp.context import Context
     from onnx_gkp.options import Options
-    from onnx_gkp.search.uniform import plan_sites
+    from onnx_gkp.policy.uniform import plan_sites
 
     asked = _recording_variants(monkeypatch)
     cache = tmp_path / "costs.json"
@@ -272,9 +272,9 @@ def test_a_latency_budget_times_the_projection_as_written_and_credits_its_expand
     without the gather, less the expand Conv's whole time in proportion to the channels dropped;
     its grouped options keep their gather. (Timed with the gather, MobileNetV2's projections
     looked slow and the budget cut the residual-stream readers instead.)"""
-    from onnx_gkp.costs import CostTable
-    from onnx_gkp.plan import PlanOptions
-    from onnx_gkp.targets import layer_options
+    from onnx_gkp.cost.table import CostTable
+    from onnx_gkp.layer.planner import PlanOptions
+    from onnx_gkp.policy.layer_options import layer_options
 
     sites = {s.node: s for s in analyse(_block()).sites}
     project = sites["project"]
@@ -309,10 +309,10 @@ def test_a_trimmed_source_is_credited_what_it_was_measured_to_save_where_that_is
     half its time instead, the pass pruned a stage that made the model slower than INT8 alone."""
     from dataclasses import replace
 
-    from onnx_gkp.costs import CostTable, credited
-    from onnx_gkp.plan import PlanOptions
-    from onnx_gkp.search.uniform import candidate_times
-    from onnx_gkp.targets import layer_options
+    from onnx_gkp.cost.table import CostTable, credited
+    from onnx_gkp.layer.planner import PlanOptions
+    from onnx_gkp.policy.uniform import candidate_times
+    from onnx_gkp.policy.layer_options import layer_options
 
     assert credited(1.0, 1.0, 24, 32) == pytest.approx(0.75)
     sites = {s.node: s for s in analyse(_block()).sites}
@@ -344,10 +344,10 @@ def test_the_allowance_picks_the_fastest_ratio_counting_the_trimmed_source() -> 
     kept count runs the expand Conv slower (int8 off the block size) is not the fastest."""
     from dataclasses import replace
 
-    from onnx_gkp.allowance import GRID, ratios_within
-    from onnx_gkp.costs import CostTable
-    from onnx_gkp.plan import PlanOptions
-    from onnx_gkp.search.uniform import grid_times
+    from onnx_gkp.policy.curves import GRID, ratios_within
+    from onnx_gkp.cost.table import CostTable
+    from onnx_gkp.layer.planner import PlanOptions
+    from onnx_gkp.policy.uniform import grid_times
 
     sites = analyse(_block()).sites
     named = {s.node: s for s in sites}

@@ -8,7 +8,7 @@ from scipy import integrate
 from scipy.special import expit
 from scipy.stats import norm
 
-from onnx_gkp.expectation import activation, moments
+from onnx_gkp.analyse.expectation import activation, moments
 
 # name, parameters, the activation written out directly
 CASES = [

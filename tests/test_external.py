@@ -49,8 +49,8 @@ def test_external_data_in_and_out_is_byte_identical(tmp_path: Path) -> None:
 def low_limit(monkeypatch: pytest.MonkeyPatch) -> int:
     """Every model counts as larger than protobuf can serialise."""
     limit = 1000
-    monkeypatch.setattr("onnx_gkp.load.PROTOBUF_LIMIT", limit)
-    monkeypatch.setattr("onnx_gkp.runtime.PROTOBUF_LIMIT", limit)
+    monkeypatch.setattr("onnx_gkp.io.model_file.PROTOBUF_LIMIT", limit)
+    monkeypatch.setattr("onnx_gkp.runtime.sessions.PROTOBUF_LIMIT", limit)
     return limit
 
 
@@ -67,7 +67,7 @@ def test_models_past_the_limit_validate_and_go_to_external_data(tmp_path: Path, 
 
 
 def test_digest_and_skeleton_do_not_serialise_the_weights() -> None:
-    from onnx_gkp.load import digest, skeleton
+    from onnx_gkp.io.model_file import digest, skeleton
 
     model = make_model(CHAIN, CHAIN_WEIGHTS)
     light, stripped = skeleton(model)

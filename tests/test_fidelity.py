@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnx_gkp.fidelity import class_metrics, dense_metrics, fidelity, kind_of, kl_divergence, model_score, output_fidelity
+from onnx_gkp.check.metrics import class_metrics, dense_metrics, fidelity, kind_of, kl_divergence, model_score, output_fidelity
 
 
 def test_kinds_follow_the_output_shape_and_type() -> None:

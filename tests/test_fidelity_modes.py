@@ -12,8 +12,8 @@ from onnx import helper, numpy_helper
 
 import onnx_gkp
 from onnx_gkp.errors import GkpError
-from onnx_gkp.keep import search
-from onnx_gkp.runtime import random_inputs
+from onnx_gkp.policy.bisection import search
+from onnx_gkp.runtime.sessions import random_inputs
 
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 
@@ -187,7 +187,7 @@ def test_with_a_target_the_target_governs_and_a_keep_is_checked() -> None:
 
 
 def test_allowances_are_a_ladder_of_the_curves_values_and_buy_the_fastest_ratio_within() -> None:
-    from onnx_gkp.allowance import GRID, levels, ratios_within
+    from onnx_gkp.policy.curves import GRID, levels, ratios_within
 
     curves = {1: (0.01, 0.02, 0.03, 0.04, 0.05, 0.06), 2: (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
     assert levels(curves) == sorted(curves[1] + curves[2])
@@ -202,9 +202,9 @@ def test_measured_curves_count_the_refit_that_will_repair_a_layer() -> None:
     and refitted it is exact, masked it is not. Its curve is the error the pass will leave (the
     lesser of masked and refitted, the refit fitted on fit samples the error is not measured on),
     so the allowance does not spare a layer the refit repairs."""
-    from onnx_gkp.allowance import CURVE_SAMPLES, GRID, measured_curves
-    from onnx_gkp.analyse import analyse
-    from onnx_gkp.plan import PlanOptions
+    from onnx_gkp.policy.curves import CURVE_SAMPLES, GRID, measured_curves
+    from onnx_gkp.analyse.sites import analyse
+    from onnx_gkp.layer.planner import PlanOptions
 
     model = make_model(CHAIN, CHAIN_WEIGHTS)
     sites = analyse(model).sites

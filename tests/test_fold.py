@@ -75,9 +75,9 @@ def test_folded_graph_equals_masked_reference_with_fewer_gathers() -> None:
 
 
 def test_fold_is_optional_and_both_agree() -> None:
-    from onnx_gkp.analyse import analyse
-    from onnx_gkp.plan import PlanOptions, plan_layer
-    from onnx_gkp.rewrite import rewrite
+    from onnx_gkp.analyse.sites import analyse
+    from onnx_gkp.layer.planner import PlanOptions, plan_layer
+    from onnx_gkp.rewrite.conv import rewrite
 
     model = _model()
     sites = [s for s in analyse(model, exclude="^c4$").sites]
@@ -135,10 +135,10 @@ def test_unread_filters_are_not_computed() -> None:
 
 def test_trimming_a_whole_conv_keeps_its_folded_input_order() -> None:
     """c1 (G=2) permutes its output into c2's weight; c2, left whole, is then trimmed by c3 (G=1)."""
-    from onnx_gkp.analyse import analyse
-    from onnx_gkp.plan import PlanOptions, plan_layer
-    from onnx_gkp.reference import masked_reference
-    from onnx_gkp.rewrite import rewrite
+    from onnx_gkp.analyse.sites import analyse
+    from onnx_gkp.layer.planner import PlanOptions, plan_layer
+    from onnx_gkp.check.reference import masked_reference
+    from onnx_gkp.rewrite.conv import rewrite
 
     text = """
     <ir_version: 8, opset_import: ["" : 17]>
@@ -174,7 +174,7 @@ def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple
     filters are not trimmed to y's kept channels (issue 17: IndexError in ``rewrite._trim``).
     A dense Conv left out by --include is y's source itself: it stops computing the 8 filters
     y does not read; grouped Convs are not trimmed at all."""
-    from onnx_gkp.analyse import analyse
+    from onnx_gkp.analyse.sites import analyse
 
     text = f"""
     <ir_version: 8, opset_import: ["" : 17]>
@@ -209,7 +209,7 @@ def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple
 def test_a_broadcast_that_widens_the_channels_ends_the_trimming_chain() -> None:
     """c1's one filter is scaled into 16 channels by a constant: y's 16 input channels are not
     c1's filters, so c1 is not its source."""
-    from onnx_gkp.analyse import analyse
+    from onnx_gkp.analyse.sites import analyse
 
     text = """
     <ir_version: 8, opset_import: ["" : 17]>

@@ -10,7 +10,7 @@ import pytest
 
 import onnx_gkp
 from onnx_gkp.context import Context
-from onnx_gkp.search.gathers import TIE
+from onnx_gkp.policy.gathers import TIE
 
 from conftest import make_model
 

@@ -2,8 +2,8 @@ import pytest
 
 import numpy as np
 
-from onnx_gkp.group_count import candidate_counts, choose_group_count, fast_counts
-from onnx_gkp.plan import PlanOptions, plan_layer
+from onnx_gkp.layer.group_count import candidate_counts, choose_group_count, fast_counts
+from onnx_gkp.layer.planner import PlanOptions, plan_layer
 
 
 def test_candidates_are_bounded_divisors() -> None:
@@ -56,8 +56,8 @@ def test_measured_costs_drive_the_pass(tmp_path) -> None:
     from conftest import CHAIN, CHAIN_WEIGHTS, make_model
 
     import onnx_gkp
-    from onnx_gkp.analyse import analyse
-    from onnx_gkp.costs import CostTable
+    from onnx_gkp.analyse.sites import analyse
+    from onnx_gkp.cost.table import CostTable
 
     model = make_model(CHAIN, CHAIN_WEIGHTS)
     path = tmp_path / "costs.json"
@@ -86,8 +86,8 @@ def test_a_layer_left_whole_says_why_truly(tmp_path, fastest: float, says: str, 
     from conftest import make_model
 
     import onnx_gkp
-    from onnx_gkp.analyse import analyse
-    from onnx_gkp.costs import CostTable
+    from onnx_gkp.analyse.sites import analyse
+    from onnx_gkp.cost.table import CostTable
 
     text = """
     <ir_version: 8, opset_import: ["" : 17]>

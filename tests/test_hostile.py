@@ -421,7 +421,7 @@ def test_interrupt_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pyt
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("onnx_gkp.load.os.replace", interrupted)
+    monkeypatch.setattr("onnx_gkp.io.model_file.os.replace", interrupted)
     options = ["--no-validate", "--quality-only"] + (["--save-external-data"] if external else [])
     assert cli_module.main([str(source), str(tmp_path / "out.onnx"), *options]) == 130
     assert snapshot(tmp_path) == before
@@ -460,7 +460,7 @@ def test_a_model_and_its_data_are_never_mismatched(tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt
         real(*args)
 
-    monkeypatch.setattr("onnx_gkp.load.os.replace", stopped)
+    monkeypatch.setattr("onnx_gkp.io.model_file.os.replace", stopped)
     assert cli_module.main([str(source), str(out), "--ratio", "0.25", *options]) == 130
     assert len(calls) == killed_at
     # The old model is gone before any data is replaced; the data is old or new, alone.
@@ -468,7 +468,7 @@ def test_a_model_and_its_data_are_never_mismatched(tmp_path: Path, monkeypatch: 
 
 
 def test_cost_table_refuses_a_cache_that_is_not_a_file(tmp_path: Path) -> None:
-    from onnx_gkp.costs import CostTable
+    from onnx_gkp.cost.table import CostTable
 
     os.mkfifo(tmp_path / "fifo.json")
     for path in (tmp_path / "fifo.json", tmp_path, _device(tmp_path / "dev")):
@@ -500,7 +500,7 @@ CACHES = {
 @pytest.mark.parametrize("name", list(CACHES))
 def test_a_damaged_cost_cache_reads_as_empty(name: str, tmp_path: Path) -> None:
     """A damaged cache is only lost time: read as empty (its bad entries dropped), then rewritten."""
-    from onnx_gkp.costs import CostTable
+    from onnx_gkp.cost.table import CostTable
 
     path = tmp_path / "costs.json"
     path.write_text(CACHES[name], encoding="latin-1")
@@ -520,7 +520,7 @@ def test_a_cache_of_zero_times_is_measured_again(tmp_path: Path) -> None:
 
 
 def test_an_empty_cache_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from onnx_gkp.costs import default_cache_path
+    from onnx_gkp.cost.table import default_cache_path
 
     monkeypatch.setenv("ONNX_GKP_CACHE", "")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

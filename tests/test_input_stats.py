@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnx_gkp.analyse import constant_tensors
-from onnx_gkp.expectation import activation, moments
-from onnx_gkp.input_stats import ChannelStats, StatsReader
+from onnx_gkp.analyse.graph import constant_tensors
+from onnx_gkp.analyse.expectation import activation, moments
+from onnx_gkp.analyse.bn_stats import ChannelStats, StatsReader
 
 GRAPH = """
 <ir_version: 8, opset_import: ["" : 17]>

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnx_gkp.fidelity import class_metrics, fidelity, model_estimate
-from onnx_gkp.keep import MAX_EVALUATIONS, evenly_ranked, refined_search, search
+from onnx_gkp.check.metrics import class_metrics, fidelity, model_estimate
+from onnx_gkp.policy.bisection import MAX_EVALUATIONS, evenly_ranked, refined_search, search
 
 LEVELS = [float(i) for i in range(32)]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnx_gkp.kernels import grouped_kernels, kernel_scores, select_channels
+from onnx_gkp.layer.kernels import grouped_kernels, kernel_scores, select_channels
 
 
 def test_grouped_kernels_layout() -> None:

@@ -72,8 +72,8 @@ def test_validation_in_parts_finds_the_same_figures(monkeypatch: pytest.MonkeyPa
 
 
 def test_parts_compute_what_the_whole_model_does() -> None:
-    from onnx_gkp.analyse import resolve_input_shapes
-    from onnx_gkp.runtime import random_inputs, run, run_in_parts, session, with_outputs
+    from onnx_gkp.analyse.shapes import resolve_input_shapes
+    from onnx_gkp.runtime.sessions import random_inputs, run, run_in_parts, session, with_outputs
 
     model = onnx.load(BUNDLED)
     feeds = random_inputs(model, resolve_input_shapes(model), 0)

@@ -7,8 +7,8 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from onnx_gkp.expectation import activation
-from onnx_gkp.ops import OPS, ChannelNode, channel_params, rule
+from onnx_gkp.analyse.expectation import activation
+from onnx_gkp.analyse.ops import OPS, ChannelNode, channel_params, rule
 
 
 def _node(op: str, *constants: Optional[np.ndarray], group: int = 1, outputs: int = 1) -> ChannelNode:

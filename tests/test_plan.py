@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnx_gkp.plan import LayerPlan, PlanOptions, kept_count, plan_layer
+from onnx_gkp.layer.planner import LayerPlan, PlanOptions, kept_count, plan_layer
 
 
 def _weight(shape=(16, 12, 3, 3), seed=0) -> np.ndarray:

@@ -11,9 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnx_gkp
 from conftest import reference_from_report, run
-from onnx_gkp.analyse import resolve_input_shapes
-from onnx_gkp.plan import kept_count
-from onnx_gkp.runtime import random_inputs
+from onnx_gkp.analyse.shapes import resolve_input_shapes
+from onnx_gkp.layer.planner import kept_count
+from onnx_gkp.runtime.sessions import random_inputs
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

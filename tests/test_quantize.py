@@ -12,9 +12,11 @@ import pytest
 from onnx import numpy_helper
 
 import onnx_gkp
-from onnx_gkp.costs import ConvGeometry, CostTable
+from onnx_gkp.analyse.geometry import ConvGeometry
+from onnx_gkp.cost.table import CostTable
 from onnx_gkp.errors import GkpError
-from onnx_gkp.quantize import fastest_faithful, quantized
+from onnx_gkp.ship.int8 import fastest_faithful
+from onnx_gkp.runtime.quantize import quantized
 
 from conftest import CHAIN, CHAIN_WEIGHTS, chain, make_model, run
 from conftest import assert_refused, cli, fetched

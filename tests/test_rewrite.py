@@ -10,10 +10,10 @@ import pytest
 from onnx import helper, numpy_helper
 
 from conftest import assert_close, feeds_for, run
-from onnx_gkp.analyse import analyse
-from onnx_gkp.plan import LayerPlan
-from onnx_gkp.reference import masked_reference
-from onnx_gkp.rewrite import rewrite
+from onnx_gkp.analyse.sites import analyse
+from onnx_gkp.layer.planner import LayerPlan
+from onnx_gkp.check.reference import masked_reference
+from onnx_gkp.rewrite.conv import rewrite
 
 
 def single_conv(rank: int, c_in: int, c_out: int, bias: bool, attrs: dict, seed: int) -> onnx.ModelProto:

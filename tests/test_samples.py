@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnx_gkp import samples
+from onnx_gkp.io import samples
 from onnx_gkp.errors import GkpError
-from onnx_gkp.samples import Preprocess, held_out_count, load_samples, split
+from onnx_gkp.io.samples import Preprocess, held_out_count, load_samples, split
 
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model
 

@@ -17,7 +17,7 @@ import pytest
 
 import onnx_gkp
 from conftest import assert_close, make_model, reference_from_report, run
-from onnx_gkp.analyse import count_params
+from onnx_gkp.analyse.graph import count_params
 from conftest import cli
 
 HEAD = """

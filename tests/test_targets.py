@@ -12,16 +12,16 @@ import pytest
 from onnx import helper, numpy_helper
 
 import onnx_gkp
-from onnx_gkp.analyse import constant_tensors
-from onnx_gkp.cluster import balanced_kmeans
+from onnx_gkp.analyse.graph import constant_tensors
+from onnx_gkp.layer.cluster import balanced_kmeans
 from onnx_gkp.errors import GkpError
-from onnx_gkp.input_stats import StatsReader
-from onnx_gkp.kernels import select_channels
-from onnx_gkp.plan import LayerPlan, PlanOptions, filter_features, group_scores, kernel_energy
-from onnx_gkp.propagation import ErrorGains
-from onnx_gkp.quality import relative_error, relative_errors, weighted_energy
-from onnx_gkp.search.budget_target import search_saving
-from onnx_gkp.targets import keep_grid
+from onnx_gkp.analyse.bn_stats import StatsReader
+from onnx_gkp.layer.kernels import select_channels
+from onnx_gkp.layer.planner import LayerPlan, PlanOptions, filter_features, group_scores, kernel_energy
+from onnx_gkp.analyse.gains import ErrorGains
+from onnx_gkp.layer.quality import relative_error, relative_errors, weighted_energy
+from onnx_gkp.policy.budget import search_saving
+from onnx_gkp.policy.layer_options import keep_grid
 
 from conftest import assert_close, feeds_for, reference_from_report, run
 from conftest import cli

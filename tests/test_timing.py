@@ -10,8 +10,9 @@ import onnx
 import pytest
 
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model
-import onnx_gkp.runtime as runtime
-from onnx_gkp.runtime import interleaved_medians, median_latency_ms, session
+import onnx_gkp.runtime.timing as timing
+from onnx_gkp.runtime.timing import interleaved_medians, median_latency_ms
+from onnx_gkp.runtime.sessions import session
 
 
 MODEL = make_model(CHAIN, CHAIN_WEIGHTS)
@@ -52,7 +53,7 @@ def test_each_model_runs_in_sessions_made_early_and_late_after_a_spare(monkeypat
         made.append(next(name for name, m in models.items() if m is model))
         return session(model, **options)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runtime, "session", recorded)
+    monkeypatch.setattr(timing, "session", recorded)
     feeds = {MODEL.graph.input[0].name: np.zeros([d.dim_value for d in MODEL.graph.input[0].type.tensor_type.shape.dim], np.float32)}
     times = median_latency_ms(models, feeds, 4)
     assert made == ["a", "a", "b", "b", "a"] and set(times) == {"a", "b"} and all(t > 0 for t in times.values())

@@ -13,10 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_gkp.analyse import Analysis, ConvSite, analyse, constant_lookup
-from onnx_gkp.plan import LayerPlan, PlanOptions, plan_layer
-from onnx_gkp.rewrite import IN_GATHER, rewrite
-from onnx_gkp.trims import Trim, decide_trims
+from onnx_gkp.analyse.sites import Analysis, ConvSite, analyse
+from onnx_gkp.analyse.graph import constant_lookup
+from onnx_gkp.layer.planner import LayerPlan, PlanOptions, plan_layer
+from onnx_gkp.rewrite.conv import IN_GATHER, rewrite
+from onnx_gkp.plan.trims import Trim, decide_trims
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))

@@ -12,8 +12,8 @@ from onnx import helper, numpy_helper
 
 import onnx_gkp
 from conftest import reference_from_report, run
-from onnx_gkp.analyse import resolve_input_shapes
-from onnx_gkp.runtime import random_inputs
+from onnx_gkp.analyse.shapes import resolve_input_shapes
+from onnx_gkp.runtime.sessions import random_inputs
 from conftest import NEW_OPSET, cli
 
 ORT_OPSET = (NEW_OPSET or onnx.defs.onnx_opset_version() + 1) - 1  # the newest this onnxruntime loads

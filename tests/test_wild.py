@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from conftest import make_model, reference_from_report, run
 from conftest import cli

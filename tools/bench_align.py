@@ -19,8 +19,8 @@ import onnx
 from bench_common import load_model
 
 from onnx_gkp import prune
-from onnx_gkp.quantize import quantized
-from onnx_gkp.runtime import median_latency_ms
+from onnx_gkp.runtime.quantize import quantized
+from onnx_gkp.runtime.timing import median_latency_ms
 
 
 def variants(name: str, include: str | None, ratios: list[float]) -> tuple[dict[str, onnx.ModelProto], dict[str, str], dict]:

@@ -20,9 +20,9 @@ from scipy.stats import spearmanr
 from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model
 
-from onnx_gkp.allowance import GRID, estimated_curves, measured_curves
-from onnx_gkp.analyse import analyse
-from onnx_gkp.plan import PlanOptions
+from onnx_gkp.policy.curves import GRID, estimated_curves, measured_curves
+from onnx_gkp.analyse.sites import analyse
+from onnx_gkp.layer.planner import PlanOptions
 
 
 def main() -> None:

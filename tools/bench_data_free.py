@@ -24,12 +24,12 @@ from bench_quality import TASKS, load_model, outputs
 
 import onnx_gkp
 import onnx_gkp.search.fidelity_target as fidelity_target
-from onnx_gkp.allowance import GRID, estimated_curves, grid_plans
-from onnx_gkp.analyse import analyse
-from onnx_gkp.calibrate import output_errors
+from onnx_gkp.policy.curves import GRID, estimated_curves, grid_plans
+from onnx_gkp.analyse.sites import analyse
+from onnx_gkp.refit.activations import output_errors
 from onnx_gkp.context import compensated
-from onnx_gkp.plan import PlanOptions
-from onnx_gkp.runtime import median_latency_ms
+from onnx_gkp.layer.planner import PlanOptions
+from onnx_gkp.runtime.timing import median_latency_ms
 
 ADMITTED = 0.01  # estimates above this no allowance worth considering admits
 SHOWN = 6

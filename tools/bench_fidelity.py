@@ -26,7 +26,7 @@ from bench_quality import TASKS, load_model, outputs
 
 import onnx_gkp
 from onnx_gkp.errors import GkpError
-from onnx_gkp.runtime import median_latency_ms
+from onnx_gkp.runtime.timing import median_latency_ms
 
 SAMPLES = 512
 

@@ -29,8 +29,8 @@ from bench_quality import TASKS, scored
 from models.shapes import BUILDERS
 
 import onnx_gkp
-from onnx_gkp.quantize import quantized
-from onnx_gkp.runtime import median_latency_ms
+from onnx_gkp.runtime.quantize import quantized
+from onnx_gkp.runtime.timing import median_latency_ms
 
 import real_data
 

@@ -20,8 +20,8 @@ from onnx import helper, numpy_helper
 
 from bench_common import ROOT  # noqa: F401  (puts the package on the path)
 
-from onnx_gkp.quantize import quantized
-from onnx_gkp.runtime import session
+from onnx_gkp.runtime.quantize import quantized
+from onnx_gkp.runtime.sessions import session
 
 
 def layer(inputs: int, filters: int, size: int, rng: np.random.Generator) -> onnx.ModelProto:

@@ -19,9 +19,10 @@ import onnxruntime as ort
 from bench_common import ROOT, load_model, write_section
 from bench_quality import TASKS, scored
 
-from onnx_gkp.costs import cpu_name
-from onnx_gkp.quantize import TYPES, quantized
-from onnx_gkp.runtime import median_latency_ms
+from onnx_gkp.cost.table import cpu_name
+from onnx_gkp.ship.int8 import TYPES
+from onnx_gkp.runtime.quantize import quantized
+from onnx_gkp.runtime.timing import median_latency_ms
 
 
 def _cpu() -> str:

@@ -53,7 +53,7 @@ import onnxruntime as ort
 from bench_common import load_model, write_section  # also puts the repository on the path
 
 import onnx_gkp  # noqa: E402
-from onnx_gkp.fidelity import dense_metrics, kl_divergence  # noqa: E402
+from onnx_gkp.check.metrics import dense_metrics, kl_divergence
 import real_data  # noqa: E402
 
 # Which kernels to prune and how G is chosen, without compensation (issue 3's comparison) ...

@@ -28,10 +28,10 @@ import onnxruntime as ort
 from bench_common import load_model, write_section  # noqa: E402  (also puts the repository on the path)
 
 import onnx_gkp  # noqa: E402
-from onnx_gkp.analyse import resolve_input_shapes  # noqa: E402
-from onnx_gkp.costs import cpu_name  # noqa: E402
-from onnx_gkp.runtime import random_inputs  # noqa: E402
-from onnx_gkp.runtime import median_latency_ms  # noqa: E402
+from onnx_gkp.analyse.shapes import resolve_input_shapes
+from onnx_gkp.cost.table import cpu_name
+from onnx_gkp.runtime.sessions import random_inputs
+from onnx_gkp.runtime.timing import median_latency_ms
 
 DEFAULT = "ours (default)"
 METHODS = {

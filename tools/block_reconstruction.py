@@ -5,7 +5,7 @@ Not the pass: a measurement, in torch (the ``zoo`` extra), of a refit the pass d
 counts in multiples of 8), in graph order, each block fed by the network pruned so far:
 
 * ``layer-wise``: what the pass does. The projection's kept inputs are chosen and its weights and
-  bias solved by :class:`onnx_gkp.reconstruct.GroupedRidge` (backward elimination, ridge) to match
+  bias solved by :class:`onnx_gkp.refit.ridge.GroupedRidge` (backward elimination, ridge) to match
   the original projection's output; the expand and depthwise Convs lose the same channels.
 * ``block-wise``: the same, then ``--steps`` of Adam on every parameter the block keeps (expand,
   depthwise and projection weights, the BNs' scales and shifts; running statistics fixed) to match
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from zoo import MODELS, cache_dir, fetch_member
 
-from onnx_gkp.reconstruct import GroupedRidge
+from onnx_gkp.refit.ridge import GroupedRidge
 
 FIT, POSITIONS, BATCH = 384, 64, 32
 

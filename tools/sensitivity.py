@@ -3,7 +3,7 @@
 For each prunable Conv, the masked reference with only that layer pruned (uniform ``--ratio``,
 ``G = --groups``) runs on real inputs, and its outputs are compared with the unpruned model's:
 mean KL divergence of the softmax for classifiers, ``1 - cosine`` for the others. Printed next
-to the budget's data-free quality cost of the same plan (``onnx_gkp.quality``), with the
+to the budget's data-free quality cost of the same plan (``onnx_gkp.layer.quality``), with the
 Spearman rank correlation of the two: this is the check that the data-free cost ranks layers
 the way the network does (issue: budgets).
 
@@ -21,14 +21,15 @@ from scipy.stats import spearmanr
 from bench_common import load_model  # also puts the repository on the path
 from bench_quality import TASKS, outputs
 
-from onnx_gkp.analyse import analyse, constant_tensors  # noqa: E402
-from onnx_gkp.fidelity import kl_divergence  # noqa: E402
-from onnx_gkp.input_stats import StatsReader  # noqa: E402
-from onnx_gkp.plan import PlanOptions, kernel_energy, plan_for_count  # noqa: E402
-from onnx_gkp.propagation import ErrorGains  # noqa: E402
-from onnx_gkp.quality import relative_error, weighted_energy  # noqa: E402
-from onnx_gkp.reference import masked_reference  # noqa: E402
-from onnx_gkp.targets import second_moment  # noqa: E402
+from onnx_gkp.analyse.sites import analyse
+from onnx_gkp.analyse.graph import constant_tensors
+from onnx_gkp.check.metrics import kl_divergence
+from onnx_gkp.analyse.bn_stats import StatsReader
+from onnx_gkp.layer.planner import PlanOptions, kernel_energy, plan_for_count
+from onnx_gkp.analyse.gains import ErrorGains
+from onnx_gkp.layer.quality import relative_error, weighted_energy
+from onnx_gkp.check.reference import masked_reference
+from onnx_gkp.policy.layer_options import second_moment
 
 CLASSIFIERS = {"bundled", "mnist", "mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"}
 

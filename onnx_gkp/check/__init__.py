@@ -1,0 +1,1 @@
+"""Is the result right: the masked reference, validation against it, fidelity metrics."""

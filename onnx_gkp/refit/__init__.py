@@ -1,0 +1,1 @@
+"""Pruned layers refitted on calibration data: activations, reconstruction, the ridge solver."""

@@ -1,0 +1,1 @@
+"""onnxruntime: sessions, running in parts, seeded inputs, side-by-side timing, quantization."""

@@ -1,0 +1,1 @@
+"""The precision the model ships in: INT8 types chosen and the quantized model."""
