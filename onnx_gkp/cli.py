@@ -147,8 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _check_paths(args)
-    if args.ratio is not None and (args.target_macs is not None or args.target_latency is not None):
-        raise GkpError("--ratio is the uniform mode; give it or a --target-*, not both")
     if args.plot and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise GkpError(f"--plot writes .html or .svg, not {args.plot.suffix or 'a file without suffix'}")
     model, report = prune(args.input, _options(args))

@@ -32,9 +32,9 @@ from .errors import GkpError, ValidationFailed
 from .check.metrics import fidelity, model_estimate
 from .analyse.bn_stats import ChannelStats
 from .io.model_file import ModelLike, check_onnx, digest, load_model, release, restored
-from .plan.model import Plan, PlannedLayer
+from .plan.model import Pairs, Plan, PlannedLayer
 from .limits import DEFAULT_KEEP
-from .options import Options
+from .options import Mode, Options
 from .layer.planner import LayerPlan, PlanOptions
 from .ship.int8 import Int8, int8_original
 from .check.reference import masked_reference, masked_stubs
@@ -63,9 +63,10 @@ class Stopwatch:
             self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """One run's model, options, data and tools; ``sites`` are the Convs a plan may prune."""
+    """One run's model, options, data and tools, fixed once opened; ``sites`` are the Convs a plan
+    may prune, ``skipped`` the Convs analysis left alone, with their reasons."""
 
     options: Options
     original: onnx.ModelProto  # without the sites' weights
@@ -74,14 +75,14 @@ class Context:
     sites: list[ConvSite]
     skipped: list[Skip]
     data: Optional[Samples]
-    mode: str
+    mode: Mode
     keep: Optional[float]
     digest: str
+    feeds: dict[str, np.ndarray]  # the exactness check's inputs (:func:`check_feeds`)
+    held_outputs: Optional[list[np.ndarray]]  # the original's outputs on the held-out samples: every fidelity figure reads them
     clock: Stopwatch = field(default_factory=Stopwatch)
-    table: Optional[CostTable] = None
+    costs: Optional[CostTable] = None  # the layer timings, when layers are timed to choose
     int8: Optional[Int8] = None
-    feeds: dict[str, np.ndarray] = field(default_factory=dict)
-    decisions: dict[str, Any] = field(default_factory=dict)  # end-to-end measurements the policies made
 
     @classmethod
     def open(cls, model: ModelLike, options: Options, cache: object) -> "Context":
@@ -98,29 +99,30 @@ class Context:
         keep = DEFAULT_KEEP if mode == "keep" and options.keep is None else options.keep
         options.check_quantize(data is not None)
         table = CostTable(options.threads, cache) if options.timed or options.quantize == "int8" else None  # type: ignore[arg-type]
+        if options.plan is not None and options.plan.model != digest(full):
+            raise GkpError("the plan was made for another model (its digest differs)")
         # The sites hold their weights as arrays: the model need not hold them too (restored to run).
         arrays = {full.graph.node[s.node_index].input[1]: s.weight for s in sites}
-        context = cls(options, release(full, arrays), arrays, analysis, sites, skipped, data, mode, keep,
-                      digest(full), clock, table)
-        if options.plan is not None and options.plan.model != context.digest:
-            raise GkpError("the plan was made for another model (its digest differs)")
-        context.feeds = context.check_feeds()
+        original = release(full, arrays)
+        feeds = check_feeds(original, analysis, data, options)
         if options.check:
-            _check_runs(full, context.feeds, data is not None)
-        if options.quantize is not None:
-            with clock("quantize"):
-                context.int8 = int8_original(options.quantize, full, data.fit, context.timing_feeds(), table,  # type: ignore[union-attr, arg-type]
-                                             options.threads, options.latency_runs,
-                                             lambda model: model_estimate(context.fidelity(model)))
-            context.decisions["int8_types"] = context.int8.types
-            if context.costs is not None:
-                context.costs.precision = context.int8.types  # layers are timed as they will run
-        return context
+            _check_runs(full, feeds, data is not None)
+        held = None if data is None else outputs_on(full, data.held, threads=options.threads)
+        context = cls(options, original, arrays, analysis, sites, skipped, data, mode, keep, digest(full),
+                      feeds, held, clock, table if options.timed else None)
+        if options.quantize is None:
+            return context
+        with clock("quantize"):
+            int8 = int8_original(options.quantize, full, data.fit, context.timing_feeds(), table,  # type: ignore[union-attr, arg-type]
+                                 options.threads, options.latency_runs, lambda model: model_estimate(context.fidelity(model)))
+        if context.costs is not None:
+            context.costs.precision = int8.types  # layers are timed as they will run
+        return replace(context, int8=int8)
 
     @property
-    def costs(self) -> Optional[CostTable]:
-        """The cost table when layers are timed to choose (None: nothing is timed)."""
-        return self.table if self.options.timed else None
+    def decisions(self) -> dict[str, Any]:
+        """What the run decided before any policy, for the plan's record."""
+        return {} if self.int8 is None else {"int8_types": self.int8.types}
 
     @property
     def plan_options(self) -> PlanOptions:
@@ -142,21 +144,15 @@ class Context:
         """The original model, weights and all."""
         return restored(self.original, self.arrays)
 
-    def check_feeds(self) -> dict[str, np.ndarray]:
-        """The exactness check's inputs: held-out samples when there are some (up to 8, or the
-        model's fixed batch size), else seeded noise with ``input_values`` for the inputs it names."""
-        if self.data is not None:
-            return {name: array[: batch_size(self.original, 8)] for name, array in self.data.held.items()}
-        return random_inputs(self.original, self.analysis.input_shapes, self.options.seed, self.options.input_values)
-
     def timing_feeds(self) -> dict[str, np.ndarray]:
         """Held-out samples at the batch size the model is checked with (without data, the check's inputs)."""
         if self.data is None:
             return self.feeds
         return {name: array[: self.analysis.input_shapes[name][0]] for name, array in self.data.held.items()}
 
-    def plan(self, pairs: list[tuple[ConvSite, LayerPlan]], whole: list[ConvSite]) -> Plan:
-        """The plain plan of planned ``pairs`` (refitted sites carry their new weights) and ``whole`` sites."""
+    def plan(self, pairs: Pairs, whole: list[ConvSite], decisions: Optional[dict[str, Any]] = None) -> Plan:
+        """The plain plan of planned ``pairs`` (refitted sites carry their new weights) and ``whole``
+        sites; ``decisions``: what the policy measured to choose them, for the record."""
         weights = {s.node_index: s.weight for s in self.sites}
         layers = tuple(PlannedLayer(s.node_index, p, *((None, None) if s.weight is weights.get(s.node_index) else (s.weight, s.bias)))
                        for s, p in pairs)
@@ -164,16 +160,17 @@ class Context:
         analysis = {"include": o.include, "exclude": o.exclude, "min_in_channels": o.min_in_channels,
                     "test_shapes": None if o.test_shapes is None else {k: list(v) for k, v in o.test_shapes.items()}}
         trims = decide_trims(self.original, [s for s, _ in pairs], [p for _, p in pairs], whole + self.analysis.sources)
-        return Plan(self.digest, layers, tuple(s.node_index for s in whole), analysis, trims, dict(self.decisions))
+        return Plan(self.digest, layers, tuple(s.node_index for s in whole), analysis, trims, {**self.decisions, **(decisions or {})})
 
-    def planned_report(self, plan: Plan, skipped: list[Skip], extra: Optional[dict[int, dict]] = None
-                       ) -> tuple[list[LayerReport], list[Skip]]:
-        """The per-layer records and the skips of ``plan``, MACs and all, known without a rewrite."""
+    def planned_report(self, plan: Plan, skipped: list[Skip], extra: Optional[dict[int, dict]] = None,
+                       pairs: Optional[Pairs] = None) -> tuple[list[LayerReport], list[Skip]]:
+        """The per-layer records and the skips of ``plan`` (its ``pairs``, where known), MACs and
+        all, known without a rewrite."""
         dead = {i: t.dead for i, t in plan.trims.items()}
         filters = {i: t.filters for i, t in plan.trims.items()}
         refit = None if self.fit is None else f"weights and bias refitted on {len(next(iter(self.fit.values())))} calibration samples"
         layers = [LayerReport.of(s, p, dead.get(s.node_index, ()), refit, (extra or {}).get(s.node_index))
-                  for s, p in sites_of(plan, self.sites)]
+                  for s, p in (pairs if pairs is not None else sites_of(plan, self.sites))]
         return layers, sorted((_trimmed(s, dead, filters) for s in skipped), key=lambda s: s.node_index)
 
     def macs_after(self, plan: Plan, skipped: list[Skip]) -> Optional[int]:
@@ -202,13 +199,13 @@ class Context:
         sites = sites_of(plan, self.sites)
         with self.clock("rewrite"):
             probes = [self.original.graph.node[s.node_index].output[0] for s, _ in sites] if check else []
-            result = rewritten(self.original, self.analysis, plan, self.sites, probes)
+            result = rewritten(self.original, self.analysis, plan, self.sites, sites, probes)
         with self.clock("check"):
             try:
                 check_onnx(result.model, "the pruned model", full=True)
             except GkpError as error:
                 raise ValidationFailed(f"onnx.checker refuses {error}") from None
-        layers, skipped = self.planned_report(plan, skipped, extra)
+        layers, skipped = self.planned_report(plan, skipped, extra, sites)
         report = Report(
             options=options.record(self.mode, self.keep, None if self.data is None else self.data.counts),
             input_shapes={k: list(v) for k, v in self.analysis.input_shapes.items()}, layers=layers, skipped=skipped,
@@ -242,12 +239,6 @@ class Context:
             )
         except ValidationFailed as error:
             raise ValidationFailed(f"validation failed: {error} (--no-validate writes the model unchecked)") from None
-
-    @functools.cached_property
-    def held_outputs(self) -> list[np.ndarray]:
-        """The original's outputs on the held-out samples: every fidelity figure compares with
-        them, so they are computed once (the ``--keep`` search asks for dozens)."""
-        return outputs_on(self.full(), self.data.held, threads=self.options.threads)  # type: ignore[union-attr]
 
     def fidelity(self, pruned: onnx.ModelProto) -> dict[str, dict]:
         """Per output, ``pruned`` against the original on the held-out samples."""
@@ -359,3 +350,11 @@ def _check_runs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], real: bool
         hint = "check the samples" if real else "give --input-value NAME=V for an input that needs one value, or --test-shape"
         raise GkpError(f"the original model cannot run on the check's inputs, {given}: "
                        f"{ort_message(error)}; {hint}") from None
+
+
+def check_feeds(model: onnx.ModelProto, analysis: Analysis, data: Optional[Samples], options: Options) -> dict[str, np.ndarray]:
+    """The exactness check's inputs: held-out samples when there are some (up to 8, or the
+    model's fixed batch size), else seeded noise with ``input_values`` for the inputs it names."""
+    if data is not None:
+        return {name: array[: batch_size(model, 8)] for name, array in data.held.items()}
+    return random_inputs(model, analysis.input_shapes, options.seed, options.input_values)

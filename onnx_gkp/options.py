@@ -19,6 +19,8 @@ from .layer.planner import Groups, PlanOptions
 from .ship.int8 import CHOICES as QUANTIZE
 from .io.samples import Calibration, Preprocess
 
+Mode = Literal["plan", "target", "uniform", "keep", "data-free"]  # each picks its policy (api.POLICIES)
+
 MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only queue: 10000 threads ran for minutes
 DEFAULT_RATIO = PlanOptions.ratio  # outside the uniform mode (only PlanOptions' refusal of tiny layers reads it)
 
@@ -84,7 +86,19 @@ class Options:
             raise GkpError(f"threads must be between 1 and {MAX_THREADS} (4 per CPU core), got {self.threads}")
         if self.min_in_channels < 0:
             raise GkpError(f"min_in_channels must be >= 0, got {self.min_in_channels}")
-        self.target  # refuses both targets at once, or one out of range
+        self._check_modes()
+
+    def _check_modes(self) -> None:
+        """Refuse options that ask for two modes at once (``mode`` resolves the rest with the model)."""
+        target = self.target  # refuses both targets at once, or one out of range
+        if self.keep is not None and not 0.0 < self.keep <= 1.0:
+            raise GkpError(f"keep must be in (0, 1], got {self.keep}")
+        if self.plan is not None and (self.ratio is not None or target is not None or self.keep is not None):
+            raise GkpError("a plan is applied as it is: give it without a ratio, a target or keep")
+        if self.ratio is not None and target is not None:
+            raise GkpError("ratio is the uniform mode; give it or a target, not both")
+        if self.ratio is not None and self.keep is not None:
+            raise GkpError("ratio is the uniform mode; give it or keep, not both")
 
     @classmethod
     def of(cls, options: Optional["Options"], overrides: dict[str, Any]) -> "Options":
@@ -122,28 +136,20 @@ class Options:
         target = self.target
         return target.kind == "latency" if target is not None else self.runtime_aware and self.groups == "auto"
 
-    def mode(self, has_data: bool, outputs: set[str]) -> str:
-        """``target``, ``uniform`` (an explicit ratio), ``keep`` (a fidelity target; the default with
-        data) or ``data-free`` (a conservative estimated-error allowance; the default without)."""
+    def mode(self, has_data: bool, outputs: set[str]) -> Mode:
+        """``plan``, ``target``, ``uniform`` (an explicit ratio), ``keep`` (a fidelity target; the default
+        with data) or ``data-free`` (a conservative estimated-error allowance; the default without)."""
         for name, metric in (self.metrics or {}).items():
             if name not in outputs or metric not in TARGET_METRICS:
                 raise GkpError(f"fidelity metric {name}:{metric}: outputs are {', '.join(sorted(outputs))}; "
                                f"metrics are {', '.join(TARGET_METRICS)}")
-        if self.keep is not None and not 0.0 < self.keep <= 1.0:
-            raise GkpError(f"keep must be in (0, 1], got {self.keep}")
         if self.keep is not None and not has_data:
             raise GkpError("keep is measured on real inputs: give calibration data")
         if self.plan is not None:
-            if self.ratio is not None or self.target is not None or self.keep is not None:
-                raise GkpError("a plan is applied as it is: give it without a ratio, a target or keep")
             return "plan"
         if self.target is not None:  # it governs; a keep given with it is checked and reported
-            if self.ratio is not None:
-                raise GkpError("ratio is the uniform mode; give it or a target, not both")
             return "target"
         if self.ratio is not None:
-            if self.keep is not None:
-                raise GkpError("ratio is the uniform mode; give it or keep, not both")
             return "uniform"
         return "keep" if has_data else "data-free"
 

@@ -10,7 +10,7 @@ import pytest
 
 import onnx_gkp
 from onnx_gkp.context import Context
-from onnx_gkp.policy.gathers import TIE
+from onnx_gkp.policy.gathers import GATHER_GAIN
 
 from conftest import make_model
 
@@ -45,14 +45,14 @@ def _pruned(model: onnx.ModelProto, cache: Path, ratio: float, monkeypatch: pyte
 
 def test_gathered_layers_stay_pruned_only_where_they_pay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_model(RESIDUAL, WEIGHTS)
-    paying, report = _pruned(model, tmp_path / "paying.json", 1.0 - 2 * TIE, monkeypatch)
+    paying, report = _pruned(model, tmp_path / "paying.json", 1.0 - 2 * GATHER_GAIN, monkeypatch)
     gathered = _gathered(paying)
     pruned = {layer.node_index for layer in report.layers}
     if not gathered or len(gathered) == len(pruned):
         pytest.skip(f"this machine's layer timings left no mix of gathered and trimmed layers to choose between: {pruned}")
     assert "c" not in gathered and report.plan.decisions["input_gathers"]["layers"] == len(gathered)
 
-    tied, report = _pruned(model, tmp_path / "tied.json", 1.0 - TIE / 2, monkeypatch)
+    tied, report = _pruned(model, tmp_path / "tied.json", 1.0 - GATHER_GAIN / 2, monkeypatch)
     assert not _gathered(tied) and not any(n.op_type == "Gather" for n in tied.graph.node)
     whole = {s.node_index for s in report.skipped if "input Gather" in s.reason}
     assert len(whole) == len(gathered) and {layer.node_index for layer in report.layers} == pruned - whole

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "onnx_gkp"
 
 # Lowest first: each layer may import the ones before it, never one after.
 LAYERS = (
-    ("errors", "limits"),
+    ("errors", "limits", "graphs"),
     ("layer",),
     ("io",),
     ("runtime",),

@@ -18,6 +18,7 @@ and the path says so.
 """
 
 from __future__ import annotations
+from ..graphs import group_of
 
 from typing import Optional
 
@@ -65,7 +66,7 @@ class ErrorGains:
                 continue
             if crossing == "narrow" and node.input[1] in self.consts:
                 c_out, c_in_group = self.consts[node.input[1]].shape[:2]
-                groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+                groups = group_of(node)
                 c_in = c_in_group * groups
                 if c_out < c_in and groups == 1:
                     gain *= c_out / c_in

@@ -3,6 +3,7 @@
 """
 
 from __future__ import annotations
+from ..graphs import attribute_graphs, subgraphs
 import functools
 import math
 from collections import Counter
@@ -54,11 +55,10 @@ def _array(tensor: onnx.TensorProto) -> np.ndarray:
 
 
 def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
-    for attr in node.attribute:
-        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            for inner in graph.node:
-                yield inner
-                yield from _subgraph_nodes(inner)
+    for graph in subgraphs(node):
+        for inner in graph.node:
+            yield inner
+            yield from _subgraph_nodes(inner)
 
 
 def tensor_uses(model: onnx.ModelProto) -> Counter:
@@ -83,7 +83,7 @@ def count_params(model: onnx.ModelProto) -> int:
             for attr in node.attribute:
                 if node.op_type == "Constant" and attr.name == "value":
                     tensors.append(onnx.TensorProto(name=node.output[0], dims=attr.t.dims, data_type=attr.t.data_type))
-                for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                for inner in attribute_graphs(attr):
                     visit(inner)
         counted.update((t.name, math.prod(t.dims)) for t in tensors if t.data_type in float_types)
 

@@ -8,6 +8,7 @@ validation runs.
 """
 
 from __future__ import annotations
+from ..graphs import group_of
 from .graph import constant_tensors, tensor_uses
 from .shapes import conv_macs, inferred_shapes, resolve_input_shapes
 from .ops import CONV_LIKE
@@ -90,7 +91,7 @@ def _refusal(
     """Why this Conv cannot be pruned, or None."""
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
         return f"{node.op_type} is not pruned"
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    group = group_of(node)
     weight = consts.get(node.input[1])
     if group != 1:
         depthwise = weight is not None and weight.shape[1] == 1
@@ -244,7 +245,7 @@ def chain_crossable(
     carried = {nodes[i].output[0] for i in (producer, *chain)}
     for i in chain:
         node = nodes[i]
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = group_of(node)
         view = ChannelNode(node.op_type, len(node.output), group, tuple(bool(n) for n in node.input),
                            lambda k, node=node: constant(node.input[k]))
         variables = {k for k, name in enumerate(node.input) if name in carried}
@@ -275,7 +276,7 @@ def _trimmable(node: onnx.NodeProto, consts: dict, copies: dict, uses: Counter) 
     constant or absent, finite numbers. Its output does not change; only unread filters go."""
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
         return False
-    if next((a.i for a in node.attribute if a.name == "group"), 1) != 1:
+    if group_of(node) != 1:
         return False
     weight = consts.get(node.input[1])
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -294,7 +295,7 @@ def _outside_site(index: int, node: onnx.NodeProto, consts: dict, macs: Optional
 def _depthwise(node: onnx.NodeProto, consts: dict) -> bool:
     """A Conv with a constant weight whose output channel ``c`` reads input channel ``c`` alone."""
     weight = consts.get(node.input[1]) if len(node.input) > 1 else None
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    group = group_of(node)
     return weight is not None and is_depthwise(weight.shape, group)
 
 

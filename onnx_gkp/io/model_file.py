@@ -6,6 +6,7 @@ files in the target folder, renamed into place only once complete.
 """
 
 from __future__ import annotations
+from ..graphs import attribute_graphs
 from ..limits import EXTERNAL_MIN, PROTOBUF_LIMIT, STRIPPED
 
 import hashlib
@@ -40,7 +41,7 @@ def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
-            for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in attribute_graphs(attr):
                 yield from _graph_tensors(inner)
 
 

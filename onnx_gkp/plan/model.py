@@ -21,10 +21,13 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import GkpError
+from ..analyse.sites import ConvSite
 from ..layer.planner import LayerPlan
 from .trims import Trim
 
 FORMAT = "onnx_gkp plan 1"
+
+Pairs = list[tuple[ConvSite, LayerPlan]]  # the sites a policy prunes, each with its layer plan
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ exactly end to end, so the saving asked of them is searched against measured end
 
 from __future__ import annotations
 
+from ..plan.proposal import Proposal
+from ..plan.model import Pairs
+
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -40,7 +43,6 @@ LATENCY_TOLERANCE = 0.03  # relative: a measured latency this close to the targe
 LATENCY_ATTEMPTS = 6
 SENSITIVITY_RATIO = 0.25  # each layer's measured sensitivity: a quarter of its inputs pruned, G = 1
 
-Pairs = list[tuple[ConvSite, LayerPlan]]
 
 
 @dataclass
@@ -103,20 +105,21 @@ def _left_whole(site: ConvSite, table: list[Option]) -> Skip:
     return Skip(site.node_index, site.node, "Conv", "left whole by the budget" + note, site.macs)
 
 
-def plan_to_target(context: Context, target: Target, skipped: list[Skip], progress: bool) -> tuple[Pairs, list[ConvSite], dict[int, dict]]:
-    """Every layer's (kept count, G) or whole, chosen jointly to meet ``target``; layers whose
-    shape is unknown are left whole (added to ``skipped``, as are those the budget leaves)."""
-    kind = target.kind
+def to_target(context: Context) -> Proposal:
+    """Every layer's (kept count, G) or whole, chosen jointly to meet the options' target; layers
+    whose shape is unknown are left whole. A latency target is measured end to end as it is
+    searched, so the guard has nothing left to check."""
+    target = context.options.target
+    kind = target.kind  # type: ignore[union-attr]
     unknown = [s for s in context.sites if (s.geometry if kind == "latency" else s.macs) is None]
-    if kind == "macs" and (unknown or any(s.macs is None for s in skipped if s.op_type == "Conv")):
+    if kind == "macs" and (unknown or any(s.macs is None for s in context.skipped if s.op_type == "Conv")):
         raise GkpError("--target-macs needs every Conv's output shape; give --test-shape for the dynamic inputs")
-    for site in unknown:
-        skipped.append(Skip(site.node_index, site.node, "Conv", "left whole: its input shape is unknown, so its time cannot be measured", site.macs))
-    budget = _budget(context, target, [s for s in context.sites if s not in unknown], progress)
-    choice = _macs_choice(budget, skipped) if kind == "macs" else _latency_choice(budget, skipped)
-    skipped.extend(choice.left)
-    skipped.sort(key=lambda s: s.node_index)
-    return choice.pairs, choice.whole + unknown, choice.records  # the unknown ones are whole too
+    unmeasured = [Skip(s.node_index, s.node, "Conv", "left whole: its input shape is unknown, so its time cannot be measured",
+                       s.macs) for s in unknown]
+    budget = _budget(context, target, [s for s in context.sites if s not in unknown], context.options.progress)  # type: ignore[arg-type]
+    skipped = context.skipped + unmeasured
+    choice, decisions = (_macs_choice(budget, skipped), {}) if kind == "macs" else _latency_choice(budget, skipped)
+    return Proposal(choice.pairs, choice.whole + unknown, unmeasured + choice.left, decisions, choice.records, guard=False)
 
 
 def _budget(context: Context, target: Target, sites: list[ConvSite], progress: bool) -> Budget:
@@ -183,8 +186,9 @@ def _macs_choice(budget: Budget, skipped: list[Skip]) -> Choice:
     return chosen
 
 
-def _latency_choice(budget: Budget, skipped: list[Skip]) -> Choice:
-    """The allocation whose measured end-to-end time is closest to the target (``search_saving``)."""
+def _latency_choice(budget: Budget, skipped: list[Skip]) -> tuple[Choice, dict[str, float]]:
+    """The allocation whose measured end-to-end time is closest to the target (``search_saving``),
+    and the decision that chose it."""
     context = budget.context
     whole_cost = sum(t[0].cost for t in budget.tables)
     least = sum(min(o.cost for o in t) for t in budget.tables)
@@ -199,10 +203,9 @@ def _latency_choice(budget: Budget, skipped: list[Skip]) -> Choice:
 
     need = recalled if recalled is not None else search_saving(budget.target.fraction, whole_cost - least, measure)
     choice = budget.realise(whole_cost - need)
-    context.decisions["latency_saving_s"] = need
     context.costs.remember(decision, need)  # type: ignore[union-attr]
     context.costs.save()  # type: ignore[union-attr]
-    return choice
+    return choice, {"latency_saving_s": need}
 
 
 def measured_gains(context: Context, full: onnx.ModelProto, sites: list[ConvSite], moments: dict[int, np.ndarray]

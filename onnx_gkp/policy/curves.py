@@ -10,12 +10,13 @@ graph: ``quality.py``, ``propagation.py``). Curves are made non-decreasing.
 An *allowance* ``tau`` gives every layer a ratio whose error stays within ``tau``: a fragile
 layer is cut less, a robust one more, with one number to search. Among the ratios within it,
 the one measured fastest on this machine (``costs.py``; the largest where times tie within
-``TIE``): onnxruntime's blocked Conv path wants channel counts in multiples of 8 or 16, so a
+``TIME_TIE``): onnxruntime's blocked Conv path wants channel counts in multiples of 8 or 16, so a
 layer kept at 8 of 16 channels can run faster than one kept at 10. Plain numpy apart from the
 measured curves' onnxruntime runs.
 """
 
 from __future__ import annotations
+from ..limits import MAX_LAYER_RATIO
 
 from typing import Optional, Sequence
 
@@ -32,11 +33,11 @@ from ..analyse.gains import ErrorGains
 from ..layer.quality import relative_error, weighted_energy
 from .layer_options import second_moment
 
-GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # ratios a layer may get (at most 3/4 of its inputs)
+GRID = tuple(k / 8 for k in range(1, round(8 * MAX_LAYER_RATIO) + 1))  # ratios a layer may get: eighths, up to the limit
 CURVE_SAMPLES = 16  # fit samples each point of a measured curve runs
 REFIT_SAMPLES = 128  # other fit samples each layer of a measured curve is refitted on
 
-TIE = 0.03  # relative: layer times this close count as equal, and the larger ratio wins
+TIME_TIE = 0.03  # relative: layer times this close count as equal, and the larger ratio wins
 
 Curves = dict[int, tuple[float, ...]]  # node index -> error at each ratio of GRID
 Times = dict[int, tuple[float, ...]]  # node index -> measured seconds at each ratio of GRID
@@ -95,7 +96,7 @@ def ratios_within(curves: Curves, tau: float, times: Optional[Times] = None) -> 
         seconds = (times or {}).get(node)
         if allowed and seconds is not None:
             fastest = min(seconds[i] for i in allowed)
-            allowed = [i for i in allowed if seconds[i] <= fastest * (1 + TIE)]
+            allowed = [i for i in allowed if seconds[i] <= fastest * (1 + TIME_TIE)]
         chosen[node] = GRID[max(allowed)] if allowed else 0.0
     return chosen
 

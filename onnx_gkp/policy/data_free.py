@@ -1,13 +1,18 @@
 """Without data: per-layer ratios within a conservative estimated-error allowance."""
 
 from __future__ import annotations
-from .fidelity_target import Ratios
+from ..plan.proposal import Proposal
 from .curves import estimated_curves, ratios_within
 from ..context import Context
-from .uniform import grid_times
+from .uniform import Ratios, at_ratios, grid_times
 
 
 DATA_FREE_ALLOWANCE = 1e-5  # without data: only what the estimate calls nearly exact (it ran up to 80x low)
+
+
+def data_free(context: Context) -> Proposal:
+    """Without data and a mode: each layer at the fastest ratio the estimate calls nearly exact."""
+    return at_ratios(context, data_free_ratios(context))
 
 
 def data_free_ratios(context: Context) -> Ratios:

@@ -9,18 +9,24 @@ allowance is the largest whose refitted model keeps the target on the held-out s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .curves import levels, measured_curves, ratios_within
-from ..analyse.sites import Skip
+from ..plan.proposal import Proposal
 from ..context import Context
 from ..check.metrics import model_estimate, model_score
 from .bisection import refined_search
-from .uniform import grid_times, plan_sites
+from .uniform import Ratios, at_ratios, grid_times, plan_sites
 
 
-Ratios = dict[int, float]
+
+def kept(context: Context) -> Proposal:
+    """With data and no mode: the most pruning measured to keep ``--keep`` on the held-out samples."""
+    ratios, trail = kept_ratios(context)
+    return replace(at_ratios(context, ratios), trail=trail)
 
 
-def kept_ratios(context: Context, skipped: list[Skip]) -> tuple[Ratios, list[tuple[float, float]]]:
+def kept_ratios(context: Context) -> tuple[Ratios, list[tuple[float, float]]]:
     """The ratios of the largest allowance measured to keep ``--keep`` on the held-out samples
     (every layer whole if none does), and every ``(allowance, score)`` measured."""
     sites, clock = context.sites, context.clock
@@ -34,8 +40,8 @@ def kept_ratios(context: Context, skipped: list[Skip]) -> tuple[Ratios, list[tup
         ratios = ratios_within(curves, allowance, times)
         key = tuple(sorted(ratios.items()))
         if key not in tried:
-            pairs, whole = plan_sites(context, list(skipped), ratios)
-            pruned, _ = context.assemble(context.plan(context.refitted(pairs), whole), list(skipped), check=False)
+            pairs, whole, skipped = plan_sites(context, ratios)
+            pruned, _ = context.assemble(context.plan(context.refitted(pairs), whole), context.skipped + skipped, check=False)
             pruned = pruned if context.int8 is None else context.int8.shipped(pruned)
             figures = context.fidelity(pruned)
             tried[key] = (model_score(figures) or 0.0, model_estimate(figures) or 0.0)

@@ -7,43 +7,48 @@ so a rerun gives the same bytes.
 
 from __future__ import annotations
 
+from ..plan.proposal import Proposal
+
 import math
-from typing import Optional
 
 import onnx
 
-from ..analyse.sites import ConvSite, Skip
+from ..analyse.sites import Skip
 from ..context import Context
 from ..layer.planner import LayerPlan
 from ..report.report import Report
 
 GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
 
-Pairs = list[tuple[ConvSite, LayerPlan]]
 
 
-def guarded(context: Context, pairs: Pairs, whole: list[ConvSite], skipped: list[Skip],
-            records: Optional[dict[int, dict]] = None) -> tuple[onnx.ModelProto, Report]:
-    """The final model and its report (validated with ``--check``): ``pairs`` as planned, less the
-    layers the guard leaves whole (their original sites come back)."""
+def guarded(context: Context, proposal: Proposal) -> tuple[onnx.ModelProto, Report]:
+    """The final model and its report, applied, checked and reported in one place
+    (:meth:`Context.assemble`, validated with ``--check``): ``proposal`` less the layers measured
+    slower than their dense Conv alone, and, where the proposal asks for the guard, less those
+    whose gain is below the level the model needed to come out faster end to end (their
+    original sites come back)."""
     options, costs = context.options, context.costs
     originals = {s.node_index: s for s in context.sites}  # what a layer left whole keeps
     guards: tuple[float, ...] = (0.0,)
+    searched = costs is not None and proposal.guard
     decision = f"end-to-end guard | {context.fingerprint}"
-    if costs is not None and records is None:  # a target has its own end-to-end loop
-        recalled = costs.recall(decision)
+    if searched:
+        recalled = costs.recall(decision)  # type: ignore[union-attr]
         if recalled is not None:
             guards = (recalled,)
         elif options.check and options.latency_runs > 0:
             guards = GAIN_GUARDS
     for guard in guards:
-        if costs is not None and records is None:
-            context.decisions["end_to_end_guard"] = guard if math.isfinite(guard) else "every layer left whole"
-        kept = [(s, p) for s, p in pairs if _passes(p, guard)]
-        dropped = [(s, p) for s, p in pairs if not _passes(p, guard)]
-        plan = context.plan(kept, whole + [originals[s.node_index] for s, _ in dropped])
+        decisions = dict(proposal.decisions)
+        if searched:
+            decisions["end_to_end_guard"] = guard if math.isfinite(guard) else "every layer left whole"
+        kept = [(s, p) for s, p in proposal.pairs if _passes(p, guard)]
+        dropped = [(s, p) for s, p in proposal.pairs if not _passes(p, guard)]
+        plan = context.plan(kept, proposal.whole + [originals[s.node_index] for s, _ in dropped], decisions)
         left = [Skip(s.node_index, s.node, "Conv", _reason(p, guard), s.macs) for s, p in dropped]
-        pruned, report = context.assemble(plan, skipped + left, options.check, records)
+        skipped = context.skipped + proposal.skipped + left
+        pruned, report = context.assemble(plan, skipped, options.check, proposal.records)
         if not _slower(context, pruned, report):
             break
     if len(guards) > 1:

@@ -13,11 +13,14 @@ from typing import Optional
 from tqdm import tqdm
 
 from ..analyse.sites import ConvSite, Skip
+from ..plan.model import Pairs
+from ..plan.proposal import Proposal
+from .gathers import without_gathers
 from .curves import GRID
 from ..context import Context
 from ..cost.table import CostTable, as_written
 from ..layer.group_count import candidate_counts, none_fast_reason
-from ..layer.planner import LayerPlan, PlanOptions, plan_layer
+from ..layer.planner import PlanOptions, plan_layer
 
 ALLOWANCE_REASON = "left whole: pruning even an eighth of its inputs costs more error than the allowance"
 
@@ -25,17 +28,27 @@ Timing = tuple[Optional[dict[int, float]], Optional[float]]
 Source = Optional[tuple[Optional[ConvSite], float]]
 
 
-def plan_sites(context: Context, skipped: list[Skip], ratios: Optional[dict[int, float]] = None,
-               progress: bool = False) -> tuple[list[tuple[ConvSite, LayerPlan]], list[ConvSite]]:
+Ratios = dict[int, float]  # per node index, the ratio a layer is planned at
+
+
+def at_ratios(context: Context, ratios: Optional[Ratios] = None) -> Proposal:
+    """Every site planned at its ratio (the options' one without ``ratios``), less the layers whose
+    input Gather does not pay for itself end to end."""
+    pairs, whole, skipped = plan_sites(context, ratios, context.options.progress)
+    return without_gathers(context, Proposal(pairs, whole, skipped))
+
+
+def plan_sites(context: Context, ratios: Optional[Ratios] = None, progress: bool = False) -> tuple[Pairs, list[ConvSite], list[Skip]]:
     """Time and plan every site in graph order, at its own ratio where ``ratios`` gives one; the
-    planned pairs, and the sites left whole (added to ``skipped`` with their reason).
+    planned pairs, the sites left whole, and why each was.
 
     The Convs outside the sites a site reads as its source (``Analysis.sources``) are always
     trimmed by a ``G = 1`` reader: its ``G = 1`` is timed without the input gather, and credited
     nothing more (they are not timed)."""
     costs, options, clock = context.costs, context.plan_options, context.clock
-    planned: list[tuple[ConvSite, LayerPlan]] = []
-    whole: list[ConvSite] = []  # left whole: a reader with G = 1 may still trim their filters
+    planned: Pairs = []
+    whole: list[ConvSite] = []
+    skipped: list[Skip] = []  # left whole: a reader with G = 1 may still trim their filters
     # timed sites a G = 1 reader can trim, and their time; the outside sources, untimed
     became: dict[int, tuple[Optional[ConvSite], float]] = {s.node_index: (None, 0.0) for s in context.analysis.sources}
     for site in tqdm(context.sites, desc="planning", unit="Conv", disable=None if progress else True):
@@ -62,7 +75,7 @@ def plan_sites(context: Context, skipped: list[Skip], ratios: Optional[dict[int,
                 became[site.node_index] = (site, plan.times[1])
     if costs is not None:
         costs.save()
-    return planned, whole
+    return planned, whole, skipped
 
 
 def _dense_time(site: ConvSite, costs: Optional[CostTable]) -> float:

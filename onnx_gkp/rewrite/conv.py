@@ -23,6 +23,7 @@ onnx-graphsurgeon; it knows nothing of how plans are made.
 """
 
 from __future__ import annotations
+from ..graphs import attribute_graphs
 
 import dataclasses
 import functools
@@ -290,7 +291,7 @@ def _hoist(graph: onnx.GraphProto, top_level: set[str], top: onnx.GraphProto) ->
     present = {t.name for t in top.initializer}
     for node in graph.node:
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for sub in attribute_graphs(attr):
                 local = []
                 for tensor in sub.initializer:
                     if tensor.name not in top_level:

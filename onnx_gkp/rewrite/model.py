@@ -16,13 +16,12 @@ import onnx
 from ..analyse.sites import Analysis, ConvSite, analyse
 from ..errors import GkpError
 from ..io.model_file import ModelLike, digest, load_model
-from ..plan.model import Plan
-from ..layer.planner import LayerPlan
+from ..plan.model import Pairs, Plan
 from .conv import Rewritten, rewrite
 from ..plan.trims import decide_trims
 
 
-def sites_of(plan: Plan, sites: Sequence[ConvSite]) -> list[tuple[ConvSite, LayerPlan]]:
+def sites_of(plan: Plan, sites: Sequence[ConvSite]) -> Pairs:
     """Each planned layer's site (with its refitted weights, where it has some) and plan."""
     by_index = {s.node_index: s for s in sites}
     missing = [layer.node_index for layer in plan.layers if layer.node_index not in by_index] + [
@@ -41,12 +40,12 @@ def sites_of(plan: Plan, sites: Sequence[ConvSite]) -> list[tuple[ConvSite, Laye
     return pairs
 
 
-def rewritten(model: onnx.ModelProto, analysis: Analysis, plan: Plan, sites: Sequence[ConvSite],
+def rewritten(model: onnx.ModelProto, analysis: Analysis, plan: Plan, sites: Sequence[ConvSite], pairs: Pairs,
               probes: Sequence[str] = ()) -> Rewritten:
-    """The rewrite of ``plan`` on ``model`` whose prunable Convs are ``sites``; Convs outside the
-    sites that a site reads (``Analysis.sources``) are trimmed like whole ones. The plan's trims
-    must be the ones its layers imply (``trims.decide_trims``), or nothing is rewritten."""
-    pairs = sites_of(plan, sites)
+    """The rewrite of ``plan`` (its layers' sites and plans: ``pairs``, from :func:`sites_of`) on
+    ``model`` whose prunable Convs are ``sites``; Convs outside the sites that a site reads
+    (``Analysis.sources``) are trimmed like whole ones. The plan's trims must be the ones its
+    layers imply (``trims.decide_trims``), or nothing is rewritten."""
     by_index = {s.node_index: s for s in sites}
     whole = [by_index[i] for i in plan.whole] + analysis.sources
     convs, plans = [s for s, _ in pairs], [p for _, p in pairs]
@@ -62,4 +61,4 @@ def apply(model: ModelLike, plan: Plan) -> onnx.ModelProto:
         raise GkpError("the plan was made for another model (its digest differs)")
     a = plan.analysis
     analysis = analyse(original, a.get("include"), a.get("exclude"), a.get("test_shapes"), a.get("min_in_channels", 4))
-    return rewritten(original, analysis, plan, analysis.sites).model
+    return rewritten(original, analysis, plan, analysis.sites, sites_of(plan, analysis.sites)).model

@@ -1,6 +1,7 @@
 """onnxruntime sessions on CPU and seeded inputs: shared by analysis (shapes) and validation."""
 
 from __future__ import annotations
+from ..graphs import subgraphs
 from ..io.model_file import graph_inputs
 
 import re
@@ -248,9 +249,8 @@ def _read_names(graph: onnx.GraphProto) -> set[str]:
 def _node_reads(node: onnx.NodeProto) -> set[str]:
     """Every tensor name ``node`` or one of its subgraphs reads."""
     names = set(node.input)
-    for attr in node.attribute:
-        for inner in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            names |= _read_names(inner)
+    for inner in subgraphs(node):
+        names |= _read_names(inner)
     return names
 
 
