@@ -35,15 +35,21 @@ class _Builder:
         self.clip_bounds: list[str] = []
         self.proto = helper.make_model(
             helper.make_graph(
-                [], name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
-                [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])]),
-            opset_imports=[helper.make_opsetid("", OPSET)], producer_name="onnx_gkp models/shapes.py")
+                [],
+                name,
+                [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
+                [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
+            ),
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="onnx_gkp models/shapes.py",
+        )
         self.proto.ir_version = IR_VERSION
 
     def param(self, name: str, array: np.ndarray) -> str:
         array = np.asarray(array, dtype="<f4")  # raw_data is little-endian float32
-        self.proto.graph.initializer.add(name=name, dims=array.shape, data_type=TensorProto.FLOAT,
-                                         raw_data=array.tobytes())
+        self.proto.graph.initializer.add(
+            name=name, dims=array.shape, data_type=TensorProto.FLOAT, raw_data=array.tobytes()
+        )
         return name
 
     def normal(self, shape: tuple[int, ...], std: float) -> np.ndarray:
@@ -63,8 +69,18 @@ class _Builder:
             self.clip_bounds = [self.param("relu6.min", np.array(0.0)), self.param("relu6.max", np.array(6.0))]
         return self.node("Clip", name, [x, *self.clip_bounds])
 
-    def conv(self, x: str, name: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
-             act: Optional[str] = None, gain: float = 1.0) -> str:
+    def conv(
+        self,
+        x: str,
+        name: str,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: Optional[str] = None,
+        gain: float = 1.0,
+    ) -> str:
         """Conv (+ BatchNormalization) (+ activation ``act``: "relu" or "relu6"); returns the output name.
 
         He-normal weights (std = gain * sqrt(2 / fan_in)) keep the activation scale roughly constant
@@ -74,14 +90,22 @@ class _Builder:
         inputs = [x, self.param(f"{name}.weight", self.normal((cout, cin // groups, k, k), std))]
         if not self.batch_norm:
             inputs.append(self.param(f"{name}.bias", self.normal((cout,), 0.01)))
-        y = self.node("Conv", name, inputs, kernel_shape=[k, k], strides=[stride, stride],
-                      pads=[k // 2] * 4, group=groups)
+        y = self.node(
+            "Conv", name, inputs, kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, group=groups
+        )
         if self.batch_norm:
-            stats = [1.0 + self.normal((cout,), 0.1), self.normal((cout,), 0.1), self.normal((cout,), 0.1),
-                     self.rng.uniform(0.5, 1.5, cout)]
+            stats = [
+                1.0 + self.normal((cout,), 0.1),
+                self.normal((cout,), 0.1),
+                self.normal((cout,), 0.1),
+                self.rng.uniform(0.5, 1.5, cout),
+            ]
             suffixes = ["weight", "bias", "running_mean", "running_var"]
-            y = self.node("BatchNormalization", f"{name}.bn",
-                          [y] + [self.param(f"{name}.bn.{s}", a) for s, a in zip(suffixes, stats)])
+            y = self.node(
+                "BatchNormalization",
+                f"{name}.bn",
+                [y] + [self.param(f"{name}.bn.{s}", a) for s, a in zip(suffixes, stats)],
+            )
         return self.act(y, f"{name}.{act}", act) if act else y
 
     def head(self, x: str, cin: int, name: str = "fc") -> str:
@@ -170,8 +194,15 @@ def mobilenet_v2(seed: int = 0, batch_norm: bool = False) -> onnx.ModelProto:
     """
     b = _Builder("mobilenet_v2", seed, batch_norm)
     x, cin, index = b.conv("input", "features.0.0", 3, 32, 3, stride=2, act="relu6"), 32, 1
-    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                (6, 320, 1, 1)]
+    settings = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
     residual_gain = np.sqrt(0.5 / sum(n - 1 for _, _, n, _ in settings))
     for t, cout, n, s in settings:
         for i in range(n):
@@ -190,7 +221,10 @@ def mobilenet_v2(seed: int = 0, batch_norm: bool = False) -> onnx.ModelProto:
 
 
 BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
-    "resnet18": resnet18, "resnet50": resnet50, "vgg16": vgg16, "mobilenet_v2": mobilenet_v2,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "vgg16": vgg16,
+    "mobilenet_v2": mobilenet_v2,
 }
 
 

@@ -8,18 +8,30 @@ checks a pruned model against its masked reference; ``save_model`` writes one at
 """
 
 from .api import prune
-from .rewrite.model import apply
+from .check.reference import masked_reference
+from .check.validate import Validation, validate
 from .errors import GkpError, ValidationFailed
 from .io.model_file import save_model
-from .plan.model import Plan
-from .options import Options
 from .layer.planner import LayerPlan, PlanOptions, plan_layer
-from .check.reference import masked_reference
+from .options import Options
+from .plan.model import Plan
 from .report.report import Report
-from .check.validate import Validation, validate
+from .rewrite.model import apply
 
 __all__ = [
-    "GkpError", "LayerPlan", "Options", "Plan", "PlanOptions", "Report", "Validation", "ValidationFailed",
-    "apply", "masked_reference", "plan_layer", "prune", "save_model", "validate",
+    "GkpError",
+    "LayerPlan",
+    "Options",
+    "Plan",
+    "PlanOptions",
+    "Report",
+    "Validation",
+    "ValidationFailed",
+    "apply",
+    "masked_reference",
+    "plan_layer",
+    "prune",
+    "save_model",
+    "validate",
 ]
 __version__ = "0.1.0"

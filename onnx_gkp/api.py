@@ -22,7 +22,11 @@ from .policy.uniform import at_ratios
 from .report.report import Report
 
 POLICIES: dict[Mode, Callable[[Context], Proposal]] = {
-    "plan": given, "target": to_target, "uniform": at_ratios, "keep": kept, "data-free": data_free,
+    "plan": given,
+    "target": to_target,
+    "uniform": at_ratios,
+    "keep": kept,
+    "data-free": data_free,
 }
 
 
@@ -42,7 +46,9 @@ def prune(model: ModelLike, options: Optional[Options] = None, **overrides: Any)
     Bad input raises :class:`GkpError`. How each step works: ``docs/method.md``.
     """
     options = Options.of(options, overrides)
-    cache = check_prune_paths(model, options.calibration, options.cost_cache or default_cache_path())  # inputs are never modified
+    cache = check_prune_paths(
+        model, options.calibration, options.cost_cache or default_cache_path()
+    )  # inputs are never modified
     run = Context.open(model, options, cache)
     proposal = POLICIES[run.mode](run)
     if not proposal.as_given:

@@ -1,11 +1,11 @@
 """What one run knows once the model is loaded, and the steps every policy repeats on a plan.
 
 A :class:`Context` holds the loaded and analysed model, the options, the calibration split,
-the cost table and the clock. Policies (``search/``) produce plans and measure them through it:
-:meth:`Context.assemble` applies a plan (``apply_plan.py``), checks and reports it, and with
+the cost table and the clock. Policies (``policy/``) produce plans and measure them through it:
+:meth:`Context.assemble` applies a plan (``rewrite/model.py``), checks and reports it, and with
 ``check`` validates it against its masked reference; :meth:`Context.fidelity` and
 :meth:`Context.time_ratio` measure it. The model held here lacks the weights of the prunable
-Convs (:func:`~onnx_gkp.load.release`): the sites hold them, and :meth:`Context.full` puts
+Convs (:func:`~onnx_gkp.io.model_file.release`): the sites hold them, and :meth:`Context.full` puts
 them back to run it.
 """
 
@@ -20,32 +20,31 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import onnx
 
-from .analyse.sites import Analysis, ConvSite, Skip, analyse
+from .analyse.bn_stats import ChannelStats
 from .analyse.graph import count_params
 from .analyse.shapes import kept_macs
-from .rewrite.model import sites_of, rewritten
-from .refit.activations import outputs_on
-from .refit.reconstruct import reconstructed
-from .layer.compensation import bias_delta, tap_coverage
+from .analyse.sites import Analysis, ConvSite, Skip, analyse
+from .check.metrics import fidelity, model_estimate
+from .check.reference import masked_reference, masked_stubs
+from .check.validate import Exposed, Inputs, Validation, validate
 from .cost.table import CostTable
 from .errors import GkpError, ValidationFailed
-from .check.metrics import fidelity, model_estimate
-from .analyse.bn_stats import ChannelStats
 from .io.model_file import ModelLike, check_onnx, digest, load_model, release, restored
-from .plan.model import Pairs, Plan, PlannedLayer
-from .limits import DEFAULT_KEEP
-from .options import Mode, Options
+from .io.samples import Samples, load_samples, split
+from .layer.compensation import bias_delta, tap_coverage
 from .layer.planner import LayerPlan, PlanOptions
-from .ship.int8 import Int8, int8_original
-from .check.reference import masked_reference, masked_stubs
+from .limits import DEFAULT_KEEP, PART_BYTES, WHOLE_LIMIT
+from .options import Mode, Options
+from .plan.model import Pairs, Plan, PlannedLayer
+from .plan.trims import decide_trims
+from .refit.activations import outputs_on
+from .refit.reconstruct import reconstructed
 from .report.report import LayerReport, Report, totals
+from .rewrite.conv import Rewritten
+from .rewrite.model import rewritten, sites_of
 from .runtime.sessions import batch_size, check_supported, ort_message, random_inputs, session, weight_bytes
 from .runtime.timing import median_latency_ms
-from .io.samples import Samples, load_samples, split
-from .plan.trims import decide_trims
-from .rewrite.conv import Rewritten
-from .limits import PART_BYTES, WHOLE_LIMIT
-from .check.validate import Exposed, Inputs, Validation, validate
+from .ship.int8 import Int8, int8_original
 
 
 class Stopwatch:
@@ -79,7 +78,9 @@ class Context:
     keep: Optional[float]
     digest: str
     feeds: dict[str, np.ndarray]  # the exactness check's inputs (:func:`check_feeds`)
-    held_outputs: Optional[list[np.ndarray]]  # the original's outputs on the held-out samples: every fidelity figure reads them
+    held_outputs: Optional[
+        list[np.ndarray]
+    ]  # the original's outputs on the held-out samples: every fidelity figure reads them
     clock: Stopwatch = field(default_factory=Stopwatch)
     costs: Optional[CostTable] = None  # the layer timings, when layers are timed to choose
     int8: Optional[Int8] = None
@@ -93,8 +94,16 @@ class Context:
             check_supported(full)
         with clock("analyse"):
             analysis = analyse(full, options.include, options.exclude, options.test_shapes, options.min_in_channels)
-            sites, skipped = _apply_plan_limits(analysis, options.plan_options) if options.plan is None else _planned(analysis, options.plan)
-        data = None if options.calibration is None else split(load_samples(options.calibration, full, options.preprocess), options.seed)
+            sites, skipped = (
+                _apply_plan_limits(analysis, options.plan_options)
+                if options.plan is None
+                else _planned(analysis, options.plan)
+            )
+        data = (
+            None
+            if options.calibration is None
+            else split(load_samples(options.calibration, full, options.preprocess), options.seed)
+        )
         mode = options.mode(data is not None, {o.name for o in full.graph.output})
         keep = DEFAULT_KEEP if mode == "keep" and options.keep is None else options.keep
         options.check_quantize(data is not None)
@@ -108,13 +117,35 @@ class Context:
         if options.check:
             _check_runs(full, feeds, data is not None)
         held = None if data is None else outputs_on(full, data.held, threads=options.threads)
-        context = cls(options, original, arrays, analysis, sites, skipped, data, mode, keep, digest(full),
-                      feeds, held, clock, table if options.timed else None)
+        context = cls(
+            options,
+            original,
+            arrays,
+            analysis,
+            sites,
+            skipped,
+            data,
+            mode,
+            keep,
+            digest(full),
+            feeds,
+            held,
+            clock,
+            table if options.timed else None,
+        )
         if options.quantize is None:
             return context
         with clock("quantize"):
-            int8 = int8_original(options.quantize, full, data.fit, context.timing_feeds(), table,  # type: ignore[union-attr, arg-type]
-                                 options.threads, options.latency_runs, lambda model: model_estimate(context.fidelity(model)))
+            int8 = int8_original(
+                options.quantize,
+                full,
+                data.fit,
+                context.timing_feeds(),
+                table,  # type: ignore[union-attr, arg-type]
+                options.threads,
+                options.latency_runs,
+                lambda model: model_estimate(context.fidelity(model)),
+            )
         if context.costs is not None:
             context.costs.precision = int8.types  # layers are timed as they will run
         return replace(context, int8=int8)
@@ -154,23 +185,45 @@ class Context:
         """The plain plan of planned ``pairs`` (refitted sites carry their new weights) and ``whole``
         sites; ``decisions``: what the policy measured to choose them, for the record."""
         weights = {s.node_index: s.weight for s in self.sites}
-        layers = tuple(PlannedLayer(s.node_index, p, *((None, None) if s.weight is weights.get(s.node_index) else (s.weight, s.bias)))
-                       for s, p in pairs)
+        layers = tuple(
+            PlannedLayer(
+                s.node_index, p, *((None, None) if s.weight is weights.get(s.node_index) else (s.weight, s.bias))
+            )
+            for s, p in pairs
+        )
         o = self.options
-        analysis = {"include": o.include, "exclude": o.exclude, "min_in_channels": o.min_in_channels,
-                    "test_shapes": None if o.test_shapes is None else {k: list(v) for k, v in o.test_shapes.items()}}
+        analysis = {
+            "include": o.include,
+            "exclude": o.exclude,
+            "min_in_channels": o.min_in_channels,
+            "test_shapes": None if o.test_shapes is None else {k: list(v) for k, v in o.test_shapes.items()},
+        }
         trims = decide_trims(self.original, [s for s, _ in pairs], [p for _, p in pairs], whole + self.analysis.sources)
-        return Plan(self.digest, layers, tuple(s.node_index for s in whole), analysis, trims, {**self.decisions, **(decisions or {})})
+        return Plan(
+            self.digest,
+            layers,
+            tuple(s.node_index for s in whole),
+            analysis,
+            trims,
+            {**self.decisions, **(decisions or {})},
+        )
 
-    def planned_report(self, plan: Plan, skipped: list[Skip], extra: Optional[dict[int, dict]] = None,
-                       pairs: Optional[Pairs] = None) -> tuple[list[LayerReport], list[Skip]]:
+    def planned_report(
+        self, plan: Plan, skipped: list[Skip], extra: Optional[dict[int, dict]] = None, pairs: Optional[Pairs] = None
+    ) -> tuple[list[LayerReport], list[Skip]]:
         """The per-layer records and the skips of ``plan`` (its ``pairs``, where known), MACs and
         all, known without a rewrite."""
         dead = {i: t.dead for i, t in plan.trims.items()}
         filters = {i: t.filters for i, t in plan.trims.items()}
-        refit = None if self.fit is None else f"weights and bias refitted on {len(next(iter(self.fit.values())))} calibration samples"
-        layers = [LayerReport.of(s, p, dead.get(s.node_index, ()), refit, (extra or {}).get(s.node_index))
-                  for s, p in (pairs if pairs is not None else sites_of(plan, self.sites))]
+        refit = (
+            None
+            if self.fit is None
+            else f"weights and bias refitted on {len(next(iter(self.fit.values())))} calibration samples"
+        )
+        layers = [
+            LayerReport.of(s, p, dead.get(s.node_index, ()), refit, (extra or {}).get(s.node_index))
+            for s, p in (pairs if pairs is not None else sites_of(plan, self.sites))
+        ]
         return layers, sorted((_trimmed(s, dead, filters) for s in skipped), key=lambda s: s.node_index)
 
     def macs_after(self, plan: Plan, skipped: list[Skip]) -> Optional[int]:
@@ -184,15 +237,23 @@ class Context:
         if self.fit is not None:
             with self.clock("calibrate"):
                 fallback = [compensated(s, p) for s, p in pairs] if compensate else None  # where a refit is declined
-                return reconstructed(self.full(), [s for s, _ in pairs], [p for _, p in pairs], self.fit, fallback=fallback,
-                                     threads=self.options.threads, seed=self.options.seed)
+                return reconstructed(
+                    self.full(),
+                    [s for s, _ in pairs],
+                    [p for _, p in pairs],
+                    self.fit,
+                    fallback=fallback,
+                    threads=self.options.threads,
+                    seed=self.options.seed,
+                )
         if compensate:
             with self.clock("plan"):
                 return [(site, compensated(site, plan)) for site, plan in pairs]
         return pairs
 
-    def assemble(self, plan: Plan, skipped: list[Skip], check: bool, extra: Optional[dict[int, dict]] = None
-                 ) -> tuple[onnx.ModelProto, Report]:
+    def assemble(
+        self, plan: Plan, skipped: list[Skip], check: bool, extra: Optional[dict[int, dict]] = None
+    ) -> tuple[onnx.ModelProto, Report]:
         """Apply, check, report and (with ``check``) validate one plan; ``extra``: per node index,
         the budget's record of the choice, for the report."""
         options = self.options
@@ -208,17 +269,23 @@ class Context:
         layers, skipped = self.planned_report(plan, skipped, extra, sites)
         report = Report(
             options=options.record(self.mode, self.keep, None if self.data is None else self.data.counts),
-            input_shapes={k: list(v) for k, v in self.analysis.input_shapes.items()}, layers=layers, skipped=skipped,
+            input_shapes={k: list(v) for k, v in self.analysis.input_shapes.items()},
+            layers=layers,
+            skipped=skipped,
             totals=totals(layers, skipped, count_params(self.original), count_params(result.model), result.gathers),
-            timings=self.clock.seconds, plan=plan,
+            timings=self.clock.seconds,
+            plan=plan,
         )
         if check:
             with self.clock("validate"):
                 report.validation = self.validated(result, sites)
             v = report.validation
             if not v.passed:
-                raise ValidationFailed(f"the pruned model differs from its masked reference by {v.masked_max_abs_diff:.3g} "
-                                       f"(relative {v.masked_max_rel_diff:.3g})", report)
+                raise ValidationFailed(
+                    f"the pruned model differs from its masked reference by {v.masked_max_abs_diff:.3g} "
+                    f"(relative {v.masked_max_rel_diff:.3g})",
+                    report,
+                )
         return result.model, report
 
     def validated(self, result: Rewritten, sites: list[tuple[ConvSite, LayerPlan]]) -> Validation:
@@ -234,8 +301,14 @@ class Context:
         o = self.options
         try:
             return validate(
-                result.model, masked, full, inputs=Inputs(self.feeds, self.analysis.input_shapes, o.seed, self.data is not None),
-                probes=result.probes, exposed=Exposed(result.probed, stubs, parts), latency_runs=o.latency_runs, threads=o.threads,
+                result.model,
+                masked,
+                full,
+                inputs=Inputs(self.feeds, self.analysis.input_shapes, o.seed, self.data is not None),
+                probes=result.probes,
+                exposed=Exposed(result.probed, stubs, parts),
+                latency_runs=o.latency_runs,
+                threads=o.threads,
             )
         except ValidationFailed as error:
             raise ValidationFailed(f"validation failed: {error} (--no-validate writes the model unchecked)") from None
@@ -246,7 +319,9 @@ class Context:
         got = outputs_on(pruned, self.data.held, threads=self.options.threads)  # type: ignore[union-attr]
         return fidelity(names, self.held_outputs, got, self.options.metrics)
 
-    def time_ratio(self, pruned: onnx.ModelProto, reference: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int) -> float:
+    def time_ratio(
+        self, pruned: onnx.ModelProto, reference: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int
+    ) -> float:
         """The pruned model's median time over the reference's, side by side; with INT8 the
         pruned model quantized against the original quantized alone."""
         if self.int8 is not None:
@@ -268,14 +343,17 @@ class Context:
         int8 = self.int8
         shipped = int8.shipped(pruned)  # type: ignore[union-attr]
         record = {
-            "types": int8.types, "chosen": int8.reason,  # type: ignore[union-attr]
+            "types": int8.types,
+            "chosen": int8.reason,  # type: ignore[union-attr]
             "fidelity_int8_alone": self.fidelity(int8.alone),  # type: ignore[union-attr]
             "fidelity_pruned_fp32": self.fidelity(pruned),
             "latency_ms": {},
         }
         if self.options.check and self.options.latency_runs > 0:
             models = {"original": self.full(), "int8 alone": int8.alone, "pruned": pruned, "pruned int8": shipped}  # type: ignore[union-attr]
-            record["latency_ms"] = median_latency_ms(models, self.timing_feeds(), self.options.latency_runs, self.options.threads)
+            record["latency_ms"] = median_latency_ms(
+                models, self.timing_feeds(), self.options.latency_runs, self.options.threads
+            )
         return shipped, record
 
 
@@ -292,8 +370,12 @@ def compensated(site: ConvSite, plan: LayerPlan) -> LayerPlan:
     else:
         attrs = dict(site.geometry.attributes)
         coverage = tap_coverage(
-            site.geometry.input_shape[2:], kernel, attrs.get("strides"), attrs.get("dilations"),
-            attrs.get("pads"), str(attrs.get("auto_pad", "NOTSET")),
+            site.geometry.input_shape[2:],
+            kernel,
+            attrs.get("strides"),
+            attrs.get("dilations"),
+            attrs.get("pads"),
+            str(attrs.get("auto_pad", "NOTSET")),
         )
     delta = bias_delta(site.weight, plan.keep_mask(site.weight.shape[1]), site.input_stats.mean, coverage)
     return replace(plan, bias_delta=tuple(float(d) for d in delta))
@@ -313,7 +395,11 @@ def _planned(analysis: Analysis, plan: Plan) -> tuple[list[ConvSite], list[Skip]
     """The sites a plan prunes or leaves whole; the others are left alone, as they were."""
     named = {layer.node_index for layer in plan.layers} | set(plan.whole)
     sites = [s for s in analysis.sites if s.node_index in named]
-    alone = [Skip(s.node_index, s.node, "Conv", "left alone by the plan", s.macs) for s in analysis.sites if s.node_index not in named]
+    alone = [
+        Skip(s.node_index, s.node, "Conv", "left alone by the plan", s.macs)
+        for s in analysis.sites
+        if s.node_index not in named
+    ]
     return sites, sorted(analysis.skipped + alone, key=lambda s: s.node_index)
 
 
@@ -345,14 +431,24 @@ def _check_runs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], real: bool
     try:
         loaded.run(None, feeds)
     except Exception as error:  # onnxruntime raises several unrelated types here
-        given = "the held-out samples of --calibration" if real else (
-            "seeded noise (" + ", ".join(f"{n}: {list(a.shape)} {a.dtype}" for n, a in feeds.items()) + ")")
-        hint = "check the samples" if real else "give --input-value NAME=V for an input that needs one value, or --test-shape"
-        raise GkpError(f"the original model cannot run on the check's inputs, {given}: "
-                       f"{ort_message(error)}; {hint}") from None
+        given = (
+            "the held-out samples of --calibration"
+            if real
+            else ("seeded noise (" + ", ".join(f"{n}: {list(a.shape)} {a.dtype}" for n, a in feeds.items()) + ")")
+        )
+        hint = (
+            "check the samples"
+            if real
+            else "give --input-value NAME=V for an input that needs one value, or --test-shape"
+        )
+        raise GkpError(
+            f"the original model cannot run on the check's inputs, {given}: {ort_message(error)}; {hint}"
+        ) from None
 
 
-def check_feeds(model: onnx.ModelProto, analysis: Analysis, data: Optional[Samples], options: Options) -> dict[str, np.ndarray]:
+def check_feeds(
+    model: onnx.ModelProto, analysis: Analysis, data: Optional[Samples], options: Options
+) -> dict[str, np.ndarray]:
     """The exactness check's inputs: held-out samples when there are some (up to 8, or the
     model's fixed batch size), else seeded noise with ``input_values`` for the inputs it names."""
     if data is not None:

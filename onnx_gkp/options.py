@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from .errors import GkpError
 from .check.metrics import TARGET_METRICS
-from .plan.model import Plan
-from .layer.planner import Groups, PlanOptions
-from .ship.int8 import CHOICES as QUANTIZE
+from .errors import GkpError
 from .io.samples import Calibration, Preprocess
+from .layer.planner import Groups, PlanOptions
+from .plan.model import Plan
+from .ship.int8 import CHOICES as QUANTIZE
 
 Mode = Literal["plan", "target", "uniform", "keep", "data-free"]  # each picks its policy (api.POLICIES)
 
@@ -77,8 +77,14 @@ class Options:
     def applying(cls, plan: Plan, **overrides: Any) -> "Options":
         """Options that apply ``plan``: its analysis options name the Convs its node indices do."""
         a = plan.analysis
-        return cls(plan=plan, include=a.get("include"), exclude=a.get("exclude"),
-                   min_in_channels=int(a.get("min_in_channels", 4)), test_shapes=a.get("test_shapes"), **overrides)
+        return cls(
+            plan=plan,
+            include=a.get("include"),
+            exclude=a.get("exclude"),
+            min_in_channels=int(a.get("min_in_channels", 4)),
+            test_shapes=a.get("test_shapes"),
+            **overrides,
+        )
 
     def __post_init__(self) -> None:
         self.plan_options  # refuses a bad ratio, groups, criterion, group cost, slack or seed
@@ -112,8 +118,16 @@ class Options:
     @property
     def plan_options(self) -> PlanOptions:
         try:
-            return PlanOptions(DEFAULT_RATIO if self.ratio is None else self.ratio, self.groups, self.criterion,  # type: ignore[arg-type]
-                               self.max_groups, self.group_cost, self.seed, self.speed_slack, self.align)
+            return PlanOptions(
+                DEFAULT_RATIO if self.ratio is None else self.ratio,
+                self.groups,
+                self.criterion,  # type: ignore[arg-type]
+                self.max_groups,
+                self.group_cost,
+                self.seed,
+                self.speed_slack,
+                self.align,
+            )
         except ValueError as error:
             raise GkpError(str(error)) from None
 
@@ -141,8 +155,10 @@ class Options:
         with data) or ``data-free`` (a conservative estimated-error allowance; the default without)."""
         for name, metric in (self.metrics or {}).items():
             if name not in outputs or metric not in TARGET_METRICS:
-                raise GkpError(f"fidelity metric {name}:{metric}: outputs are {', '.join(sorted(outputs))}; "
-                               f"metrics are {', '.join(TARGET_METRICS)}")
+                raise GkpError(
+                    f"fidelity metric {name}:{metric}: outputs are {', '.join(sorted(outputs))}; "
+                    f"metrics are {', '.join(TARGET_METRICS)}"
+                )
         if self.keep is not None and not has_data:
             raise GkpError("keep is measured on real inputs: give calibration data")
         if self.plan is not None:
@@ -155,17 +171,34 @@ class Options:
 
     def check_quantize(self, has_data: bool) -> None:
         if self.quantize is not None and (self.quantize not in QUANTIZE or not has_data):
-            raise GkpError(f"quantize is one of {', '.join(QUANTIZE)} and calibrates on real inputs: give calibration data"
-                           if self.quantize in QUANTIZE else f"quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}")
+            raise GkpError(
+                f"quantize is one of {', '.join(QUANTIZE)} and calibrates on real inputs: give calibration data"
+                if self.quantize in QUANTIZE
+                else f"quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}"
+            )
 
     def record(self, mode: str, keep: Optional[float], samples: Optional[dict[str, int]]) -> dict[str, Any]:
         """The options as the report states them."""
         return {
-            "ratio": self.ratio if mode == "uniform" else None, "mode": mode, "keep": keep, "groups": self.groups,
-            "criterion": self.criterion, "max_groups": self.max_groups, "group_cost": self.group_cost,
-            "include": self.include, "exclude": self.exclude, "min_in_channels": self.min_in_channels,
-            "seed": self.seed, "runtime_aware": self.runtime_aware, "speed_slack": self.speed_slack, "align": self.align,
-            "threads": self.threads, "compensate": self.compensate, "calibration_samples": samples,
-            "metrics": self.metrics or {}, "target_macs": self.target_macs, "target_latency": self.target_latency,
+            "ratio": self.ratio if mode == "uniform" else None,
+            "mode": mode,
+            "keep": keep,
+            "groups": self.groups,
+            "criterion": self.criterion,
+            "max_groups": self.max_groups,
+            "group_cost": self.group_cost,
+            "include": self.include,
+            "exclude": self.exclude,
+            "min_in_channels": self.min_in_channels,
+            "seed": self.seed,
+            "runtime_aware": self.runtime_aware,
+            "speed_slack": self.speed_slack,
+            "align": self.align,
+            "threads": self.threads,
+            "compensate": self.compensate,
+            "calibration_samples": samples,
+            "metrics": self.metrics or {},
+            "target_macs": self.target_macs,
+            "target_latency": self.target_latency,
             "quantize": self.quantize,
         }

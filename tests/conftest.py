@@ -72,7 +72,9 @@ def reference_from_report(original: onnx.ModelProto, report: dict) -> onnx.Model
             node = model.graph.node[layer["node_index"]]
             bias = numpy_helper.to_array(tensors[node.input[2]]) if len(node.input) > 2 and node.input[2] else 0.0
             name = f"{node.input[1]}/bias_delta"
-            model.graph.initializer.append(numpy_helper.from_array((bias + np.array(layer["bias_delta"])).astype(weight.dtype), name))
+            model.graph.initializer.append(
+                numpy_helper.from_array((bias + np.array(layer["bias_delta"])).astype(weight.dtype), name)
+            )
             del node.input[2:]
             node.input.append(name)
     return model
@@ -112,8 +114,12 @@ def fetched(name: str) -> Path:
 
 
 def _ort_loads(ir_version: int, opset: int) -> bool:
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
-                                   [onnx.helper.make_tensor_value_info("x", 1, [1])], [onnx.helper.make_tensor_value_info("y", 1, [1])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", 1, [1])],
+        [onnx.helper.make_tensor_value_info("y", 1, [1])],
+    )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)], ir_version=ir_version)
     try:
         ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -130,8 +136,14 @@ NEW_IR = onnx.IR_VERSION if not _ort_loads(onnx.IR_VERSION, 17) else None
 def cli(*args: object, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """The CLI of this checkout (not an installed copy), run from ``cwd``."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "onnx_gkp", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "onnx_gkp", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def assert_refused(result: subprocess.CompletedProcess, code: int, words: str) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, cli, make_model
 
 import onnx_gkp
-from conftest import CHAIN, CHAIN_WEIGHTS, make_model
-from conftest import cli
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "resnet20_fashion_mnist.onnx"
 
@@ -21,9 +20,15 @@ def replayed(model: object, report: onnx_gkp.Report) -> onnx.ModelProto:
     return onnx_gkp.apply(model, onnx_gkp.Plan.from_dict(json.loads(report.to_json())))
 
 
-@pytest.mark.parametrize("options", [
-    {"ratio": 0.5}, {"ratio": 0.375, "groups": 4}, {"target_macs": 0.3}, {"ratio": 0.5, "runtime_aware": False},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ratio": 0.5},
+        {"ratio": 0.375, "groups": 4},
+        {"target_macs": 0.3},
+        {"ratio": 0.5, "runtime_aware": False},
+    ],
+)
 def test_the_bundled_plan_applies_again_to_the_same_bytes(options: dict) -> None:
     pruned, report = onnx_gkp.prune(BUNDLED, latency_runs=0, **options)
     assert report.layers, "something was pruned"

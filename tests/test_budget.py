@@ -43,8 +43,10 @@ def test_optimal_and_within_budget_on_small_tables(seed: int) -> None:
 
 def test_real_valued_costs_never_overshoot() -> None:
     rng = np.random.default_rng(7)
-    layers = [[Option(1, 1, float(q), float(c)) for q, c in zip(rng.uniform(0, 1, 6), rng.uniform(1e6, 9e6, 6))]
-              for _ in range(60)]
+    layers = [
+        [Option(1, 1, float(q), float(c)) for q, c in zip(rng.uniform(0, 1, 6), rng.uniform(1e6, 9e6, 6))]
+        for _ in range(60)
+    ]
     least = sum(min(o.cost for o in options) for options in layers)
     for budget in np.linspace(least, least * 1.5, 7):
         chosen = allocate(layers, float(budget))

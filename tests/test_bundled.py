@@ -7,11 +7,9 @@ from pathlib import Path
 
 import onnx
 import pytest
+from conftest import assert_close, cli, feeds_for, reference_from_report, run
 
 from onnx_gkp.policy.gathers import REASON
-
-from conftest import assert_close, feeds_for, reference_from_report, run
-from conftest import cli
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "resnet20_fashion_mnist.onnx"
 
@@ -45,9 +43,13 @@ def test_default_never_picks_a_variant_measured_slower(tmp_path: Path) -> None:
         chosen = layer["candidate_us"][str(layer["groups"])]
         assert chosen <= 0.97 * layer["dense_us"] + 1e-9
         assert chosen <= 1.05 * min(layer["candidate_us"].values()) + 1e-9
-    gathers = REASON.split("{}")[0]  # the layers that read through a Gather, left whole as a set where they measure no faster
+    gathers = REASON.split("{}")[
+        0
+    ]  # the layers that read through a Gather, left whole as a set where they measure no faster
     for skip in report["skipped"][1:]:
-        assert skip["reason"].startswith(("every grouped variant is slower here", "no grouped variant measured clearly faster", gathers))
+        assert skip["reason"].startswith(
+            ("every grouped variant is slower here", "no grouped variant measured clearly faster", gathers)
+        )
     original = onnx.load(BUNDLED)
     feeds = feeds_for(original, shapes={"input": [2, 1, 28, 28]})
     assert_close(run(onnx.load(out), feeds), run(reference_from_report(original, report), feeds))

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 
 import onnx_gkp
 from onnx_gkp.errors import GkpError
 from onnx_gkp.refit.ridge import GroupedRidge, patches, sample_positions
-
-from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 
 
 @pytest.mark.parametrize("stride,dilation,pads", [(1, 1, (1, 1, 1, 1)), (2, 1, (0, 1, 1, 0)), (1, 2, (2, 2, 2, 2))])
@@ -28,7 +27,12 @@ def test_patches_are_the_input_windows_at_the_sampled_positions(stride, dilation
     for n in range(2):
         for i, flat in enumerate(where):
             r, c = divmod(int(flat), out_w)
-            window = padded[n, :, r * stride : r * stride + 2 * dilation + 1 : dilation, c * stride : c * stride + 2 * dilation + 1 : dilation]
+            window = padded[
+                n,
+                :,
+                r * stride : r * stride + 2 * dilation + 1 : dilation,
+                c * stride : c * stride + 2 * dilation + 1 : dilation,
+            ]
             np.testing.assert_array_equal(got[n, i], window.reshape(3, 9))
 
 
@@ -62,6 +66,7 @@ def test_calibration_brings_the_outputs_back_and_the_rewrite_stays_exact() -> No
         return np.einsum("cf,nfhw->nchw", mixing, rng.normal(size=(count, 3, 10, 10))).astype(np.float32)
 
     data, held_out = {"x": inputs(64)}, {"x": inputs(16)}
+
     def outputs(m):  # CHAIN has batch 1
         return np.concatenate([run(m, {"x": x[None]})[0] for x in held_out["x"]])
 
@@ -90,7 +95,8 @@ def test_bad_calibration_data_is_a_clear_error(tmp_path: Path) -> None:
     junk.write_bytes(b"not an npz")
     result = subprocess.run(
         [sys.executable, "-m", "onnx_gkp", str(path), str(tmp_path / "out.onnx"), "--calibration", str(junk)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "junk.npz" in result.stderr
@@ -130,11 +136,22 @@ bn_chain (float[1,8,10,10] x) => (float[1,8,10,10] y) {
 """
 
 
-def _bn_chain() -> "onnx.ModelProto":
+def _bn_chain() -> "onnx.ModelProto":  # noqa: F821
     from onnx import numpy_helper
 
-    weights = {"s0": (8,), "o0": (8,), "m0": (8,), "v0": (8,), "w1": (16, 8, 3, 3), "b1": (16,),
-               "s1": (16,), "o1": (16,), "m1": (16,), "v1": (16,), "w2": (8, 16, 3, 3)}
+    weights = {
+        "s0": (8,),
+        "o0": (8,),
+        "m0": (8,),
+        "v0": (8,),
+        "w1": (16, 8, 3, 3),
+        "b1": (16,),
+        "s1": (16,),
+        "o1": (16,),
+        "m1": (16,),
+        "v1": (16,),
+        "w2": (8, 16, 3, 3),
+    }
     model = make_model(BN_CHAIN, weights, seed=4)
     for tensor in model.graph.initializer:
         if tensor.name.startswith("v"):
@@ -143,14 +160,13 @@ def _bn_chain() -> "onnx.ModelProto":
 
 
 def test_a_refit_from_overflowing_samples_keeps_the_masked_weights() -> None:
-    """Issue 14 (bound what a refit may do): samples of 1e37 overflow the second Conv's inputs to
+    """A refit is bounded: samples of 1e37 overflow the second Conv's inputs to
     infinity and the ridge solve gave NaN weights, written into the model and 'validated' against
     a masked reference holding the same NaN. That layer keeps its masked weights and data-free
     compensation instead, and its ``compensation`` says why; the first layer's refit is finite
     and fits better, and is taken."""
-    from onnx import numpy_helper
-
     from conftest import feeds_for
+    from onnx import numpy_helper
 
     model = _bn_chain()
     data = {"x": (np.random.default_rng(6).normal(size=(16, 8, 10, 10)) * 1e37).astype(np.float32)}
@@ -158,7 +174,9 @@ def test_a_refit_from_overflowing_samples_keeps_the_masked_weights() -> None:
     assert all(np.isfinite(numpy_helper.to_array(t)).all() for t in pruned.graph.initializer)
     first, second = report.layers
     assert first.compensation == "weights and bias refitted on 8 calibration samples"
-    assert second.compensation.startswith("calibration refit not taken: its weights are not finite"), second.compensation
+    assert second.compensation.startswith("calibration refit not taken: its weights are not finite"), (
+        second.compensation
+    )
     assert second.compensation.endswith("the masked weights are kept; input mean from BatchNormalization > Relu")
     assert second.bias_delta is not None and report.validation.passed
     assert np.isfinite(run(pruned, feeds_for(model))[0]).all()
@@ -168,8 +186,8 @@ def test_a_refit_that_fits_worse_than_the_masked_weights_is_not_taken() -> None:
     """A refit is kept only if it fits the calibration data at least as well as the masked weights
     with their data-free compensation; an over-damped ridge (weights pulled to zero) does not."""
     from onnx_gkp.analyse.sites import analyse
-    from onnx_gkp.refit.reconstruct import Fit, reconstructed
     from onnx_gkp.layer.planner import PlanOptions, plan_layer
+    from onnx_gkp.refit.reconstruct import Fit, reconstructed
 
     model = _bn_chain()
     sites = analyse(model).sites
@@ -181,7 +199,8 @@ def test_a_refit_that_fits_worse_than_the_masked_weights_is_not_taken() -> None:
     damped = reconstructed(model, sites, plans, data, fit=Fit(damping=1e9))
     for (site, plan), original in zip(damped, sites):
         assert site.weight is original.weight and plan.declined_refit.startswith(
-            "calibration refit not taken: it fits the calibration data worse (relative error "), plan.declined_refit
+            "calibration refit not taken: it fits the calibration data worse (relative error "
+        ), plan.declined_refit
 
 
 def test_select_keeps_the_channels_that_reconstruct_the_output() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import onnx
 import pytest
-
 from conftest import CHAIN, CHAIN_WEIGHTS, assert_refused, cli, make_model
 
 
@@ -29,10 +28,34 @@ def test_prune_writes_model_and_report(chain_path: Path, tmp_path: Path) -> None
     assert chain_path.read_bytes() == before
     onnx.checker.check_model(onnx.load(out), full_check=True)
     data = json.loads(report.read_text())
-    assert set(data) == {"options", "input_shapes", "layers", "skipped", "totals", "timings_s", "validation", "fidelity", "samples", "search", "quantization", "plan"}
+    assert set(data) == {
+        "options",
+        "input_shapes",
+        "layers",
+        "skipped",
+        "totals",
+        "timings_s",
+        "validation",
+        "fidelity",
+        "samples",
+        "search",
+        "quantization",
+        "plan",
+    }
     layer = data["layers"][0]
-    for key in ("node", "node_index", "weight_shape", "groups", "kept_per_group", "filter_groups",
-                "kept_channels", "macs_before", "macs_after", "params_before", "params_after"):
+    for key in (
+        "node",
+        "node_index",
+        "weight_shape",
+        "groups",
+        "kept_per_group",
+        "filter_groups",
+        "kept_channels",
+        "macs_before",
+        "macs_after",
+        "params_before",
+        "params_after",
+    ):
         assert key in layer
     assert set(data["validation"]) >= {"masked_max_abs_diff", "inputs", "latency_ms", "onnxruntime"}
     assert data["options"]["seed"] == 0 and data["options"]["groups"] == 2

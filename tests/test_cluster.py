@@ -81,7 +81,9 @@ def test_balanced_assignment_is_optimal(count: int, groups: int, seed: int) -> N
     assert np.bincount(labels, minlength=groups).tolist() == [count // groups] * groups
     # The same problem as an assignment of filters to count//groups copies of each group.
     rows, slots = linear_sum_assignment(np.repeat(cost, count // groups, axis=1))
-    assert cost[np.arange(count), labels].sum() == pytest.approx(cost[rows, slots // (count // groups)].sum(), rel=1e-12)
+    assert cost[np.arange(count), labels].sum() == pytest.approx(
+        cost[rows, slots // (count // groups)].sum(), rel=1e-12
+    )
 
 
 def test_balanced_assignment_keeps_an_optimal_start() -> None:

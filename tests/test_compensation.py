@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 from onnx import numpy_helper
 
 import onnx_gkp
 from onnx_gkp.layer.compensation import bias_delta, tap_coverage
-
-from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 
 
 def _conv2d(x: np.ndarray, w: np.ndarray, stride: int, pad: tuple[int, int, int, int]) -> np.ndarray:
@@ -67,8 +66,11 @@ block (float[N,8,6,6] x) => (float[N,16,6,6] y) {
 def _bn_block() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(3)
     params = {
-        "scale": rng.uniform(0.5, 2.0, 8), "shift": rng.normal(0.3, 1.0, 8),
-        "mean": rng.normal(0.0, 1.0, 8), "var": rng.uniform(0.5, 2.0, 8), "w": rng.normal(size=(16, 8, 3, 3)),
+        "scale": rng.uniform(0.5, 2.0, 8),
+        "shift": rng.normal(0.3, 1.0, 8),
+        "mean": rng.normal(0.0, 1.0, 8),
+        "var": rng.uniform(0.5, 2.0, 8),
+        "w": rng.normal(size=(16, 8, 3, 3)),
     }
     model = onnx.parser.parse_model(BN_BLOCK)
     model.graph.initializer.extend(numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items())
@@ -80,12 +82,13 @@ def test_compensated_output_mean_matches_the_original_on_the_data_bn_was_fit_to(
     channel's mean (over samples and positions, zero padding included); uncompensated does not."""
     model, p = _bn_block()
     rng = np.random.default_rng(4)
-    x = (p["mean"][None, :, None, None] + np.sqrt(p["var"])[None, :, None, None] * rng.standard_normal((4000, 8, 6, 6)))
+    x = p["mean"][None, :, None, None] + np.sqrt(p["var"])[None, :, None, None] * rng.standard_normal((4000, 8, 6, 6))
     feeds = {"x": x.astype(np.float32)}
     means = {}
     for compensate in (False, True):
-        pruned, report = onnx_gkp.prune(model, ratio=0.5, groups=2, compensate=compensate, latency_runs=0,
-                                        test_shapes={"x": (1, 8, 6, 6)})
+        pruned, report = onnx_gkp.prune(
+            model, ratio=0.5, groups=2, compensate=compensate, latency_runs=0, test_shapes={"x": (1, 8, 6, 6)}
+        )
         means[compensate] = run(pruned, feeds)[0].mean(axis=(0, 2, 3))
         assert (report.layers[0].bias_delta is not None) == compensate
     original = run(model, feeds)[0]
@@ -101,6 +104,7 @@ def test_report_names_the_statistics_or_why_there_are_none() -> None:
     assert report.totals["compensated_layers"] == 1
     _, report = onnx_gkp.prune(make_model(CHAIN, CHAIN_WEIGHTS), ratio=0.5, groups=2, latency_runs=0)
     assert [layer.compensation for layer in report.layers] == [
-        "input mean unknown: it is a graph input", "input mean unknown: produced by Conv",
+        "input mean unknown: it is a graph input",
+        "input mean unknown: produced by Conv",
     ]
     assert all(layer.bias_delta is None for layer in report.layers)

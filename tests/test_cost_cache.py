@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import onnx
-
-from conftest import CHAIN, CHAIN_WEIGHTS, make_model
-from conftest import REPO
+from conftest import CHAIN, CHAIN_WEIGHTS, REPO, make_model
 
 RUNS = 4
 
@@ -47,10 +45,27 @@ def test_four_cli_runs_sharing_a_cache_keep_every_layer(tmp_path: Path) -> None:
     commands = []
     for channels in (8, 12, 16, 20):
         source = tmp_path / f"c{channels}.onnx"
-        onnx.save(make_model(CHAIN.replace("1,8,10,10", f"1,{channels},10,10"),
-                             {"w1": (32, channels, 3, 3), "b1": (32,), "w2": (16, 32, 3, 3)}), source)
-        commands.append([sys.executable, "-m", "onnx_gkp", str(source), str(tmp_path / f"o{channels}.onnx"),
-                         "--cost-cache", str(cache), "--no-validate", "--ratio", "0.25"])  # the uniform mode times every layer
+        onnx.save(
+            make_model(
+                CHAIN.replace("1,8,10,10", f"1,{channels},10,10"),
+                {"w1": (32, channels, 3, 3), "b1": (32,), "w2": (16, 32, 3, 3)},
+            ),
+            source,
+        )
+        commands.append(
+            [
+                sys.executable,
+                "-m",
+                "onnx_gkp",
+                str(source),
+                str(tmp_path / f"o{channels}.onnx"),
+                "--cost-cache",
+                str(cache),
+                "--no-validate",
+                "--ratio",
+                "0.25",
+            ]
+        )  # the uniform mode times every layer
     runs = [subprocess.Popen(c, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
     for run in runs:
         _, err = run.communicate(timeout=600)

@@ -1,4 +1,4 @@
-"""Issue 17: trimming carried back through depthwise Convs (MobileNet-class inverted residuals).
+"""Trimming carried back through depthwise Convs (MobileNet-class inverted residuals).
 
 expand 1x1 -> BN -> Clip (Relu6) -> depthwise 3x3 -> BN -> Clip -> project 1x1, built with
 onnx.helper. Pruning the projection with G = 1 leaves hidden channels no kept kernel reads:
@@ -14,18 +14,21 @@ from typing import Optional
 import numpy as np
 import onnx
 import pytest
+from conftest import assert_close, feeds_for, reference_from_report, run
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_gkp
-from conftest import assert_close, feeds_for, reference_from_report, run
 from onnx_gkp.analyse.sites import analyse
 
 C_IN, HIDDEN, C_OUT, SIDE = 8, 32, 8, 10
 
 
 def _block(
-    activation: str = "clip", extra_reader: Optional[str] = None, stem_channels: int = C_IN,
-    constant_nodes: bool = False, seed: int = 0,
+    activation: str = "clip",
+    extra_reader: Optional[str] = None,
+    stem_channels: int = C_IN,
+    constant_nodes: bool = False,
+    seed: int = 0,
 ) -> onnx.ModelProto:
     """The inverted residual block. ``activation``: ``clip`` (Relu6), ``swish`` (Sigmoid-Mul
     after the expand BN, HardSwish after the depthwise BN); ``extra_reader``: a tensor also
@@ -37,51 +40,98 @@ def _block(
     def const(name: str, array: np.ndarray) -> str:
         array = array.astype(np.float32)
         if constant_nodes and name in ("dw_w", "scale"):
-            nodes.append(helper.make_node("Constant", [], [name], name=f"{name}_const",
-                                          value=numpy_helper.from_array(array, name)))
+            nodes.append(
+                helper.make_node(
+                    "Constant", [], [name], name=f"{name}_const", value=numpy_helper.from_array(array, name)
+                )
+            )
         else:
             inits.append(numpy_helper.from_array(array, name))
         return name
 
     def bn(x: str, out: str, channels: int) -> None:
-        nodes.append(helper.make_node("BatchNormalization", [
-            x, const(f"{out}_s", rng.uniform(0.5, 1.5, channels)), const(f"{out}_o", rng.standard_normal(channels)),
-            const(f"{out}_m", rng.standard_normal(channels) * 0.1), const(f"{out}_v", rng.uniform(0.5, 1.5, channels)),
-        ], [out], name=out))
+        nodes.append(
+            helper.make_node(
+                "BatchNormalization",
+                [
+                    x,
+                    const(f"{out}_s", rng.uniform(0.5, 1.5, channels)),
+                    const(f"{out}_o", rng.standard_normal(channels)),
+                    const(f"{out}_m", rng.standard_normal(channels) * 0.1),
+                    const(f"{out}_v", rng.uniform(0.5, 1.5, channels)),
+                ],
+                [out],
+                name=out,
+            )
+        )
 
     def act(x: str, out: str, kind: str) -> None:
         if kind == "clip":
-            nodes.append(helper.make_node("Clip", [x, const(f"{out}_lo", np.array(0.0)), const(f"{out}_hi", np.array(6.0))],
-                                          [out], name=out))
+            nodes.append(
+                helper.make_node(
+                    "Clip", [x, const(f"{out}_lo", np.array(0.0)), const(f"{out}_hi", np.array(6.0))], [out], name=out
+                )
+            )
         elif kind == "swish":
             nodes.append(helper.make_node("Sigmoid", [x], [f"{out}_gate"], name=f"{out}_gate"))
             nodes.append(helper.make_node("Mul", [x, f"{out}_gate"], [out], name=out))
         else:
             nodes.append(helper.make_node("HardSwish", [x], [out], name=out))
 
-    nodes.append(helper.make_node("Conv", ["x", const("expand_w", rng.standard_normal((HIDDEN, stem_channels, 1, 1))),
-                                           const("expand_b", rng.standard_normal(HIDDEN))], ["e"], name="expand"))
+    nodes.append(
+        helper.make_node(
+            "Conv",
+            [
+                "x",
+                const("expand_w", rng.standard_normal((HIDDEN, stem_channels, 1, 1))),
+                const("expand_b", rng.standard_normal(HIDDEN)),
+            ],
+            ["e"],
+            name="expand",
+        )
+    )
     bn("e", "e_bn", HIDDEN)
     act("e_bn", "e_act", "swish" if activation == "swish" else "clip")
-    nodes.append(helper.make_node("Conv", ["e_act", const("dw_w", rng.standard_normal((HIDDEN, 1, 3, 3))),
-                                           const("dw_b", rng.standard_normal(HIDDEN))], ["d"],
-                                  name="depthwise", group=HIDDEN, pads=[1, 1, 1, 1]))
+    nodes.append(
+        helper.make_node(
+            "Conv",
+            [
+                "e_act",
+                const("dw_w", rng.standard_normal((HIDDEN, 1, 3, 3))),
+                const("dw_b", rng.standard_normal(HIDDEN)),
+            ],
+            ["d"],
+            name="depthwise",
+            group=HIDDEN,
+            pads=[1, 1, 1, 1],
+        )
+    )
     bn("d", "d_bn", HIDDEN)
     act("d_bn", "d_act", "hardswish" if activation == "swish" else "clip")
     last = "d_act"
     if constant_nodes:
-        nodes.append(helper.make_node("Mul", ["d_act", const("scale", rng.uniform(0.5, 1.5, (HIDDEN, 1, 1)))], ["d_scaled"],
-                                      name="d_scaled"))
+        nodes.append(
+            helper.make_node(
+                "Mul", ["d_act", const("scale", rng.uniform(0.5, 1.5, (HIDDEN, 1, 1)))], ["d_scaled"], name="d_scaled"
+            )
+        )
         last = "d_scaled"
-    nodes.append(helper.make_node("Conv", [last, const("project_w", rng.standard_normal((C_OUT, HIDDEN, 1, 1)))], ["y"],
-                                  name="project"))
+    nodes.append(
+        helper.make_node(
+            "Conv", [last, const("project_w", rng.standard_normal((C_OUT, HIDDEN, 1, 1)))], ["y"], name="project"
+        )
+    )
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C_OUT, SIDE, SIDE])]
     if extra_reader is not None:
         nodes.append(helper.make_node("GlobalAveragePool", [extra_reader], ["pooled"], name="pooled"))
         outputs.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, HIDDEN, 1, 1]))
-    graph = helper.make_graph(nodes, "inverted_residual",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, stem_channels, SIDE, SIDE])],
-                              outputs, inits)
+    graph = helper.make_graph(
+        nodes,
+        "inverted_residual",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, stem_channels, SIDE, SIDE])],
+        outputs,
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -137,7 +187,13 @@ def test_projection_trims_the_depthwise_and_the_expand_conv() -> None:
     analysis = analyse(model, include="^project$")
     (project,) = analysis.sites
     assert [model.graph.node[i].name for i in (project.source[0], *project.source[1])] == [
-        "expand", "e_bn", "e_act", "depthwise", "d_bn", "d_act"]
+        "expand",
+        "e_bn",
+        "e_act",
+        "depthwise",
+        "d_bn",
+        "d_act",
+    ]
     assert [s.node for s in analysis.sources] == ["expand"]
     pruned, data = _prune(model)
     _check_trimmed(pruned, data)
@@ -162,8 +218,9 @@ def test_expand_pruned_too_trims_through_the_depthwise_conv() -> None:
     assert _conv(pruned, "depthwise") == ([KEPT, 1, 3, 3], KEPT)
     expand_kept = data["layers"][0]["kept_per_group"]
     assert data["layers"][0]["macs_after"] == MACS["expand"] * expand_kept * KEPT // (C_IN * HIDDEN)
-    assert data["totals"]["conv_macs_after"] == (data["layers"][0]["macs_after"] + MACS["depthwise"] * KEPT // HIDDEN
-                                                + MACS["project"] * KEPT // HIDDEN)
+    assert data["totals"]["conv_macs_after"] == (
+        data["layers"][0]["macs_after"] + MACS["depthwise"] * KEPT // HIDDEN + MACS["project"] * KEPT // HIDDEN
+    )
 
 
 def test_a_stem_with_too_few_input_channels_is_trimmed() -> None:
@@ -250,7 +307,8 @@ def test_runtime_aware_times_the_projection_without_its_gather(monkeypatch: pyte
 
 
 def test_an_expand_conv_a_ratio_leaves_whole_is_still_trimmed_so_its_projection_is_timed_without_a_gather(
-        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     """Per-layer ratios (``--keep``) leave a fragile expand Conv whole and prune its projection:
     the rewrite still trims the expand Conv, so the projection's ``G = 1`` is timed without the
     gather (it was timed with one, measured no faster than dense and left whole on MobileNetV2)."""
@@ -298,12 +356,17 @@ def test_a_latency_budget_times_the_projection_as_written_and_credits_its_expand
     assert all(o.cost == pytest.approx(timed((o.groups, o.keep, True))) for o in plain[1:])
 
 
-@pytest.mark.parametrize("share, saved", [
-    (0.5, 0.25),    # saves more than half the proportional share: credited in proportion (1 - 24/32)
-    (0.9, 0.1),     # saves less than half of it: credited what was measured
-    (1.41, -0.41),  # slower with fewer filters (int8 kernels off their block size): charged
-])
-def test_a_trimmed_source_is_credited_what_it_was_measured_to_save_where_that_is_far_less(share: float, saved: float) -> None:
+@pytest.mark.parametrize(
+    "share, saved",
+    [
+        (0.5, 0.25),  # saves more than half the proportional share: credited in proportion (1 - 24/32)
+        (0.9, 0.1),  # saves less than half of it: credited what was measured
+        (1.41, -0.41),  # slower with fewer filters (int8 kernels off their block size): charged
+    ],
+)
+def test_a_trimmed_source_is_credited_what_it_was_measured_to_save_where_that_is_far_less(
+    share: float, saved: float
+) -> None:
     """The expand Conv a G = 1 projection trims is timed again with only the kept filters. On
     the bundled model in int8 a 16-filter Conv took 1.41x its whole time at 8 filters; credited
     half its time instead, the pass pruned a stage that made the model slower than INT8 alone."""
@@ -311,8 +374,8 @@ def test_a_trimmed_source_is_credited_what_it_was_measured_to_save_where_that_is
 
     from onnx_gkp.cost.table import CostTable, credited
     from onnx_gkp.layer.planner import PlanOptions
-    from onnx_gkp.policy.uniform import candidate_times
     from onnx_gkp.policy.layer_options import layer_options
+    from onnx_gkp.policy.uniform import candidate_times
 
     assert credited(1.0, 1.0, 24, 32) == pytest.approx(0.75)
     sites = {s.node: s for s in analyse(_block()).sites}
@@ -329,12 +392,16 @@ def test_a_trimmed_source_is_credited_what_it_was_measured_to_save_where_that_is
     times, dense = candidate_times(project, options, costs, (expand, 1e-3))
     assert dense == 1e-3 and times[1] == pytest.approx(0.8e-3 - saved * 1e-3)
     # The latency budget's options are credited the same way, each kept count by its own timing.
-    budget = layer_options(project, options, "latency", 1.0, None, costs, source_time=1e-3, source_geometry=expand.geometry)
+    budget = layer_options(
+        project, options, "latency", 1.0, None, costs, source_time=1e-3, source_geometry=expand.geometry
+    )
     assert budget[0].cost == 1e-3
     for option in budget[1:]:
         variant = (1, option.keep, False)
         share_at = costs.trimmed_share(expand.geometry, option.keep)
-        assert option.cost == pytest.approx(credited(costs.times(project.geometry, [variant])[variant], 1e-3, option.keep, HIDDEN, share_at))
+        assert option.cost == pytest.approx(
+            credited(costs.times(project.geometry, [variant])[variant], 1e-3, option.keep, HIDDEN, share_at)
+        )
     assert (keep in {o.keep for o in budget}) == (saved > -0.2), "charged above its dense time, 24 kept is no option"
 
 
@@ -344,9 +411,9 @@ def test_the_allowance_picks_the_fastest_ratio_counting_the_trimmed_source() -> 
     kept count runs the expand Conv slower (int8 off the block size) is not the fastest."""
     from dataclasses import replace
 
-    from onnx_gkp.policy.curves import GRID, ratios_within
     from onnx_gkp.cost.table import CostTable
     from onnx_gkp.layer.planner import PlanOptions
+    from onnx_gkp.policy.curves import GRID, ratios_within
     from onnx_gkp.policy.uniform import grid_times
 
     sites = analyse(_block()).sites

@@ -31,7 +31,9 @@ STDS = np.array([0.05, 1.0, 0.6, 2.0, 3.5, 1.5])
 def _numeric(f, mean: float, std: float, power: int) -> float:
     lo, hi = mean - 12 * std, mean + 12 * std
     breaks = [b for b in (-3.0, -1.0, 0.0, 3.0, 6.0, -2.5, 2.5) if lo < b < hi]
-    value, _ = integrate.quad(lambda y: f(y) ** power * norm.pdf(y, mean, std), lo, hi, points=breaks or None, limit=200)
+    value, _ = integrate.quad(
+        lambda y: f(y) ** power * norm.pdf(y, mean, std), lo, hi, points=breaks or None, limit=200
+    )
     return value
 
 

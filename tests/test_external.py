@@ -9,16 +9,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, cli, feeds_for, make_model, run
 
 import onnx_gkp
-from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, feeds_for, make_model, run
-from conftest import cli
 
 
 def external_chain(folder: Path) -> Path:
     path = folder / "chain.onnx"
     (folder / "weights").mkdir()
-    onnx.save(make_model(CHAIN, CHAIN_WEIGHTS), path, save_as_external_data=True, location="weights/chain.bin", size_threshold=0)
+    onnx.save(
+        make_model(CHAIN, CHAIN_WEIGHTS),
+        path,
+        save_as_external_data=True,
+        location="weights/chain.bin",
+        size_threshold=0,
+    )
     return path
 
 
@@ -38,7 +43,9 @@ def test_external_data_in_and_out_is_byte_identical(tmp_path: Path) -> None:
         assert written.stat().st_mode & 0o777 == 0o666 & ~mask, "an ordinary file, not mkstemp's private one"
     assert outputs[0][0].replace(b"a.onnx.data", b"b.onnx.data") == outputs[1][0]
     stubs = onnx.load(tmp_path / "a.onnx", load_external_data=False).graph.initializer
-    assert sum(t.data_location == onnx.TensorProto.EXTERNAL for t in stubs) == 2  # the two weights, not the 128-byte bias
+    assert (
+        sum(t.data_location == onnx.TensorProto.EXTERNAL for t in stubs) == 2
+    )  # the two weights, not the 128-byte bias
     written = onnx.load(tmp_path / "a.onnx")
     pruned, _ = onnx_gkp.prune(source, ratio=0.5, groups=2, check=False)
     feeds = feeds_for(pruned)
@@ -75,4 +82,6 @@ def test_digest_and_skeleton_do_not_serialise_the_weights() -> None:
     assert light.ByteSize() < 1000 < model.ByteSize()
     other = make_model(CHAIN, CHAIN_WEIGHTS, seed=1)
     assert digest(model) == digest(make_model(CHAIN, CHAIN_WEIGHTS)) != digest(other)
-    assert np.array_equal(onnx.numpy_helper.to_array(stripped[0]), onnx.numpy_helper.to_array(model.graph.initializer[0]))
+    assert np.array_equal(
+        onnx.numpy_helper.to_array(stripped[0]), onnx.numpy_helper.to_array(model.graph.initializer[0])
+    )

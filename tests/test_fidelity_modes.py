@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 from onnx import helper, numpy_helper
 
 import onnx_gkp
 from onnx_gkp.errors import GkpError
 from onnx_gkp.policy.bisection import search
 from onnx_gkp.runtime.sessions import random_inputs
-
-from conftest import CHAIN, CHAIN_WEIGHTS, make_model, run
 
 CLIPPED = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -40,7 +39,9 @@ def _shifted(model: onnx.ModelProto, by: float) -> onnx.ModelProto:
 
 def test_a_saturated_output_is_held_to_the_precision_of_the_convs_that_feed_it() -> None:
     model = make_model(CLIPPED, {"w1": (8, 8, 1, 1)})
-    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(model.graph.initializer[0]) * 3, "w1"))
+    model.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(numpy_helper.to_array(model.graph.initializer[0]) * 3, "w1")
+    )
     rounding, wrong = _shifted(model, 1e-3), _shifted(model, 0.5)  # 1e-3: under 1e-4 of the Conv output (~25)
     assert not onnx_gkp.validate(rounding, model, latency_runs=0).passed, "the output alone fails it"
     assert onnx_gkp.validate(rounding, model, latency_runs=0, probes=["a"]).passed
@@ -102,9 +103,16 @@ def test_without_data_only_channels_the_statistics_call_dead_are_pruned() -> Non
     data-free default drops exactly those, and the output does not move. Two live channels read
     by weak kernels (an estimated error of about 1e-3 at ratio 0.375) stay: an estimate that ran
     80x low on real photos does not license that without data."""
-    model = make_model(DEAD, {"w1": (16, 8, 3, 3), "w2": (16, 16, 3, 3), **{k: (16,) for k in ("gamma", "beta", "mean", "var")}})
+    model = make_model(
+        DEAD, {"w1": (16, 8, 3, 3), "w2": (16, 16, 3, 3), **{k: (16,) for k in ("gamma", "beta", "mean", "var")}}
+    )
     dead = np.arange(16) % 4 == 1
-    params = {"gamma": np.where(dead, 0.01, 1.0), "beta": np.where(dead, -10.0, 0.5), "mean": np.zeros(16), "var": np.ones(16)}
+    params = {
+        "gamma": np.where(dead, 0.01, 1.0),
+        "beta": np.where(dead, -10.0, 0.5),
+        "mean": np.zeros(16),
+        "var": np.ones(16),
+    }
     for tensor in model.graph.initializer:
         if tensor.name in params:
             tensor.CopyFrom(numpy_helper.from_array(params[tensor.name].astype(np.float32), tensor.name))
@@ -173,10 +181,25 @@ net (float[N,3,12,12] x) => (float[N,16,12,12] y) {
         image.fromarray(rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)).save(folder / f"{i:02}.png")
     from conftest import cli
 
-    result = cli(tmp_path / "in.onnx", tmp_path / "out.onnx", "--calibration", folder, "--mean", "0.5", "--std", "0.25",
-                 "--keep", "0.95", "--report", tmp_path / "r.json")
+    result = cli(
+        tmp_path / "in.onnx",
+        tmp_path / "out.onnx",
+        "--calibration",
+        folder,
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+        "--keep",
+        "0.95",
+        "--report",
+        tmp_path / "r.json",
+    )
     assert result.returncode == 0, result.stderr
-    assert any(line.startswith("fidelity on 6 held-out samples (target: keep 0.95): y cosine") for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("fidelity on 6 held-out samples (target: keep 0.95): y cosine")
+        for line in result.stdout.splitlines()
+    )
 
 
 def test_with_a_target_the_target_governs_and_a_keep_is_checked() -> None:
@@ -202,9 +225,9 @@ def test_measured_curves_count_the_refit_that_will_repair_a_layer() -> None:
     and refitted it is exact, masked it is not. Its curve is the error the pass will leave (the
     lesser of masked and refitted, the refit fitted on fit samples the error is not measured on),
     so the allowance does not spare a layer the refit repairs."""
-    from onnx_gkp.policy.curves import CURVE_SAMPLES, GRID, measured_curves
     from onnx_gkp.analyse.sites import analyse
     from onnx_gkp.layer.planner import PlanOptions
+    from onnx_gkp.policy.curves import CURVE_SAMPLES, GRID, measured_curves
 
     model = make_model(CHAIN, CHAIN_WEIGHTS)
     sites = analyse(model).sites

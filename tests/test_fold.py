@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import assert_close, feeds_for, make_model, reference_from_report, run
 from onnx import numpy_helper
 
 import onnx_gkp
-from conftest import assert_close, feeds_for, make_model, reference_from_report, run
 
 # c1's permuted output runs through BN, Relu, SiLU, a per-channel Mul and a depthwise Conv into
 # the pruned c2 (composed gather) and the excluded dense c4 (weight permuted); it must be
@@ -32,8 +32,18 @@ fold (float[1,8,10,10] x) => (float[1,16,10,10] cat, float[1,16,10,10] r1, float
 }
 """
 WEIGHTS = {
-    "w1": (16, 8, 3, 3), "b1": (16,), "s1": (16,), "o1": (16,), "m1": (16,), "v1": (16,), "k1": (1, 16, 1, 1),
-    "wd": (16, 1, 3, 3), "bd": (16,), "w2": (16, 16, 1, 1), "w3": (8, 16, 3, 3), "w4": (8, 16, 1, 1),
+    "w1": (16, 8, 3, 3),
+    "b1": (16,),
+    "s1": (16,),
+    "o1": (16,),
+    "m1": (16,),
+    "v1": (16,),
+    "k1": (1, 16, 1, 1),
+    "wd": (16, 1, 3, 3),
+    "bd": (16,),
+    "w2": (16, 16, 1, 1),
+    "w3": (8, 16, 3, 3),
+    "w4": (8, 16, 1, 1),
 }
 
 
@@ -136,8 +146,8 @@ def test_unread_filters_are_not_computed() -> None:
 def test_trimming_a_whole_conv_keeps_its_folded_input_order() -> None:
     """c1 (G=2) permutes its output into c2's weight; c2, left whole, is then trimmed by c3 (G=1)."""
     from onnx_gkp.analyse.sites import analyse
-    from onnx_gkp.layer.planner import PlanOptions, plan_layer
     from onnx_gkp.check.reference import masked_reference
+    from onnx_gkp.layer.planner import PlanOptions, plan_layer
     from onnx_gkp.rewrite.conv import rewrite
 
     text = """
@@ -163,15 +173,18 @@ def test_trimming_a_whole_conv_keeps_its_folded_input_order() -> None:
     assert_close(run(rewritten.model, feeds), run(masked_reference(model, [s1, s3], [p1, p3]), feeds))
 
 
-
-@pytest.mark.parametrize("middle, shape, trimmed", [
-    ("Conv", (32, 16, 1, 1), True),  # a dense Conv left out by --include: mixes its 16 inputs into 32
-    ("Conv <group=16, pads=[1,1,1,1]>", (32, 1, 3, 3), False),  # depthwise with a channel multiplier: 16 -> 32
-    ("Conv <group=2, pads=[1,1,1,1]>", (32, 8, 3, 3), False),  # grouped, not depthwise: mixes channels in a group
-], ids=["dense-excluded", "depthwise-multiplier", "grouped"])
+@pytest.mark.parametrize(
+    "middle, shape, trimmed",
+    [
+        ("Conv", (32, 16, 1, 1), True),  # a dense Conv left out by --include: mixes its 16 inputs into 32
+        ("Conv <group=16, pads=[1,1,1,1]>", (32, 1, 3, 3), False),  # depthwise with a channel multiplier: 16 -> 32
+        ("Conv <group=2, pads=[1,1,1,1]>", (32, 8, 3, 3), False),  # grouped, not depthwise: mixes channels in a group
+    ],
+    ids=["dense-excluded", "depthwise-multiplier", "grouped"],
+)
 def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple[int, ...], trimmed: bool) -> None:
     """y reads 32 channels made by a Conv that mixes c1's 16: c1 is not y's source, and its
-    filters are not trimmed to y's kept channels (issue 17: IndexError in ``rewrite._trim``).
+    filters are not trimmed to y's kept channels (it once raised IndexError in ``conv._trim``).
     A dense Conv left out by --include is y's source itself: it stops computing the 8 filters
     y does not read; grouped Convs are not trimmed at all."""
     from onnx_gkp.analyse.sites import analyse
@@ -186,8 +199,16 @@ def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple
       y = Conv (r, w2)
     }}
     """
-    weights = {"w1": (16, 8, 3, 3), "b1": (16,), "s1": (16,), "o1": (16,), "m1": (16,), "v1": (16,), "we": shape,
-               "w2": (8, 32, 1, 1)}
+    weights = {
+        "w1": (16, 8, 3, 3),
+        "b1": (16,),
+        "s1": (16,),
+        "o1": (16,),
+        "m1": (16,),
+        "v1": (16,),
+        "we": shape,
+        "w2": (8, 32, 1, 1),
+    }
     model = make_model(text, weights)
     variance = next(t for t in model.graph.initializer if t.name == "v1")
     variance.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(variance)), "v1"))
@@ -197,7 +218,9 @@ def test_a_channel_mixing_conv_ends_the_trimming_chain(middle: str, shape: tuple
     y = analysis.sites[1]
     assert y.node == "y" and y.source == ((2, (3,)) if trimmed else None)
     assert [s.node for s in analysis.sources] == (["e"] if trimmed else [])
-    pruned, report = onnx_gkp.prune(model, ratio=0.25, groups=1, include="^(c1|y)$", runtime_aware=False, latency_runs=0)
+    pruned, report = onnx_gkp.prune(
+        model, ratio=0.25, groups=1, include="^(c1|y)$", runtime_aware=False, latency_runs=0
+    )
     data = report.to_dict()
     assert data["validation"]["passed"] and [layer["dead_filters"] for layer in data["layers"]] == [[], []]
     middle_skip = next(s for s in data["skipped"] if s["node"] == "e")

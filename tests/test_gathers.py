@@ -7,12 +7,11 @@ from pathlib import Path
 
 import onnx
 import pytest
+from conftest import make_model
 
 import onnx_gkp
 from onnx_gkp.context import Context
 from onnx_gkp.policy.gathers import GATHER_GAIN
-
-from conftest import make_model
 
 # The stream s is read by Conv b and by the Add: b keeps a Gather. c reads b alone: b is trimmed
 # for it. a reads the graph input and d the Add: both keep a Gather.
@@ -37,7 +36,9 @@ def _gathered(model: onnx.ModelProto) -> set[str]:
     return {n.output[0] for n in model.graph.node if n.op_type == "Conv" and n.input[0] in gathers}
 
 
-def _pruned(model: onnx.ModelProto, cache: Path, ratio: float, monkeypatch: pytest.MonkeyPatch) -> tuple[onnx.ModelProto, object]:
+def _pruned(
+    model: onnx.ModelProto, cache: Path, ratio: float, monkeypatch: pytest.MonkeyPatch
+) -> tuple[onnx.ModelProto, object]:
     """The model pruned at 0.5 with the end-to-end comparison measuring ``ratio`` (with over without)."""
     monkeypatch.setattr(Context, "shipped_time_ratio", lambda self, first, second, runs: ratio)
     return onnx_gkp.prune(model, ratio=0.5, cost_cache=cache, latency_runs=3)
@@ -49,7 +50,9 @@ def test_gathered_layers_stay_pruned_only_where_they_pay(tmp_path: Path, monkeyp
     gathered = _gathered(paying)
     pruned = {layer.node_index for layer in report.layers}
     if not gathered or len(gathered) == len(pruned):
-        pytest.skip(f"this machine's layer timings left no mix of gathered and trimmed layers to choose between: {pruned}")
+        pytest.skip(
+            f"this machine's layer timings left no mix of gathered and trimmed layers to choose between: {pruned}"
+        )
     assert "c" not in gathered and report.plan.decisions["input_gathers"]["layers"] == len(gathered)
 
     tied, report = _pruned(model, tmp_path / "tied.json", 1.0 - GATHER_GAIN / 2, monkeypatch)
@@ -71,5 +74,7 @@ def test_the_comparison_is_timed_as_the_model_ships(tmp_path: Path) -> None:
     if decided is None:
         pytest.skip("this machine's layer timings left no mix of gathered and trimmed layers to choose between")
     assert decided["time_with_over_without"] > 0 and report.validation.passed
-    assert onnx_gkp.prune(model, ratio=0.5, cost_cache=tmp_path / "costs.json", latency_runs=3)[0].SerializeToString() \
+    assert (
+        onnx_gkp.prune(model, ratio=0.5, cost_cache=tmp_path / "costs.json", latency_runs=3)[0].SerializeToString()
         == pruned.SerializeToString()
+    )

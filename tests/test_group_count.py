@@ -1,6 +1,5 @@
-import pytest
-
 import numpy as np
+import pytest
 
 from onnx_gkp.layer.group_count import candidate_counts, choose_group_count, fast_counts
 from onnx_gkp.layer.planner import PlanOptions, plan_layer
@@ -75,13 +74,16 @@ def test_measured_costs_drive_the_pass(tmp_path) -> None:
     assert not any(n.op_type == "Gather" for n in pruned.graph.node)
 
 
-@pytest.mark.parametrize("fastest, says, not_says", [
-    (0.985e-3, "no grouped variant measured clearly faster", "slower"),  # faster, but inside the 3% margin
-    (1.0e-3, "no grouped variant measured clearly faster", "slower"),  # a tie
-    (1.2e-3, "every grouped variant is slower here", "margin"),
-])
+@pytest.mark.parametrize(
+    "fastest, says, not_says",
+    [
+        (0.985e-3, "no grouped variant measured clearly faster", "slower"),  # faster, but inside the 3% margin
+        (1.0e-3, "no grouped variant measured clearly faster", "slower"),  # a tie
+        (1.2e-3, "every grouped variant is slower here", "margin"),
+    ],
+)
 def test_a_layer_left_whole_says_why_truly(tmp_path, fastest: float, says: str, not_says: str) -> None:
-    """Issue 14: a layer whose best variant is faster by less than the noise margin was said to
+    """A layer whose best variant is faster by less than the noise margin was said to
     have every variant slower. Each skip reason gives the fastest count and the dense time."""
     from conftest import make_model
 

@@ -18,10 +18,10 @@ from typing import Callable, Optional
 import numpy as np
 import onnx
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, NEW_IR, NEW_OPSET, cli, make_model
 from onnx import helper
 
 import onnx_gkp
-from conftest import CHAIN, CHAIN_WEIGHTS, NEW_IR, NEW_OPSET, cli, make_model
 from onnx_gkp import GkpError, ValidationFailed
 from onnx_gkp import cli as cli_module
 
@@ -52,14 +52,16 @@ def stamped(folder: Path, ir_version: int, opset: int) -> Path:
     return path
 
 
-
-
-def with_external(folder: Path, location: Optional[str] = None, length: Optional[int] = None, data_type: int = 0) -> Path:
+def with_external(
+    folder: Path, location: Optional[str] = None, length: Optional[int] = None, data_type: int = 0
+) -> Path:
     """The chain model with its weights in ``chain.onnx.data``; ``location``/``length`` then
     rewritten in the model file (as a hostile file would carry them)."""
     folder.mkdir(exist_ok=True)
     path = folder / "chain.onnx"
-    onnx.save(make_model(CHAIN, CHAIN_WEIGHTS), path, save_as_external_data=True, location="chain.onnx.data", size_threshold=0)
+    onnx.save(
+        make_model(CHAIN, CHAIN_WEIGHTS), path, save_as_external_data=True, location="chain.onnx.data", size_threshold=0
+    )
     model = onnx.load(path, load_external_data=False)
     for tensor in model.graph.initializer:
         tensor.data_type = data_type or tensor.data_type
@@ -73,7 +75,9 @@ def with_external(folder: Path, location: Optional[str] = None, length: Optional
 
 
 def custom_op(folder: Path) -> Path:
-    model = onnx.parser.parse_model(CHAIN.replace('"" : 17]', '"" : 17, "com.example" : 1]').replace("r = Relu(a)", "r = com.example.Mystery (a)"))
+    model = onnx.parser.parse_model(
+        CHAIN.replace('"" : 17]', '"" : 17, "com.example" : 1]').replace("r = Relu(a)", "r = com.example.Mystery (a)")
+    )
     model.graph.initializer.extend(make_model(CHAIN, CHAIN_WEIGHTS).graph.initializer)
     path = folder / "custom.onnx"
     onnx.save(model, path)
@@ -127,6 +131,7 @@ def _out(make_out: Callable[[Path, Path], Path]) -> Callable[[Path], tuple[Path,
     def setup(tmp: Path) -> tuple[Path, Path]:
         source = chain(tmp)
         return source, make_out(tmp, source)
+
     return setup
 
 
@@ -152,7 +157,8 @@ def reshape_fails(folder: Path) -> Path:
     """Valid for onnx; onnxruntime fails at run time (a Reshape to a shape fed as zeros), and
     would log its own error line before ours."""
     text = CHAIN.replace("(float[1,16,10,10] y)", "(float[1,16,10,10] y, float[7,7] q)", 1).replace(
-        "y = Conv <pads=[1,1,1,1]> (r, w2)", "y = Conv <pads=[1,1,1,1]> (r, w2)\n  q = Reshape (y, s7)")
+        "y = Conv <pads=[1,1,1,1]> (r, w2)", "y = Conv <pads=[1,1,1,1]> (r, w2)\n  q = Reshape (y, s7)"
+    )
     model = onnx.parser.parse_model(text)
     model.graph.initializer.extend(make_model(CHAIN, CHAIN_WEIGHTS).graph.initializer)
     model.graph.input.append(helper.make_tensor_value_info("s7", onnx.TensorProto.INT64, [2]))
@@ -162,7 +168,9 @@ def reshape_fails(folder: Path) -> Path:
 def string_weight(folder: Path) -> Path:
     """Passes onnx.checker without full_check; a Conv cannot take a string weight."""
     model = make_model(CHAIN, CHAIN_WEIGHTS)
-    model.graph.initializer[0].CopyFrom(helper.make_tensor("w1", onnx.TensorProto.STRING, [32, 8, 3, 3], [b"w"] * (32 * 8 * 9)))
+    model.graph.initializer[0].CopyFrom(
+        helper.make_tensor("w1", onnx.TensorProto.STRING, [32, 8, 3, 3], [b"w"] * (32 * 8 * 9))
+    )
     return _write(folder / "string.onnx", model.SerializeToString())
 
 
@@ -175,8 +183,10 @@ def huge_value_info(folder: Path) -> Path:
 
 def dynamic(folder: Path) -> Path:
     """The chain model with dynamic height and width."""
-    model = make_model(CHAIN.replace("float[1,8,10,10] x", "float[1,8,H,W] x").replace("float[1,16,10,10] y", "float[1,16,H,W] y"),
-                       CHAIN_WEIGHTS)
+    model = make_model(
+        CHAIN.replace("float[1,8,10,10] x", "float[1,8,H,W] x").replace("float[1,16,10,10] y", "float[1,16,H,W] y"),
+        CHAIN_WEIGHTS,
+    )
     return _write(folder / "dynamic.onnx", model.SerializeToString())
 
 
@@ -191,9 +201,11 @@ def huge_input(folder: Path) -> Path:
 
 def _calibrated(out: str = "out.onnx") -> Callable[[Path], tuple[Path, Path]]:
     """The chain model, calibration samples in ``c.npz`` and OUT named ``out``."""
+
     def setup(tmp: Path) -> tuple[Path, Path]:
         np.savez(tmp / "c.npz", x=np.zeros((4, 8, 10, 10), np.float32))
         return chain(tmp), tmp / out
+
     return setup
 
 
@@ -229,23 +241,45 @@ CASES = {
     "missing path": Case(lambda tmp: (tmp / "missing.onnx", tmp / "out.onnx"), 2, "no such file"),
     "a directory": Case(lambda tmp: (tmp, tmp / "out.onnx"), 2, "not a file"),
     "empty file": Case(_in(lambda tmp: _write(tmp / "empty.onnx", b"")), 2, "empty file"),
-    "random bytes": Case(_in(lambda tmp: _write(tmp / "noise.onnx", np.random.default_rng(0).bytes(4096))), 2, "ONNX model"),
-    "truncated model": Case(_in(lambda tmp: _write(tmp / "cut.onnx", chain(tmp).read_bytes()[:4000])), 2, "not an ONNX model"),
-    "a tensor, not a model": Case(_in(lambda tmp: _write(
-        tmp / "tensor.pb", onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "t").SerializeToString())), 2, "not an ONNX model"),
-    "a graph, not a model": Case(_in(lambda tmp: _write(
-        tmp / "graph.pb", make_model(CHAIN, CHAIN_WEIGHTS).graph.SerializeToString())), 2, "ONNX model"),
+    "random bytes": Case(
+        _in(lambda tmp: _write(tmp / "noise.onnx", np.random.default_rng(0).bytes(4096))), 2, "ONNX model"
+    ),
+    "truncated model": Case(
+        _in(lambda tmp: _write(tmp / "cut.onnx", chain(tmp).read_bytes()[:4000])), 2, "not an ONNX model"
+    ),
+    "a tensor, not a model": Case(
+        _in(
+            lambda tmp: _write(
+                tmp / "tensor.pb", onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "t").SerializeToString()
+            )
+        ),
+        2,
+        "not an ONNX model",
+    ),
+    "a graph, not a model": Case(
+        _in(lambda tmp: _write(tmp / "graph.pb", make_model(CHAIN, CHAIN_WEIGHTS).graph.SerializeToString())),
+        2,
+        "ONNX model",
+    ),
     "IR version newer than onnx": Case(_in(lambda tmp: stamped(tmp, onnx.IR_VERSION + 1, 17)), 2, "invalid ONNX model"),
     "IR version newer than onnxruntime": Case(_in(lambda tmp: stamped(tmp, NEW_IR, 17)), 2, "cannot load IR version"),
-    "opset newer than onnxruntime": Case(_in(lambda tmp: stamped(tmp, 10, NEW_OPSET)), 2, f"opsets ai.onnx {NEW_OPSET}"),
+    "opset newer than onnxruntime": Case(
+        _in(lambda tmp: stamped(tmp, 10, NEW_OPSET)), 2, f"opsets ai.onnx {NEW_OPSET}"
+    ),
     "ops onnxruntime cannot run": Case(_in(custom_op), 1, "onnxruntime cannot"),
     "external data, absolute path": Case(_in(lambda tmp: with_external(tmp / "m", "/etc/passwd")), 2, "not relative"),
-    "external data, ../ escape": Case(_in(lambda tmp: with_external(tmp / "m", "../../../../etc/passwd")), 2, "outside the model's folder"),
+    "external data, ../ escape": Case(
+        _in(lambda tmp: with_external(tmp / "m", "../../../../etc/passwd")), 2, "outside the model's folder"
+    ),
     "external data, symlink out": Case(_in(symlink_out), 2, "outside the model's folder"),
     "external data file missing": Case(_in(lambda tmp: with_external(tmp / "m", "gone.data")), 2, "missing"),
     "external data file too short": Case(_in(lambda tmp: _truncate(with_external(tmp / "m"))), 2, "shorter"),
-    "external data length not fitting the shape": Case(_in(lambda tmp: with_external(tmp / "m", length=4)), 2, "a shape that needs"),
-    "external data of an unknown type": Case(_in(lambda tmp: with_external(tmp / "m", data_type=99)), 2, "unknown data type"),
+    "external data length not fitting the shape": Case(
+        _in(lambda tmp: with_external(tmp / "m", length=4)), 2, "a shape that needs"
+    ),
+    "external data of an unknown type": Case(
+        _in(lambda tmp: with_external(tmp / "m", data_type=99)), 2, "unknown data type"
+    ),
     "inline data not fitting the shape": Case(_in(_short_tensor), 2, "does not match"),
     "--ratio above 1": Case(_in(chain), 2, "ratio", ["--ratio", "1.5"], {"ratio": 1.5}),
     "--ratio of 1": Case(_in(chain), 2, "ratio", ["--ratio", "1"], {"ratio": 1.0}),
@@ -254,75 +288,182 @@ CASES = {
     "OUT equal to IN": Case(_out(lambda tmp, source: source), 2, "is an input", save=True),
     "OUT a hard link to IN": Case(_out(_hard_link), 2, "is an input", save=True),
     "OUT a symlink to IN": Case(_out(_symlink), 2, "is an input", save=True),
-    "OUT the external data of IN": Case(lambda tmp: (with_external(tmp / "m"), tmp / "m" / "chain.onnx.data"), 2, "is an input", save=True),
-    "OUT's folder missing": Case(_out(lambda tmp, source: tmp / "nowhere" / "out.onnx"), 2, "no such folder", save=True),
+    "OUT the external data of IN": Case(
+        lambda tmp: (with_external(tmp / "m"), tmp / "m" / "chain.onnx.data"), 2, "is an input", save=True
+    ),
+    "OUT's folder missing": Case(
+        _out(lambda tmp, source: tmp / "nowhere" / "out.onnx"), 2, "no such folder", save=True
+    ),
     "OUT not writable": Case(_out(lambda tmp, source: Path("/proc/gkp_out.onnx")), 2, "cannot write", save=True),
-    "OUT existing without --force": Case(_out(lambda tmp, source: _write(tmp / "out.onnx", b"keep me")), 2, "exists", save=True),
+    "OUT existing without --force": Case(
+        _out(lambda tmp, source: _write(tmp / "out.onnx", b"keep me")), 2, "exists", save=True
+    ),
     "OUT a folder": Case(_out(lambda tmp, source: tmp), 2, "is a folder", ["--force"], save=True),
-    "OUT.data existing without --force": Case(_out(lambda tmp, source: _write(tmp / "out.onnx.data", b"keep") and tmp / "out.onnx"),
-                                             2, "exists", ["--save-external-data"], save=True),
-    "--report in a missing folder": Case(lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "no such folder",
-                                         ["--report", "nowhere/r.json"], None),
-    "--threads past 4 per core": Case(_in(chain), 2, "threads must be between", ["--threads", "10000"], {"threads": 10000}),
-    "--test-shape too large to allocate": Case(_in(dynamic), 2, "more than half this machine's memory",
-                                               ["--test-shape", "x:1,8,20000,20000"], {"test_shapes": {"x": (1, 8, 20000, 20000)}}),
-    "--test-shape past int64": Case(_in(dynamic), 2, "more than half this machine's memory",
-                                    ["--test-shape", "x:1,8,999999999999999999999,9"], {"test_shapes": {"x": (1, 8, 10**21, 9)}}),
+    "OUT.data existing without --force": Case(
+        _out(lambda tmp, source: _write(tmp / "out.onnx.data", b"keep") and tmp / "out.onnx"),
+        2,
+        "exists",
+        ["--save-external-data"],
+        save=True,
+    ),
+    "--report in a missing folder": Case(
+        lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "no such folder", ["--report", "nowhere/r.json"], None
+    ),
+    "--threads past 4 per core": Case(
+        _in(chain), 2, "threads must be between", ["--threads", "10000"], {"threads": 10000}
+    ),
+    "--test-shape too large to allocate": Case(
+        _in(dynamic),
+        2,
+        "more than half this machine's memory",
+        ["--test-shape", "x:1,8,20000,20000"],
+        {"test_shapes": {"x": (1, 8, 20000, 20000)}},
+    ),
+    "--test-shape past int64": Case(
+        _in(dynamic),
+        2,
+        "more than half this machine's memory",
+        ["--test-shape", "x:1,8,999999999999999999999,9"],
+        {"test_shapes": {"x": (1, 8, 10**21, 9)}},
+    ),
     "input dims too large to allocate": Case(_in(huge_input), 2, "more than half this machine's memory"),
-    "NaN in a Conv weight": Case(_in(lambda tmp: _edited(tmp, "w1", lambda w: np.where(w > 2, np.nan, w))), 2, "NaN or infinite"),
-    "Inf in a Conv bias": Case(_in(lambda tmp: _edited(tmp, "b1", lambda b: np.where(b > 1, np.inf, b))), 2, "NaN or infinite"),
-    "bias length not C_out": Case(_in(lambda tmp: _edited(tmp, "b1", lambda b: b[:30])), 2, "bias of shape [30] for 32"),
-    "bias length not C_out, --no-validate": Case(_in(lambda tmp: _edited(tmp, "b1", lambda b: b[:30])), 2, "bias of shape [30] for 32",
-                                                ["--no-validate"], {"check": False}),
-    "weight's input channels not the input's": Case(_in(lambda tmp: _edited(tmp, "w1", lambda w: w[:, :6])), 2,
-                                                    "weight for 6 input channels, but its input has 8"),
-    "onnxruntime fails at run time": Case(_in(reshape_fails), 2, "cannot run on the check's inputs", ["--quality-only"], {}),
+    "NaN in a Conv weight": Case(
+        _in(lambda tmp: _edited(tmp, "w1", lambda w: np.where(w > 2, np.nan, w))), 2, "NaN or infinite"
+    ),
+    "Inf in a Conv bias": Case(
+        _in(lambda tmp: _edited(tmp, "b1", lambda b: np.where(b > 1, np.inf, b))), 2, "NaN or infinite"
+    ),
+    "bias length not C_out": Case(
+        _in(lambda tmp: _edited(tmp, "b1", lambda b: b[:30])), 2, "bias of shape [30] for 32"
+    ),
+    "bias length not C_out, --no-validate": Case(
+        _in(lambda tmp: _edited(tmp, "b1", lambda b: b[:30])),
+        2,
+        "bias of shape [30] for 32",
+        ["--no-validate"],
+        {"check": False},
+    ),
+    "weight's input channels not the input's": Case(
+        _in(lambda tmp: _edited(tmp, "w1", lambda w: w[:, :6])), 2, "weight for 6 input channels, but its input has 8"
+    ),
+    "onnxruntime fails at run time": Case(
+        _in(reshape_fails), 2, "cannot run on the check's inputs", ["--quality-only"], {}
+    ),
     "--seed -1": Case(_in(chain), 2, "seed must be", ["--seed=-1"], {"seed": -1}),
-    "--group-cost nan": Case(_in(chain), 2, "group_cost must be", ["--group-cost", "nan"], {"group_cost": float("nan")}),
-    "--group-cost inf": Case(_in(chain), 2, "group_cost must be", ["--group-cost", "inf"], {"group_cost": float("inf")}),
-    "--speed-slack nan": Case(_in(chain), 2, "speed_slack must be", ["--speed-slack", "nan"], {"speed_slack": float("nan")}),
+    "--group-cost nan": Case(
+        _in(chain), 2, "group_cost must be", ["--group-cost", "nan"], {"group_cost": float("nan")}
+    ),
+    "--group-cost inf": Case(
+        _in(chain), 2, "group_cost must be", ["--group-cost", "inf"], {"group_cost": float("inf")}
+    ),
+    "--speed-slack nan": Case(
+        _in(chain), 2, "speed_slack must be", ["--speed-slack", "nan"], {"speed_slack": float("nan")}
+    ),
     "--align 0": Case(_in(chain), 2, "align must be between 1 and 256", ["--align", "0"], {"align": 0}),
-    "--min-in-channels -5": Case(_in(chain), 2, "min_in_channels must be", ["--min-in-channels=-5"], {"min_in_channels": -5}),
+    "--min-in-channels -5": Case(
+        _in(chain), 2, "min_in_channels must be", ["--min-in-channels=-5"], {"min_in_channels": -5}
+    ),
     "--groups in Arabic-Indic digits": Case(_in(chain), 2, "--groups must be", ["--groups", "\u0664"], None),
     "--threads in Arabic-Indic digits": Case(_in(chain), 2, "invalid int value", ["--threads", "\u0664"], None),
     "--ratio in Arabic-Indic digits": Case(_in(chain), 2, "invalid float value", ["--ratio", "\u0660.\u0665"], None),
     "a string initializer feeding a Conv": Case(_in(string_weight), 2, "string.onnx: invalid ONNX model"),
     "value_info contradicting inferred shapes": Case(_in(huge_value_info), 2, "huge_vi.onnx: invalid ONNX model"),
-    "--test-shape of another rank": Case(_in(chain), 2, "does not fit the input's declared shape [1, 8, 10, 10]",
-                                         ["--test-shape", "x:1,8,10"], {"test_shapes": {"x": (1, 8, 10)}}),
-    "--test-shape of another channel count": Case(_in(dynamic), 2, "does not fit the input's declared shape [1, 8, H, W]",
-                                                  ["--test-shape", "x:1,3,10,10"], {"test_shapes": {"x": (1, 3, 10, 10)}}),
+    "--test-shape of another rank": Case(
+        _in(chain),
+        2,
+        "does not fit the input's declared shape [1, 8, 10, 10]",
+        ["--test-shape", "x:1,8,10"],
+        {"test_shapes": {"x": (1, 8, 10)}},
+    ),
+    "--test-shape of another channel count": Case(
+        _in(dynamic),
+        2,
+        "does not fit the input's declared shape [1, 8, H, W]",
+        ["--test-shape", "x:1,3,10,10"],
+        {"test_shapes": {"x": (1, 3, 10, 10)}},
+    ),
     # Every written path against every read path and each other (paths.py); relative to cwd = tmp.
     "--cost-cache IN": Case(_in(chain), 2, "is an input", ["--cost-cache", "chain.onnx"], {"cost_cache": "chain.onnx"}),
-    "--cost-cache IN's external data": Case(lambda tmp: (with_external(tmp / "m"), tmp / "out.onnx"), 2, "is an input",
-                                            ["--cost-cache", "m/chain.onnx.data"], {"cost_cache": Path("m/chain.onnx.data")}),
-    "--cost-cache the calibration file": Case(_calibrated(), 2, "is an input", ["--cost-cache", "c.npz", "--calibration", "c.npz"],
-                                              {"cost_cache": Path("c.npz"), "calibration": "c.npz"}),
-    "--cost-cache a calibration image": Case(_images, 2, "is an input", ["--cost-cache", "imgs/a.png", "--calibration", "imgs"],
-                                             {"cost_cache": "imgs/a.png", "calibration": Path("imgs")}),
-    "--report a calibration image, --force": Case(_images, 2, "is an input",
-                                                  ["--force", "--report", "imgs/b.jpg", "--calibration", "imgs"], None),
-    "--report the calibration file": Case(_calibrated(), 2, "is an input", ["--report", "c.npz", "--calibration", "c.npz"], None),
-    "OUT the calibration file, --force": Case(_calibrated("c.npz"), 2, "is an input", ["--force", "--calibration", "c.npz"], None),
+    "--cost-cache IN's external data": Case(
+        lambda tmp: (with_external(tmp / "m"), tmp / "out.onnx"),
+        2,
+        "is an input",
+        ["--cost-cache", "m/chain.onnx.data"],
+        {"cost_cache": Path("m/chain.onnx.data")},
+    ),
+    "--cost-cache the calibration file": Case(
+        _calibrated(),
+        2,
+        "is an input",
+        ["--cost-cache", "c.npz", "--calibration", "c.npz"],
+        {"cost_cache": Path("c.npz"), "calibration": "c.npz"},
+    ),
+    "--cost-cache a calibration image": Case(
+        _images,
+        2,
+        "is an input",
+        ["--cost-cache", "imgs/a.png", "--calibration", "imgs"],
+        {"cost_cache": "imgs/a.png", "calibration": Path("imgs")},
+    ),
+    "--report a calibration image, --force": Case(
+        _images, 2, "is an input", ["--force", "--report", "imgs/b.jpg", "--calibration", "imgs"], None
+    ),
+    "--report the calibration file": Case(
+        _calibrated(), 2, "is an input", ["--report", "c.npz", "--calibration", "c.npz"], None
+    ),
+    "OUT the calibration file, --force": Case(
+        _calibrated("c.npz"), 2, "is an input", ["--force", "--calibration", "c.npz"], None
+    ),
     "--report OUT": Case(_in(chain), 2, "written as both OUT and --report", ["--report", "out.onnx"], None),
-    "--report existing without --force": Case(lambda tmp: (chain(tmp), _write(tmp / "old.json", b"{}") and tmp / "out.onnx"),
-                                              2, "exists", ["--report", "old.json"], None),
-    "--plot OUT": Case(lambda tmp: (chain(tmp), tmp / "out.svg"), 2, "written as both OUT and --plot", ["--plot", "out.svg"], None),
-    "--report OUT.data": Case(_in(chain), 2, "written as both OUT.data and --report",
-                              ["--save-external-data", "--report", "out.onnx.data"], None),
-    "--plot a symlink to --report": Case(lambda tmp: (chain(tmp), _linked(tmp, "p.svg", "r.json")), 2, "written as both",
-                                         ["--report", "r.json", "--plot", "p.svg"], None),
+    "--report existing without --force": Case(
+        lambda tmp: (chain(tmp), _write(tmp / "old.json", b"{}") and tmp / "out.onnx"),
+        2,
+        "exists",
+        ["--report", "old.json"],
+        None,
+    ),
+    "--plot OUT": Case(
+        lambda tmp: (chain(tmp), tmp / "out.svg"), 2, "written as both OUT and --plot", ["--plot", "out.svg"], None
+    ),
+    "--report OUT.data": Case(
+        _in(chain),
+        2,
+        "written as both OUT.data and --report",
+        ["--save-external-data", "--report", "out.onnx.data"],
+        None,
+    ),
+    "--plot a symlink to --report": Case(
+        lambda tmp: (chain(tmp), _linked(tmp, "p.svg", "r.json")),
+        2,
+        "written as both",
+        ["--report", "r.json", "--plot", "p.svg"],
+        None,
+    ),
     "--cost-cache OUT": Case(_in(chain), 2, "written as both OUT and --cost-cache", ["--cost-cache", "out.onnx"], None),
-    "--cost-cache a FIFO": Case(lambda tmp: (chain(tmp), _fifo(tmp / "fifo.json") and tmp / "out.onnx"), 2,
-                                "not a regular file", ["--cost-cache", "fifo.json"], {"cost_cache": "fifo.json"}),
-    "--cost-cache a device": Case(lambda tmp: (chain(tmp), _device(tmp / "dev") and tmp / "out.onnx"), 2,
-                                  "not a regular file", ["--cost-cache", "dev"], {"cost_cache": "dev"}),
-    "--cost-cache a folder": Case(lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "is a folder", ["--cost-cache", "."], {"cost_cache": "."}),
+    "--cost-cache a FIFO": Case(
+        lambda tmp: (chain(tmp), _fifo(tmp / "fifo.json") and tmp / "out.onnx"),
+        2,
+        "not a regular file",
+        ["--cost-cache", "fifo.json"],
+        {"cost_cache": "fifo.json"},
+    ),
+    "--cost-cache a device": Case(
+        lambda tmp: (chain(tmp), _device(tmp / "dev") and tmp / "out.onnx"),
+        2,
+        "not a regular file",
+        ["--cost-cache", "dev"],
+        {"cost_cache": "dev"},
+    ),
+    "--cost-cache a folder": Case(
+        lambda tmp: (chain(tmp), tmp / "out.onnx"), 2, "is a folder", ["--cost-cache", "."], {"cost_cache": "."}
+    ),
 }
 
 
 def _skip_unavailable(name: str) -> None:
-    if (name == "IR version newer than onnxruntime" and NEW_IR is None) or (name == "opset newer than onnxruntime" and NEW_OPSET is None):
+    if (name == "IR version newer than onnxruntime" and NEW_IR is None) or (
+        name == "opset newer than onnxruntime" and NEW_OPSET is None
+    ):
         pytest.skip("this onnxruntime loads every version onnx knows")
 
 
@@ -413,7 +554,9 @@ def test_no_validate_writes_what_onnxruntime_cannot_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("external", [False, True])
-def test_interrupt_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, external: bool) -> None:
+def test_interrupt_while_writing_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, external: bool
+) -> None:
     """Ctrl-C (or SIGTERM, turned into the same) between writing and renaming: no OUT, no temporary."""
     source = chain(tmp_path)
     before = snapshot(tmp_path)
@@ -435,12 +578,16 @@ def test_a_bug_is_one_line_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setattr(cli_module, "prune", broken)
     assert cli_module.main([str(source), str(tmp_path / "out.onnx")]) == 3
-    assert capsys.readouterr().err == "onnx-gkp: internal error: ZeroDivisionError: division by zero (please report it)\n"
+    assert (
+        capsys.readouterr().err == "onnx-gkp: internal error: ZeroDivisionError: division by zero (please report it)\n"
+    )
     assert not (tmp_path / "out.onnx").exists()
 
 
 @pytest.mark.parametrize("killed_at", [1, 2])
-def test_a_model_and_its_data_are_never_mismatched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: int) -> None:
+def test_a_model_and_its_data_are_never_mismatched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: int
+) -> None:
     """Replacing OUT and OUT.data with --force, stopped at each rename: the folder holds the old
     pair, the new pair or no model, never the old model beside the new data."""
     source, out = chain(tmp_path), tmp_path / "out.onnx"
@@ -480,7 +627,8 @@ def test_cost_table_refuses_a_cache_that_is_not_a_file(tmp_path: Path) -> None:
 
 def test_a_conv_without_filters_is_left_whole(tmp_path: Path) -> None:
     text = CHAIN.replace("(float[1,16,10,10] y)", "(float[1,16,10,10] y, float[1,0,10,10] e)").replace(
-        "y = Conv <pads=[1,1,1,1]> (r, w2)", "y = Conv <pads=[1,1,1,1]> (r, w2)\n  e = Conv <pads=[1,1,1,1]> (r, w0)")
+        "y = Conv <pads=[1,1,1,1]> (r, w2)", "y = Conv <pads=[1,1,1,1]> (r, w2)\n  e = Conv <pads=[1,1,1,1]> (r, w0)"
+    )
     source, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(make_model(text, {**CHAIN_WEIGHTS, "w0": (0, 32, 3, 3)}), source)
     result = cli(source, out, "--quality-only", "--ratio", "0.25")
@@ -490,8 +638,13 @@ def test_a_conv_without_filters_is_left_whole(tmp_path: Path) -> None:
 
 
 CACHES = {
-    "null": "null", "a list": "[1, 2]", "a number": "3", "nested brackets": "[" * 100_000 + "]" * 100_000,
-    "values of wrong types": '{"b | G=2 m=2": null, "a | G=1 m=2": "fast", "c | G=4 m=2": [1], "d": {"e": 1}, "f": true}',
+    "null": "null",
+    "a list": "[1, 2]",
+    "a number": "3",
+    "nested brackets": "[" * 100_000 + "]" * 100_000,
+    "values of wrong types": (
+        '{"b | G=2 m=2": null, "a | G=1 m=2": "fast", "c | G=4 m=2": [1], "d": {"e": 1}, "f": true}'
+    ),
     "zero and negative times": '{"a | G=1 m=2": 0, "b | G=2 m=2": -1, "c | G=4 m=2": Infinity, "d | G=1 m=4": NaN}',
     "not UTF-8": b"\xff\xfe{".decode("latin-1"),
 }

@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnx_gkp.analyse.graph import constant_tensors
-from onnx_gkp.analyse.expectation import activation, moments
 from onnx_gkp.analyse.bn_stats import ChannelStats, StatsReader
+from onnx_gkp.analyse.expectation import activation, moments
+from onnx_gkp.analyse.graph import constant_tensors
 
 GRAPH = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -30,11 +30,22 @@ g (float[1,4,5,5] x) => (float[1,8,5,5] cat, float[1,4,5,5] silu, float[1,4,5,5]
 
 def _reader() -> tuple[StatsReader, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    p = {"s1": rng.uniform(0.5, 2, 4), "t1": rng.normal(size=4), "s2": rng.uniform(0.5, 2, 4), "t2": rng.normal(size=4),
-         "m": np.zeros(4), "v": np.ones(4), "lo": np.array(0.0), "hi": np.array(6.0), "w": rng.normal(size=(4, 4, 1, 1))}
+    p = {
+        "s1": rng.uniform(0.5, 2, 4),
+        "t1": rng.normal(size=4),
+        "s2": rng.uniform(0.5, 2, 4),
+        "t2": rng.normal(size=4),
+        "m": np.zeros(4),
+        "v": np.ones(4),
+        "lo": np.array(0.0),
+        "hi": np.array(6.0),
+        "w": rng.normal(size=(4, 4, 1, 1)),
+    }
     model = onnx.parser.parse_model(GRAPH)
     model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in p.items())
-    return StatsReader(model, constant_tensors(model)[0]), {k: np.asarray(v, np.float32).astype(np.float64) for k, v in p.items()}
+    return StatsReader(model, constant_tensors(model)[0]), {
+        k: np.asarray(v, np.float32).astype(np.float64) for k, v in p.items()
+    }
 
 
 def test_statistics_follow_activations_adds_concats_and_gates() -> None:

@@ -1,4 +1,4 @@
-"""The --keep search (keep.py) and the smooth estimate it ranks candidates by (fidelity.py)."""
+"""The --keep search (bisection.py) and the smooth estimate it ranks candidates by (metrics.py)."""
 
 from __future__ import annotations
 

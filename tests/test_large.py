@@ -33,7 +33,9 @@ def test_over_2_gib_in_and_out(tmp_path: Path) -> None:
     assert weights > 2**31
     out = tmp_path / "pruned.onnx"
     # ratio 0.02 keeps the output over 2 GiB too, so external data must be chosen automatically.
-    result = measure(tmp_path / "large.onnx", out, "--groups", "1", "--ratio", "0.02", "--criterion", "l2", "--no-validate")
+    result = measure(
+        tmp_path / "large.onnx", out, "--groups", "1", "--ratio", "0.02", "--criterion", "l2", "--no-validate"
+    )
     assert result["code"] == 0, result["output"]
     assert out.stat().st_size < 2**20 and out.with_name("pruned.onnx.data").stat().st_size > 2**31
     # The target: at most 2.5x the weights plus 300 MB (measured 2.1x, README).

@@ -47,9 +47,9 @@ def imports_of(path: Path) -> set[str]:
             target = ".".join(base + ([node.module] if node.module else []))
             found |= {f"{target}.{a.name}" if _is_module(f"{target}.{a.name}") else target for a in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("onnx_gkp."):
-            found.add(node.module[len("onnx_gkp."):])  # type: ignore[index]
+            found.add(node.module[len("onnx_gkp.") :])  # type: ignore[index]
         elif isinstance(node, ast.Import):
-            found |= {a.name[len("onnx_gkp."):] for a in node.names if a.name.startswith("onnx_gkp.")}
+            found |= {a.name[len("onnx_gkp.") :] for a in node.names if a.name.startswith("onnx_gkp.")}
     return {t for t in found if t and t != "__init__"}
 
 
@@ -84,7 +84,7 @@ def cycle(graph: dict[str, set[str]]) -> list[str]:
         path.append(module)
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state and (found := visit(target)):
                 return found
         path.pop()
@@ -117,7 +117,9 @@ def test_every_import_names_a_module_of_the_package(graph: dict[str, set[str]]) 
 
 
 def test_the_checks_catch_what_they_are_for() -> None:
-    assert violations({"analyse.sites": {"cost.table", "errors"}}) == ["analyse.sites imports cost.table, a higher layer"]
+    assert violations({"analyse.sites": {"cost.table", "errors"}}) == [
+        "analyse.sites imports cost.table, a higher layer"
+    ]
     assert violations({"gadgets.x": set()}) == ["gadgets.x: in no layer (add its folder to LAYERS)"]
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, feeds_for, make_model, reference_from_report, run
 from onnx import numpy_helper
 
-from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, feeds_for, make_model, reference_from_report, run
 import onnx_gkp
 from onnx_gkp import GkpError
 
@@ -48,7 +48,12 @@ block (float[1,16,8,8] x) => (float[1,48,8,8] y) {
 }
 """
 RESIDUAL_WEIGHTS = {
-    "w1": (16, 16, 3, 3), "s1": (16,), "o1": (16,), "m1": (16,), "w2": (16, 16, 3, 3), "b2": (16,),
+    "w1": (16, 16, 3, 3),
+    "s1": (16,),
+    "o1": (16,),
+    "m1": (16,),
+    "w2": (16, 16, 3, 3),
+    "b2": (16,),
     "w3": (32, 16, 1, 1),
 }
 
@@ -113,7 +118,7 @@ refused (float[1,8,6,6] x, float[8,8,1,1] wr) => (float[1,8,6,6] y, float[1,8,6,
   t = Conv (x, wr)
   u = ConvTranspose (x, wt)
 }
-"""
+"""  # noqa: E501
 
 
 def test_shared_runtime_and_transposed_weights_are_skipped_with_reasons() -> None:

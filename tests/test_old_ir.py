@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, cli, feeds_for, make_model, reference_from_report, run
 
 import onnx_gkp
-from conftest import CHAIN, CHAIN_WEIGHTS, assert_close, feeds_for, make_model, reference_from_report, run
-from conftest import cli
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -28,7 +27,9 @@ def ir3_chain(listed: bool) -> onnx.ModelProto:
     model.ir_version = 3
     model.opset_import[0].version = 9
     if listed:
-        model.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in model.graph.initializer)
+        model.graph.input.extend(
+            onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in model.graph.initializer
+        )
     return model
 
 

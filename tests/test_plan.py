@@ -62,7 +62,8 @@ def test_deterministic_for_a_seed() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"ratio": 1.0}, {"ratio": -0.1}, {"groups": 0}, {"criterion": "x"}, {"max_groups": 0}, {"group_cost": -1}]
+    "kwargs",
+    [{"ratio": 1.0}, {"ratio": -0.1}, {"groups": 0}, {"criterion": "x"}, {"max_groups": 0}, {"group_cost": -1}],
 )
 def test_bad_options_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):

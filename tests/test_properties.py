@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from conftest import reference_from_report, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_gkp
-from conftest import reference_from_report, run
 from onnx_gkp.analyse.shapes import resolve_input_shapes
 from onnx_gkp.layer.planner import kept_count
 from onnx_gkp.runtime.sessions import random_inputs
@@ -43,8 +43,12 @@ class Builder:
 
     def model(self, c_in: int, outputs: list[str], opset: int = 17) -> onnx.ModelProto:
         graph = helper.make_graph(
-            self.nodes, "random", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, 8, 8])],
-            [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["?"] * 4) for o in outputs], self.inits)
+            self.nodes,
+            "random",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, 8, 8])],
+            [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["?"] * 4) for o in outputs],
+            self.inits,
+        )
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
@@ -60,12 +64,21 @@ def assert_equals_reference(model: onnx.ModelProto, **options: object) -> None:
 
 @SETTINGS
 @given(
-    rank=st.integers(1, 3), c_in=st.integers(4, 12), filters=st.sampled_from([4, 6, 8, 12, 16]),
-    kernel=st.integers(1, 3), stride=st.integers(1, 2), dilation=st.integers(1, 2),
-    padding=st.sampled_from(["none", "pads", "SAME_UPPER", "SAME_LOWER", "VALID"]), bias=st.booleans(),
-    ratio=st.sampled_from([0.25, 0.5, 0.75]), groups=st.sampled_from(["auto", 1, 2]), seed=st.integers(0, 2**16),
+    rank=st.integers(1, 3),
+    c_in=st.integers(4, 12),
+    filters=st.sampled_from([4, 6, 8, 12, 16]),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    dilation=st.integers(1, 2),
+    padding=st.sampled_from(["none", "pads", "SAME_UPPER", "SAME_LOWER", "VALID"]),
+    bias=st.booleans(),
+    ratio=st.sampled_from([0.25, 0.5, 0.75]),
+    groups=st.sampled_from(["auto", 1, 2]),
+    seed=st.integers(0, 2**16),
 )
-def test_random_conv_equals_its_masked_reference(rank, c_in, filters, kernel, stride, dilation, padding, bias, ratio, groups, seed) -> None:
+def test_random_conv_equals_its_masked_reference(
+    rank, c_in, filters, kernel, stride, dilation, padding, bias, ratio, groups, seed
+) -> None:
     rng = np.random.default_rng(seed)
     dilation = 1 if padding.startswith("SAME") else dilation  # onnxruntime has no dilated SAME padding
     spatial = [int(s) for s in rng.integers((kernel - 1) * dilation + 1, 10, size=rank)]
@@ -81,16 +94,21 @@ def test_random_conv_equals_its_masked_reference(rank, c_in, filters, kernel, st
     tail = helper.make_node("Conv", ["r", "w2"], ["y"])  # a reader, so the rewrite folds or restores
     inits.append(numpy_helper.from_array(rng.standard_normal((4, filters, *[1] * rank)).astype(np.float32), "w2"))
     graph = helper.make_graph(
-        [conv, helper.make_node("Relu", ["c"], ["r"]), tail], "conv",
+        [conv, helper.make_node("Relu", ["c"], ["r"]), tail],
+        "conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c_in, *spatial])],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["?"] * (rank + 2)) for o in ("y", "c")],
-        inits)
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     assert_equals_reference(model, ratio=ratio, groups=groups, max_groups=4, seed=seed)
 
 
-BLOCKS = st.lists(st.tuples(st.sampled_from(["conv", "conv_bn", "residual", "concat", "branch"]),
-                            st.sampled_from([4, 8, 12, 16])), min_size=1, max_size=5)
+BLOCKS = st.lists(
+    st.tuples(st.sampled_from(["conv", "conv_bn", "residual", "concat", "branch"]), st.sampled_from([4, 8, 12, 16])),
+    min_size=1,
+    max_size=5,
+)
 
 
 def random_graph(blocks: list[tuple[str, int]], c0: int, seed: int, side_output: bool) -> onnx.ModelProto:
@@ -102,8 +120,10 @@ def random_graph(blocks: list[tuple[str, int]], c0: int, seed: int, side_output:
             t, c = b.node("Relu", [b.conv(t, c, width, bias=True)]), width
         elif kind == "conv_bn":
             conv = b.conv(t, c, width)
-            bn = b.node("BatchNormalization", [conv, b.tensor((width,)), b.tensor((width,)), b.tensor((width,)),
-                                               b.tensor((width,), positive=True)])
+            bn = b.node(
+                "BatchNormalization",
+                [conv, b.tensor((width,)), b.tensor((width,)), b.tensor((width,)), b.tensor((width,), positive=True)],
+            )
             t, c = b.node("Relu", [bn]), width
         elif kind == "residual":
             t = b.node("Relu", [b.node("Add", [b.conv(t, c, c), t])])
@@ -117,8 +137,14 @@ def random_graph(blocks: list[tuple[str, int]], c0: int, seed: int, side_output:
 
 
 @SETTINGS
-@given(blocks=BLOCKS, c0=st.sampled_from([4, 8]), seed=st.integers(0, 2**16), side_output=st.booleans(),
-       ratio=st.sampled_from([0.25, 0.5]), groups=st.sampled_from(["auto", 1]))
+@given(
+    blocks=BLOCKS,
+    c0=st.sampled_from([4, 8]),
+    seed=st.integers(0, 2**16),
+    side_output=st.booleans(),
+    ratio=st.sampled_from([0.25, 0.5]),
+    groups=st.sampled_from(["auto", 1]),
+)
 def test_random_graph_equals_its_masked_reference(blocks, c0, seed, side_output, ratio, groups) -> None:
     model = random_graph(blocks, c0, seed, side_output)
     onnx.checker.check_model(model, full_check=True)

@@ -9,17 +9,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import CHAIN, CHAIN_WEIGHTS, assert_refused, chain, cli, fetched, make_model, run
 from onnx import numpy_helper
 
 import onnx_gkp
 from onnx_gkp.analyse.geometry import ConvGeometry
 from onnx_gkp.cost.table import CostTable
 from onnx_gkp.errors import GkpError
-from onnx_gkp.ship.int8 import fastest_faithful
 from onnx_gkp.runtime.quantize import quantized
-
-from conftest import CHAIN, CHAIN_WEIGHTS, chain, make_model, run
-from conftest import assert_refused, cli, fetched
+from onnx_gkp.ship.int8 import fastest_faithful
 
 
 def _input_scale(model: onnx.ModelProto, name: str = "x") -> float:
@@ -57,9 +55,13 @@ def test_int8_takes_the_most_faithful_of_the_types_that_run_as_fast() -> None:
     # measured on MobileNetV2 on this AVX2 CPU: 8-bit weights saturate, 7-bit ones do not, int8 activations are slow
     times = {"u8s8": 10.0, "u8s7": 10.5, "s8s8": 14.0}
     assert fastest_faithful(times, {"u8s8": 0.70, "u8s7": 0.80, "s8s8": 0.95}) == "u8s7"
-    assert fastest_faithful(times, {"u8s8": 0.90, "u8s7": 0.80, "s8s8": 0.95}) == "u8s8"  # a VNNI CPU: 8 bits are better
+    assert (
+        fastest_faithful(times, {"u8s8": 0.90, "u8s7": 0.80, "s8s8": 0.95}) == "u8s8"
+    )  # a VNNI CPU: 8 bits are better
     assert fastest_faithful(times, {"u8s8": 0.90, "u8s7": 0.90, "s8s8": 0.95}) == "u8s8", "a tie goes to the first"
-    assert fastest_faithful({"u8s8": 12.0, "u8s7": 10.0, "s8s8": 14.0}, {k: None for k in times}) == "u8s7", "no score: the fastest"
+    assert fastest_faithful({"u8s8": 12.0, "u8s7": 10.0, "s8s8": 14.0}, {k: None for k in times}) == "u8s7", (
+        "no score: the fastest"
+    )
 
 
 def test_quantize_needs_real_inputs_and_a_known_type() -> None:
@@ -80,8 +82,9 @@ def test_int8_types_are_measured_once_and_remembered(tmp_path: Path) -> None:
     model = make_model(CHAIN, CHAIN_WEIGHTS)
     data = {"x": np.random.default_rng(1).standard_normal((64, 8, 10, 10)).astype(np.float32)}
     cache = tmp_path / "costs.json"
-    first, report = onnx_gkp.prune(model, ratio=0.5, groups=1, quantize="int8", calibration=data, cost_cache=cache,
-                                   latency_runs=3)
+    first, report = onnx_gkp.prune(
+        model, ratio=0.5, groups=1, quantize="int8", calibration=data, cost_cache=cache, latency_runs=3
+    )
     q = report.quantization
     assert q["types"] in ("u8s8", "u8s7", "s8s8") and q["chosen"].startswith("measured here: u8s8 ")
     assert all(f"{name} " in q["chosen"] for name in ("u8s7", "s8s8")), "every type timed and scored"
@@ -90,8 +93,9 @@ def test_int8_types_are_measured_once_and_remembered(tmp_path: Path) -> None:
     for fp32_ms, int8_ms, warned in ((1.0, 2.0, True), (1.0, 0.5, False)):  # INT8 slower than fp32 happens on real CPUs
         q["latency_ms"].update({"pruned": fp32_ms, "pruned int8": int8_ms})
         assert any("slower than the pruned fp32" in line for line in report.int8_lines()) == warned
-    again, report = onnx_gkp.prune(model, ratio=0.5, groups=1, quantize="int8", calibration=data, cost_cache=cache,
-                                   latency_runs=3)
+    again, report = onnx_gkp.prune(
+        model, ratio=0.5, groups=1, quantize="int8", calibration=data, cost_cache=cache, latency_runs=3
+    )
     assert "remembered" in report.quantization["chosen"]
     assert again.SerializeToString() == first.SerializeToString()
 
@@ -103,7 +107,9 @@ def test_a_real_model_ships_int8_and_keeps_its_digits() -> None:
 
     original = onnx.load(fetched("mnist"))
     digits = real_data.shuffled_mnist()[0][:256]
-    pruned, report = onnx_gkp.prune(original, ratio=0.25, quantize="u8s8", calibration={"input": digits}, latency_runs=0)
+    pruned, report = onnx_gkp.prune(
+        original, ratio=0.25, quantize="u8s8", calibration={"input": digits}, latency_runs=0
+    )
     q = report.quantization
     assert q["types"] == "u8s8" and q["chosen"] == "given" and not q["latency_ms"]
     score = min(f["score"] for f in report.fidelity.values())
@@ -145,15 +151,17 @@ def test_a_latency_target_under_quantize_is_measured_against_int8_alone(tmp_path
     monkeypatch.setattr(onnx_gkp.context, "median_latency_ms", spy)
     model = make_model(WIDE, WIDE_WEIGHTS)
     data = {"x": np.random.default_rng(1).standard_normal((64, 32, 24, 24)).astype(np.float32)}
-    pruned, report = onnx_gkp.prune(model, target_latency=0.9, quantize="u8s8", calibration=data,
-                                    cost_cache=tmp_path / "costs.json", latency_runs=5)
+    pruned, report = onnx_gkp.prune(
+        model, target_latency=0.9, quantize="u8s8", calibration=data, cost_cache=tmp_path / "costs.json", latency_runs=5
+    )
     assert report.quantization["types"] == "u8s8" and report.validation.passed
     assert any(" | u8s8 | " in key for key in json.loads((tmp_path / "costs.json").read_text())), "layers timed in int8"
     targets = [m for m in compared if set(m) == {"reference", "pruned"}]
     assert targets, "the target was measured end to end"
     for m in targets:
         assert all(any(n.op_type == "QuantizeLinear" for n in v.graph.node) for v in m.values()), "both sides int8"
-        assert sorted(w.shape for w in _weights(m["reference"]) if w.ndim == 4) == sorted(WIDE_WEIGHTS[k] for k in ("w1", "w2")), \
-            "against the original quantized alone"
+        assert sorted(w.shape for w in _weights(m["reference"]) if w.ndim == 4) == sorted(
+            WIDE_WEIGHTS[k] for k in ("w1", "w2")
+        ), "against the original quantized alone"
     assert "target: at most 0.90 of the original's time; measured" in report.summary()
     assert sum(n.op_type == "QuantizeLinear" for n in pruned.graph.node) >= 2

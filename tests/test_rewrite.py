@@ -7,12 +7,12 @@ import itertools
 import numpy as np
 import onnx
 import pytest
+from conftest import assert_close, feeds_for, run
 from onnx import helper, numpy_helper
 
-from conftest import assert_close, feeds_for, run
 from onnx_gkp.analyse.sites import analyse
-from onnx_gkp.layer.planner import LayerPlan
 from onnx_gkp.check.reference import masked_reference
+from onnx_gkp.layer.planner import LayerPlan
 from onnx_gkp.rewrite.conv import rewrite
 
 
@@ -28,7 +28,8 @@ def single_conv(rank: int, c_in: int, c_out: int, bias: bool, attrs: dict, seed:
         inputs.append("b")
     node = helper.make_node("Conv", inputs, ["y"], name="conv", **attrs)
     graph = helper.make_graph(
-        [node], "one_conv",
+        [node],
+        "one_conv",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, c_in, *spatial])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [f"d{i}" for i in range(rank + 2)])],
         inits,

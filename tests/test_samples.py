@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from onnx_gkp.io import samples
-from onnx_gkp.errors import GkpError
-from onnx_gkp.io.samples import Preprocess, held_out_count, load_samples, split
-
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model
+
+from onnx_gkp.errors import GkpError
+from onnx_gkp.io import samples
+from onnx_gkp.io.samples import Preprocess, held_out_count, load_samples, split
 
 IMAGES = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -69,7 +68,9 @@ def test_a_folder_of_images_is_resized_scaled_and_normalised(tmp_path: Path, lay
     image = pytest.importorskip("PIL.Image")
     text = IMAGES if layout == "NCHW" else IMAGES.replace("float[N,3,6,5] x", "float[N,6,5,3] x")
     if layout == "NHWC":
-        text = text.replace("y = Conv <pads=[1,1,1,1]> (x, w)", "t = Transpose <perm=[0,3,1,2]> (x)\n  y = Conv <pads=[1,1,1,1]> (t, w)")
+        text = text.replace(
+            "y = Conv <pads=[1,1,1,1]> (x, w)", "t = Transpose <perm=[0,3,1,2]> (x)\n  y = Conv <pads=[1,1,1,1]> (t, w)"
+        )
     model = make_model(text, {"w": (4, 3, 3, 3)})
     for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
         image.new("RGB", (20, 30), colour).save(tmp_path / f"{i}.png")

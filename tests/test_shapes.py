@@ -16,8 +16,7 @@ from models.shapes import BUILDERS, build
 
 # Conv nodes (depthwise included) and torchvision's parameter count. MobileNetV2: stem + 17 blocks,
 # the first without an expand conv (2 Convs), the other 16 with three, + the final 1x1: 1 + 2 + 48 + 1.
-EXPECTED = {"resnet18": (20, 11.69e6), "resnet50": (53, 25.56e6), "vgg16": (13, 138.36e6),
-            "mobilenet_v2": (52, 3.50e6)}
+EXPECTED = {"resnet18": (20, 11.69e6), "resnet50": (53, 25.56e6), "vgg16": (13, 138.36e6), "mobilenet_v2": (52, 3.50e6)}
 # VGG-16 takes ~4 s to build and ~3 s to load into onnxruntime, so the variants below skip it to
 # keep this file under ~20 s; seeding and the BN option live in the _Builder code all models share.
 SMALL = ["resnet18", "resnet50", "mobilenet_v2"]

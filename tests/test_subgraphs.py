@@ -1,4 +1,4 @@
-"""Convs whose outputs or weights are read inside If and Loop branches (issue 14).
+"""Convs whose outputs or weights are read inside If and Loop branches.
 
 The rewrite carries permuted channel orders forward through the main graph only: a reader
 inside a branch gets the original order back. Weights a branch shares with the main graph
@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import assert_close, cli, make_model, reference_from_report, run
 
 import onnx_gkp
-from conftest import assert_close, make_model, reference_from_report, run
 from onnx_gkp.analyse.graph import count_params
-from conftest import cli
 
 HEAD = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -29,13 +28,19 @@ branchy (float[1,8,10,10] x, bool c) => (float[1,16,10,10] y, {z}) {{
   {body}
 }}
 """
-IF_READS_A = ("z = If (c) <then_branch = g1 () => (float[1,32,10,10] t) { t = Relu (a) }, "
-              "else_branch = g2 () => (float[1,32,10,10] e) { e = Neg (a) }>")
-LOOP_READS_A = ("trip = Constant <value = int64 {2}> ()\n  go = Constant <value = bool {1}> ()\n"
-                "  z = Loop (trip, go) <body = g (int64 i, bool cin) => (bool cout, float[1,32,10,10] s) "
-                "{ cout = Identity (cin)\n s = Relu (a) }>")
-IF_SHARES_W2 = ("z = If (c) <then_branch = g1 () => (float[1,16,10,10] t) { t = Conv <pads=[1,1,1,1]> (r, w2) }, "
-                "else_branch = g2 () => (float[1,16,10,10] e) { e = Conv <pads=[1,1,1,1]> (r, w3) }>")
+IF_READS_A = (
+    "z = If (c) <then_branch = g1 () => (float[1,32,10,10] t) { t = Relu (a) }, "
+    "else_branch = g2 () => (float[1,32,10,10] e) { e = Neg (a) }>"
+)
+LOOP_READS_A = (
+    "trip = Constant <value = int64 {2}> ()\n  go = Constant <value = bool {1}> ()\n"
+    "  z = Loop (trip, go) <body = g (int64 i, bool cin) => (bool cout, float[1,32,10,10] s) "
+    "{ cout = Identity (cin)\n s = Relu (a) }>"
+)
+IF_SHARES_W2 = (
+    "z = If (c) <then_branch = g1 () => (float[1,16,10,10] t) { t = Conv <pads=[1,1,1,1]> (r, w2) }, "
+    "else_branch = g2 () => (float[1,16,10,10] e) { e = Conv <pads=[1,1,1,1]> (r, w3) }>"
+)
 WEIGHTS = {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (16, 32, 3, 3), "w3": (16, 32, 3, 3)}
 
 MODELS = {

@@ -9,22 +9,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import assert_close, cli, feeds_for, reference_from_report, run
 from onnx import helper, numpy_helper
 
 import onnx_gkp
-from onnx_gkp.analyse.graph import constant_tensors
-from onnx_gkp.layer.cluster import balanced_kmeans
-from onnx_gkp.errors import GkpError
 from onnx_gkp.analyse.bn_stats import StatsReader
+from onnx_gkp.analyse.gains import ErrorGains
+from onnx_gkp.analyse.graph import constant_tensors
+from onnx_gkp.errors import GkpError
+from onnx_gkp.layer.cluster import balanced_kmeans
 from onnx_gkp.layer.kernels import select_channels
 from onnx_gkp.layer.planner import LayerPlan, PlanOptions, filter_features, group_scores, kernel_energy
-from onnx_gkp.analyse.gains import ErrorGains
 from onnx_gkp.layer.quality import relative_error, relative_errors, weighted_energy
 from onnx_gkp.policy.budget import search_saving
 from onnx_gkp.policy.layer_options import keep_grid
-
-from conftest import assert_close, feeds_for, reference_from_report, run
-from conftest import cli
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "resnet20_fashion_mnist.onnx"
 
@@ -45,7 +43,9 @@ def test_target_macs_is_met_within_one_percent(tmp_path: Path, fraction: float) 
     for layer in report["layers"]:
         budget = layer["budget"]
         assert budget["estimated_quality_cost"] >= 0 and budget["alternatives [keep, G, quality cost, MACs]"]
-        assert budget["MACs"] == pytest.approx(layer["macs_before"] * layer["kept_per_group"] / layer["weight_shape"][1], rel=1e-6)
+        assert budget["MACs"] == pytest.approx(
+            layer["macs_before"] * layer["kept_per_group"] / layer["weight_shape"][1], rel=1e-6
+        )
     original = onnx.load(BUNDLED)
     feeds = feeds_for(original, shapes={"input": [4, 1, 28, 28]})
     assert_close(run(onnx.load(out), feeds), run(reference_from_report(original, report), feeds))
@@ -79,18 +79,23 @@ def test_target_latency_is_measured_and_repeatable(tmp_path: Path) -> None:
 def test_an_unreachable_latency_target_is_refused_not_shipped_at_the_most_pruning() -> None:
     # MobileNetV2 at --target-latency 0.83: the most pruning measured 1.13x at 40% of the MACs, KL 2.9
     measured = []
-    with pytest.raises(GkpError, match=r"--target-latency 0.8 cannot be met here: .* measured 0.88 of the original's time"):
+    with pytest.raises(
+        GkpError, match=r"--target-latency 0.8 cannot be met here: .* measured 0.88 of the original's time"
+    ):
         search_saving(0.8, 1e-3, lambda need: measured.append(need) or 0.88)
     assert measured == [1e-3], "the most pruning is measured once, and nothing else"
     assert search_saving(0.8, 1e-3, lambda need: 0.8 if need < 1e-3 else 0.6) < 1e-3, "reachable: searched"
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--ratio", "0.3", "--target-macs", "0.3"], "not both"),
-    (["--target-macs", "0.3", "--target-latency", "0.5"], "not both"),
-    (["--target-macs", "1.5"], "target_macs must be in (0, 1)"),
-    (["--target-macs", "0.97"], "at most 74.7% of this model's Conv MACs can be removed"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--ratio", "0.3", "--target-macs", "0.3"], "not both"),
+        (["--target-macs", "0.3", "--target-latency", "0.5"], "not both"),
+        (["--target-macs", "1.5"], "target_macs must be in (0, 1)"),
+        (["--target-macs", "0.97"], "at most 74.7% of this model's Conv MACs can be removed"),
+    ],
+)
 def test_bad_targets_are_refused(tmp_path: Path, args: list, words: str) -> None:
     out = tmp_path / "out.onnx"
     result = cli(BUNDLED, out, *args)
@@ -110,8 +115,10 @@ def test_relative_errors_match_the_masks_they_estimate() -> None:
     keeps = keep_grid(12, 16, options)
     estimated = relative_errors(weighted, clusters, scores, keeps)
     for keep, value in zip(keeps, estimated):
-        plan = LayerPlan(tuple(tuple(int(f) for f in g) for g in clusters),
-                         tuple(tuple(int(c) for c in select_channels(s, keep)) for s in scores))
+        plan = LayerPlan(
+            tuple(tuple(int(f) for f in g) for g in clusters),
+            tuple(tuple(int(c) for c in select_channels(s, keep)) for s in scores),
+        )
         assert value == pytest.approx(relative_error(weighted, plan.keep_mask(12)))
     assert np.all(np.diff(estimated) <= 1e-12), "keeping more never costs more"
     assert keeps == sorted(set(keeps)) and max(keeps) < 12 and min(keeps) == 3  # up to 3/4 pruned
@@ -120,14 +127,22 @@ def test_relative_errors_match_the_masks_they_estimate() -> None:
 def _residual(narrow: bool) -> onnx.ModelProto:
     """x -> BN -> Conv a (8->8) -> BN -> [Conv 8->2 -> Conv 2->8 if narrow] -> Add(x's BN) -> y."""
     rng = np.random.default_rng(0)
+
     def bn(name: str, scale: float, mean: float) -> list:
-        return [numpy_helper.from_array(np.full(8, v, np.float32), f"{name}_{k}")
-                for k, v in (("s", scale), ("b", mean), ("m", 0.0), ("v", 1.0))]
-    inits = bn("bn0", 3.0, 0.0) + bn("bn1", 1.0, 0.0) + [
-        numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "wa"),
-        numpy_helper.from_array(rng.standard_normal((2, 8, 1, 1)).astype(np.float32), "wn"),
-        numpy_helper.from_array(rng.standard_normal((8, 2, 1, 1)).astype(np.float32), "wb"),
-    ]
+        return [
+            numpy_helper.from_array(np.full(8, v, np.float32), f"{name}_{k}")
+            for k, v in (("s", scale), ("b", mean), ("m", 0.0), ("v", 1.0))
+        ]
+
+    inits = (
+        bn("bn0", 3.0, 0.0)
+        + bn("bn1", 1.0, 0.0)
+        + [
+            numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "wa"),
+            numpy_helper.from_array(rng.standard_normal((2, 8, 1, 1)).astype(np.float32), "wn"),
+            numpy_helper.from_array(rng.standard_normal((8, 2, 1, 1)).astype(np.float32), "wb"),
+        ]
+    )
     nodes = [
         helper.make_node("BatchNormalization", ["x", "bn0_s", "bn0_b", "bn0_m", "bn0_v"], ["s"]),
         helper.make_node("Conv", ["s", "wa"], ["a"]),
@@ -138,8 +153,13 @@ def _residual(narrow: bool) -> onnx.ModelProto:
         nodes += [helper.make_node("Conv", ["ab", "wn"], ["n"]), helper.make_node("Conv", ["n", "wb"], ["nb"])]
         branch = "nb"
     nodes.append(helper.make_node("Add", [branch, "s"], ["y"]))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -177,13 +197,21 @@ def test_small_weights_left_whole_come_back_with_their_data() -> None:
     released it; a small one (exported by onnx-graphsurgeon itself, under 1 KiB) must not keep
     the released stub's external-data mark (YOLOv8n's 16-weight DFL Conv did)."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
-             for name, shape in (("w1", (8, 8, 1, 1)), ("w2", (16, 8, 3, 3)))]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name, shape in (("w1", (8, 8, 1, 1)), ("w2", (16, 8, 3, 3)))
+    ]
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
-         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])],
-        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+        [
+            helper.make_node("Conv", ["x", "w1"], ["a"]),
+            helper.make_node("Relu", ["a"], ["r"]),
+            helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     pruned, report = onnx_gkp.prune(model, target_macs=0.1, latency_runs=0)
     assert [s.node_index for s in report.skipped if s.reason.startswith("left whole by the budget")] == [0]

@@ -8,12 +8,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
 from conftest import CHAIN, CHAIN_WEIGHTS, make_model
-import onnx_gkp.runtime.timing as timing
-from onnx_gkp.runtime.timing import interleaved_medians, median_latency_ms
-from onnx_gkp.runtime.sessions import session
 
+import onnx_gkp.runtime.timing as timing
+from onnx_gkp.runtime.sessions import session
+from onnx_gkp.runtime.timing import interleaved_medians, median_latency_ms
 
 MODEL = make_model(CHAIN, CHAIN_WEIGHTS)
 
@@ -33,9 +32,13 @@ def test_every_session_runs_first_equally_often() -> None:
     calls: list[str] = []
     names = ["a", "b", "c"]
     sessions = {n: _Recorded(n, calls) for n in names}
-    feeds = {MODEL.graph.input[0].name: np.zeros([d.dim_value for d in MODEL.graph.input[0].type.tensor_type.shape.dim], np.float32)}
+    feeds = {
+        MODEL.graph.input[0].name: np.zeros(
+            [d.dim_value for d in MODEL.graph.input[0].type.tensor_type.shape.dim], np.float32
+        )
+    }
     medians = interleaved_medians(sessions, feeds, 6)  # type: ignore[arg-type]
-    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    rounds = [calls[i : i + 3] for i in range(0, len(calls), 3)]
     assert len(rounds) == 6 and all(sorted(r) == names for r in rounds)
     assert [r[0] for r in rounds] == ["a", "b", "c", "a", "b", "c"]
     assert set(medians) == set(names) and all(m > 0 for m in medians.values())
@@ -54,6 +57,10 @@ def test_each_model_runs_in_sessions_made_early_and_late_after_a_spare(monkeypat
         return session(model, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(timing, "session", recorded)
-    feeds = {MODEL.graph.input[0].name: np.zeros([d.dim_value for d in MODEL.graph.input[0].type.tensor_type.shape.dim], np.float32)}
+    feeds = {
+        MODEL.graph.input[0].name: np.zeros(
+            [d.dim_value for d in MODEL.graph.input[0].type.tensor_type.shape.dim], np.float32
+        )
+    }
     times = median_latency_ms(models, feeds, 4)
     assert made == ["a", "a", "b", "b", "a"] and set(times) == {"a", "b"} and all(t > 0 for t in times.values())

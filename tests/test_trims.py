@@ -12,20 +12,28 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_gkp.layer.planner.trims import Trim, decide_trims
 
-from onnx_gkp.analyse.sites import Analysis, ConvSite, analyse
 from onnx_gkp.analyse.graph import constant_lookup
+from onnx_gkp.analyse.sites import Analysis, ConvSite, analyse
 from onnx_gkp.layer.planner import LayerPlan, PlanOptions, plan_layer
 from onnx_gkp.rewrite.conv import IN_GATHER, rewrite
-from onnx_gkp.plan.trims import Trim, decide_trims
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from zoo import MODELS, fetch  # noqa: E402
 
 # (model, --include): which sites there are, hence which Convs are sources outside them
-CASES = [("bundled", None), ("bundled", r"conv2"), ("yolov8n", None), ("mobilenet_v2_imagenet", r"conv\.2/Conv$"),
-         ("mobilenet_v2_imagenet_folded", None), ("orientation", None), ("ppocr_det", None), ("mnist", None)]
+CASES = [
+    ("bundled", None),
+    ("bundled", r"conv2"),
+    ("yolov8n", None),
+    ("mobilenet_v2_imagenet", r"conv\.2/Conv$"),
+    ("mobilenet_v2_imagenet_folded", None),
+    ("orientation", None),
+    ("ppocr_det", None),
+    ("mnist", None),
+]
 
 
 def _model(name: str) -> tuple[onnx.ModelProto, Optional[dict]]:
@@ -102,11 +110,18 @@ def test_a_chain_the_trim_cannot_cross_gives_no_source() -> None:
     credited with a trim that never happened)."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), n) for n in ("wa", "wb")]
-    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="first", pads=[1] * 4),
-             helper.make_node("MaxPool", ["a"], ["p", ""], name="pool", kernel_shape=[1, 1]),
-             helper.make_node("Conv", ["p", "wb"], ["y"], name="second", pads=[1] * 4)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])], inits)
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="first", pads=[1] * 4),
+        helper.make_node("MaxPool", ["a"], ["p", ""], name="pool", kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["p", "wb"], ["y"], name="second", pads=[1] * 4),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
     analysis = analyse(model, include="second")
     assert [s.source for s in analysis.sites] == [None] and analysis.sources == []

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import NEW_OPSET, cli, reference_from_report, run
 from onnx import helper, numpy_helper
 
 import onnx_gkp
-from conftest import reference_from_report, run
 from onnx_gkp.analyse.shapes import resolve_input_shapes
 from onnx_gkp.runtime.sessions import random_inputs
-from conftest import NEW_OPSET, cli
 
 ORT_OPSET = (NEW_OPSET or onnx.defs.onnx_opset_version() + 1) - 1  # the newest this onnxruntime loads
 
@@ -30,7 +29,9 @@ def build(text: str, weights: dict[str, tuple[int, ...]], dtype: type = np.float
 
 def assert_prunes(model: onnx.ModelProto, test_shapes: dict | None = None, rtol: float = 1e-4, **options) -> dict:
     """Pruned, validated, and equal to the report's masked reference on fresh inputs."""
-    pruned, report = onnx_gkp.prune(model, runtime_aware=False, latency_runs=0, test_shapes=test_shapes, **{"ratio": 0.25, **options})
+    pruned, report = onnx_gkp.prune(
+        model, runtime_aware=False, latency_runs=0, test_shapes=test_shapes, **{"ratio": 0.25, **options}
+    )
     data = report.to_dict()
     assert data["validation"]["passed"] and data["layers"]
     feeds = random_inputs(model, resolve_input_shapes(model, test_shapes), seed=7)
@@ -78,7 +79,15 @@ block (float[1,8,8,8] x) => (float[1,48,8,8] y) {{
   y = Concat <axis=1> (s2, p)
 }}
 """
-    weights = {"w1": (16, 8, 3, 3), "s": (16,), "o": (16,), "m": (16,), "w2": (16, 16, 3, 3), "b2": (16,), "w3": (32, 16, 1, 1)}
+    weights = {
+        "w1": (16, 8, 3, 3),
+        "s": (16,),
+        "o": (16,),
+        "m": (16,),
+        "w2": (16, 16, 3, 3),
+        "b2": (16,),
+        "w3": (32, 16, 1, 1),
+    }
     model = onnx.parser.parse_model(text)
     rng = np.random.default_rng(0)
     for name, shape in weights.items():
@@ -89,11 +98,14 @@ block (float[1,8,8,8] x) => (float[1,48,8,8] y) {{
     assert_prunes(model, ratio=0.5, groups=2)
 
 
-@pytest.mark.parametrize("batch,spatial,shapes", [
-    ("N", "10,10", None),                     # dynamic batch: 1 unless told
-    ("N", "10,10", {"x": (3, 8, 10, 10)}),
-    ("N", "H,W", {"x": (2, 8, 12, 9)}),        # dynamic spatial dims need a test shape
-])
+@pytest.mark.parametrize(
+    "batch,spatial,shapes",
+    [
+        ("N", "10,10", None),  # dynamic batch: 1 unless told
+        ("N", "10,10", {"x": (3, 8, 10, 10)}),
+        ("N", "H,W", {"x": (2, 8, 12, 9)}),  # dynamic spatial dims need a test shape
+    ],
+)
 def test_dynamic_batch_and_spatial_dims(batch: str, spatial: str, shapes: dict | None) -> None:
     model = build(chain_text(batch=batch, spatial=spatial), WEIGHTS)
     data = assert_prunes(model, test_shapes=shapes, ratio=0.5, groups=2)
@@ -132,7 +144,9 @@ several (float[1,8,6,6] x1, float[1,8,6,6] x2) => (float[1,16,6,6] a1, float[1,1
 
 @pytest.mark.parametrize("named", [True, False])
 def test_several_inputs_and_outputs_convs_feeding_outputs_unnamed_nodes(named: bool) -> None:
-    model = build(SEVERAL, {"w1": (16, 8, 3, 3), "w2": (16, 8, 3, 3), "b2": (16,), "w3": (16, 16, 1, 1), "w4": (8, 16, 1, 1)})
+    model = build(
+        SEVERAL, {"w1": (16, 8, 3, 3), "w2": (16, 8, 3, 3), "b2": (16,), "w3": (16, 16, 1, 1), "w4": (8, 16, 1, 1)}
+    )
     if not named:
         for node in model.graph.node:
             node.name = ""
@@ -142,7 +156,9 @@ def test_several_inputs_and_outputs_convs_feeding_outputs_unnamed_nodes(named: b
 
 
 def test_unusual_model_through_the_cli(tmp_path: Path) -> None:
-    model = build(SEVERAL, {"w1": (16, 8, 3, 3), "w2": (16, 8, 3, 3), "b2": (16,), "w3": (16, 16, 1, 1), "w4": (8, 16, 1, 1)})
+    model = build(
+        SEVERAL, {"w1": (16, 8, 3, 3), "w2": (16, 8, 3, 3), "b2": (16,), "w3": (16, 16, 1, 1), "w4": (8, 16, 1, 1)}
+    )
     for node in model.graph.node:
         node.name = ""
     source, out = tmp_path / "in.onnx", tmp_path / "out.onnx"

@@ -1,5 +1,5 @@
-"""Kinds of graph met in models no one here wrote, run through the whole CLI and validated
-(issue 14's "done when"): where no real model can be had, a small one built with the feature.
+"""Kinds of graph met in models no one here wrote, run through the whole CLI and validated:
+where no real model can be had, a small one built with the feature.
 
 - Convs read inside ``If`` branches, the branch chosen by an integer scalar input (a sample
   rate, as voice-activity models have), with a side output that is NaN in places (a Sqrt, as a
@@ -22,10 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import cli, make_model, reference_from_report, run
 from onnx import numpy_helper
-
-from conftest import make_model, reference_from_report, run
-from conftest import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from zoo import GRAPHS, fetch_graph  # noqa: E402
@@ -62,7 +60,9 @@ def test_if_on_an_integer_input_with_a_nan_output(tmp_path: Path) -> None:
     # sr fed 0 by default takes the branch that cannot run at this size: the original cannot, so
     # no check could pass. Said in one line before any work, pointing at --input-value; exit 2.
     refused = cli(source, out, "--quality-only", "--ratio", "0.5")
-    assert refused.returncode == 2 and "original model cannot run on the check's inputs" in refused.stderr, refused.stderr
+    assert refused.returncode == 2 and "original model cannot run on the check's inputs" in refused.stderr, (
+        refused.stderr
+    )
     assert "--input-value" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1 and not out.exists()
     # The sample rate given: exactness checked, and latency measured (20 runs), on that branch.
     result = cli(source, out, "--quality-only", "--ratio", "0.5", "--input-value", "sr=16000", "--report", report)
@@ -95,7 +95,9 @@ def light_with_weights() -> onnx.ModelProto:
         if node.op_type == "ConstantOfShape" and node.input[0] in constants:
             shape = tuple(int(d) for d in constants[node.input[0]])
             scale = np.sqrt(2.0 / max(1, int(np.prod(shape[1:]))))
-            model.graph.initializer.append(numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), node.output[0]))
+            model.graph.initializer.append(
+                numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), node.output[0])
+            )
         else:
             nodes.append(node)
     del model.graph.node[:]
@@ -140,6 +142,9 @@ def test_silero_vad(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "nothing was pruned" in result.stdout and "exactness passed" in result.stdout
     rng = np.random.default_rng(0)
-    feeds = {"input": (rng.standard_normal((1, 576)) * 0.1).astype(np.float32), "state": np.zeros((2, 1, 128), np.float32),
-             "sr": np.array(16000, np.int64)}
+    feeds = {
+        "input": (rng.standard_normal((1, 576)) * 0.1).astype(np.float32),
+        "state": np.zeros((2, 1, 128), np.float32),
+        "sr": np.array(16000, np.int64),
+    }
     _equal_nan(run(onnx.load(out), feeds), run(onnx.load(source), feeds))

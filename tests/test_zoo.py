@@ -20,9 +20,8 @@ import pytest
 import onnx_gkp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from zoo import MODELS  # noqa: E402
-
 from conftest import assert_close, feeds_for, fetched, reference_from_report, run  # noqa: E402
+from zoo import MODELS  # noqa: E402
 
 
 @pytest.mark.parametrize("runtime_aware", [True, False], ids=["default", "quality-only"])
@@ -94,7 +93,8 @@ def test_photo_set_is_split_by_photo_and_imagenet_like() -> None:
     known = {"dam1.webp": 525, "gorilla.webp": 366, "koala.webp": 105, "polar_bear.webp": 296, "hay_field.jpg": 958}
     chosen = tuple(path for path in evaluation if path.name in known)
     logits = ort.InferenceSession(str(fetched("mobilenet_v2_imagenet"))).run(
-        None, {"input": real_data.centre_crops(chosen, 224, normalise=True)})[0]
+        None, {"input": real_data.centre_crops(chosen, 224, normalise=True)}
+    )[0]
     assert dict(zip((path.name for path in chosen), logits.argmax(1).tolist())) == known
 
 
@@ -119,8 +119,14 @@ def test_real_model_prints_its_held_out_fidelity(name: str) -> None:
     original = onnx.load(fetched(name))
     entry = MODELS[name]
     data = {original.graph.input[0].name: _real_inputs(name)}
-    _, report = onnx_gkp.prune(original, ratio=0.25, runtime_aware=False, calibration=data,
-                               test_shapes=entry.test_shapes or None, latency_runs=0)
+    _, report = onnx_gkp.prune(
+        original,
+        ratio=0.25,
+        runtime_aware=False,
+        calibration=data,
+        test_shapes=entry.test_shapes or None,
+        latency_runs=0,
+    )
     assert report.validation.passed and report.validation.inputs == "held-out samples"
     assert report.samples["held_out"] == 8 and report.layers
     assert report.summary().startswith("fidelity on 8 held-out samples: ")
@@ -131,8 +137,11 @@ def test_real_model_prints_its_held_out_fidelity(name: str) -> None:
 
 def _dense_convs(model: onnx.ModelProto) -> list[str]:
     """Names of the ``group = 1`` Convs, the ones ``--include`` can select for pruning."""
-    return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and n.name and all(a.name != "group" or a.i == 1 for a in n.attribute)]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Conv" and n.name and all(a.name != "group" or a.i == 1 for a in n.attribute)
+    ]
 
 
 SUBSETS = 4  # per model: two with G = 1 (trimming across layers), two with the flexible count
@@ -140,8 +149,8 @@ SUBSETS = 4  # per model: two with G = 1 (trimming across layers), two with the 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_random_include_subsets_prune_and_validate(name: str) -> None:
-    """Any selection of layers prunes and validates (issue 17: a subset that left MobileNetV2's
-    expand Convs out crashed in ``rewrite._trim``). Seeded random subsets of every size, so
+    """Any selection of layers prunes and validates (a subset that left MobileNetV2's
+    expand Convs out crashed in ``conv._trim``). Seeded random subsets of every size, so
     chains of pruned, excluded and depthwise Convs meet in every arrangement the model has."""
     entry = MODELS[name]
     original = onnx.load(fetched(name))
@@ -153,8 +162,15 @@ def test_random_include_subsets_prune_and_validate(name: str) -> None:
         chosen = sorted(rng.choice(len(convs), size=int(rng.integers(1, len(convs) + 1)), replace=False))
         include = "^(" + "|".join(re.escape(convs[c]) for c in chosen) + ")$"
         groups = 1 if i < SUBSETS // 2 else "auto"
-        pruned, report = onnx_gkp.prune(original, ratio=0.25, groups=groups, include=include, runtime_aware=False,
-                                        test_shapes=entry.test_shapes or None, latency_runs=0)
+        pruned, report = onnx_gkp.prune(
+            original,
+            ratio=0.25,
+            groups=groups,
+            include=include,
+            runtime_aware=False,
+            test_shapes=entry.test_shapes or None,
+            latency_runs=0,
+        )
         data = report.to_dict()
         assert data["validation"]["passed"], (groups, include)
         assert {layer["node"] for layer in data["layers"]} <= {convs[c] for c in chosen}
@@ -163,25 +179,37 @@ def test_random_include_subsets_prune_and_validate(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"])
 def test_projections_without_their_expand_convs(name: str) -> None:
-    """Issue 17's command: the projections and block 1's, at G = 1, the expand Convs left out."""
+    """The projections and block 1's, at G = 1, the expand Convs left out."""
     original = onnx.load(fetched(name))
-    pruned, report = onnx_gkp.prune(original, ratio=0.25, groups=1, include=r"(conv\.2/Conv$)|(features\.1/conv/conv\.1/Conv$)",
-                                    test_shapes={"input": (1, 3, 224, 224)}, latency_runs=0)
+    pruned, report = onnx_gkp.prune(
+        original,
+        ratio=0.25,
+        groups=1,
+        include=r"(conv\.2/Conv$)|(features\.1/conv/conv\.1/Conv$)",
+        test_shapes={"input": (1, 3, 224, 224)},
+        latency_runs=0,
+    )
     data = report.to_dict()
     assert data["validation"]["passed"] and len(data["layers"]) == 17
 
 
-MACS_REMOVED_BEFORE_ISSUE_17 = 0.093  # the projections alone: 299.49M -> 271.57M Conv MACs
+MACS_REMOVED_PROJECTIONS_ALONE = 0.093  # the projections alone: 299.49M -> 271.57M Conv MACs
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"])
 def test_projections_trim_their_depthwise_and_expand_convs(name: str) -> None:
-    """Issue 17, trimming: ``--groups 1 --include 'conv\\.2/Conv$' --ratio 0.25``. Each pruned
+    """Trimming through depthwise Convs: ``--groups 1 --include 'conv\\.2/Conv$' --ratio 0.25``. Each pruned
     projection stops its block's depthwise Conv and expand Conv (both left out of the sites)
     computing the hidden channels it no longer reads; the model equals its masked reference."""
     original = onnx.load(fetched(name))
-    pruned, report = onnx_gkp.prune(original, ratio=0.25, groups=1, include=r"conv\.2/Conv$",
-                                    test_shapes={"input": (1, 3, 224, 224)}, latency_runs=0)
+    pruned, report = onnx_gkp.prune(
+        original,
+        ratio=0.25,
+        groups=1,
+        include=r"conv\.2/Conv$",
+        test_shapes={"input": (1, 3, 224, 224)},
+        latency_runs=0,
+    )
     data = report.to_dict()
     assert data["validation"]["passed"] and len(data["layers"]) == 16
     skips = {s["node"]: s for s in data["skipped"]}
@@ -193,7 +221,10 @@ def test_projections_trim_their_depthwise_and_expand_convs(name: str) -> None:
         assert depthwise["macs_after"] == depthwise["macs"] * layer["kept_per_group"] // layer["weight_shape"][1]
     assert data["totals"]["gathers_added"] == 0
     removed = 1 - data["totals"]["conv_macs_after"] / data["totals"]["conv_macs_before"]
-    print(f"{name}: Conv MACs removed {removed:.1%} (before issue 17's depthwise trimming: {MACS_REMOVED_BEFORE_ISSUE_17:.1%})")
+    print(
+        f"{name}: Conv MACs removed {removed:.1%} (without trimming through depthwise Convs: "
+        f"{MACS_REMOVED_PROJECTIONS_ALONE:.1%})"
+    )
     assert removed > 0.2
     shapes = {"input": [1, 3, 224, 224]}
     feeds = feeds_for(original, shapes=shapes)
@@ -210,9 +241,15 @@ def test_real_model_ships_int8(name: str, tmp_path: Path, monkeypatch: pytest.Mo
     original = onnx.load(fetched(name))
     entry = MODELS[name]
     inputs = _real_inputs(name)
-    shipped, report = onnx_gkp.prune(original, ratio=0.25, runtime_aware=False, quantize="u8s8",
-                                     calibration={original.graph.input[0].name: inputs},
-                                     test_shapes=entry.test_shapes or None, latency_runs=0)
+    shipped, report = onnx_gkp.prune(
+        original,
+        ratio=0.25,
+        runtime_aware=False,
+        quantize="u8s8",
+        calibration={original.graph.input[0].name: inputs},
+        test_shapes=entry.test_shapes or None,
+        latency_runs=0,
+    )
     assert report.validation.passed and report.summary().startswith("fidelity of the INT8 model on 8 held-out samples")
     assert set(report.quantization["fidelity_int8_alone"]) == set(report.fidelity)
     assert any(n.op_type == "QuantizeLinear" for n in shipped.graph.node)

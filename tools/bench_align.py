@@ -15,7 +15,6 @@ import argparse
 
 import numpy as np
 import onnx
-
 from bench_common import load_model
 
 from onnx_gkp import prune
@@ -23,7 +22,9 @@ from onnx_gkp.runtime.quantize import quantized
 from onnx_gkp.runtime.timing import median_latency_ms
 
 
-def variants(name: str, include: str | None, ratios: list[float]) -> tuple[dict[str, onnx.ModelProto], dict[str, str], dict]:
+def variants(
+    name: str, include: str | None, ratios: list[float]
+) -> tuple[dict[str, onnx.ModelProto], dict[str, str], dict]:
     """The original and each (ratio, align) pruning, with the Conv MACs each keeps."""
     model, shapes = load_model(name)
     shapes = shapes or {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
@@ -50,8 +51,10 @@ def main() -> None:
     feeds = {n: a[:1] for n, a in ranges.items()}
     fp32 = median_latency_ms(models, feeds, args.runs)
     int8 = median_latency_ms({k: quantized(m, ranges, "u8s8") for k, m in models.items()}, feeds, args.runs)
-    print(f"{args.model} (--groups 1 --include {args.include!r}; speed-ups over the original in its precision, "
-          f"median of {args.runs} interleaved runs, one thread)\n")
+    print(
+        f"{args.model} (--groups 1 --include {args.include!r}; speed-ups over the original in its precision, "
+        f"median of {args.runs} interleaved runs, one thread)\n"
+    )
     print("| variant | Conv MACs kept | fp32 | INT8 (u8s8) |\n|---|---|---|---|")
     for key in models:
         print(f"| {key} | {kept[key]} | {fp32['original'] / fp32[key]:.2f}x | {int8['original'] / int8[key]:.2f}x |")

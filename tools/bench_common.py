@@ -10,8 +10,10 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
+from zoo import MODELS as ZOO  # noqa: E402
+from zoo import fetch  # noqa: E402
+
 from models.shapes import BUILDERS  # noqa: E402
-from zoo import MODELS as ZOO, fetch  # noqa: E402
 
 BUNDLED = ROOT / "models" / "resnet20_fashion_mnist.onnx"
 assert not set(BUILDERS) & set(ZOO), "a name must say whether it is a random-weight shape or a real model"
@@ -32,7 +34,7 @@ def write_section(path: Path, key: str, text: str) -> None:
     begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
     block = f"{begin}\n{text}\n{end}"
     if begin in old:
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(new)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from scipy.stats import spearmanr
-
 from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model
+from scipy.stats import spearmanr
 
-from onnx_gkp.policy.curves import GRID, estimated_curves, measured_curves
 from onnx_gkp.analyse.sites import analyse
 from onnx_gkp.layer.planner import PlanOptions
+from onnx_gkp.policy.curves import GRID, estimated_curves, measured_curves
 
 
 def main() -> None:
@@ -38,16 +37,28 @@ def main() -> None:
     measured = measured_curves(model, sites, options, {model.graph.input[0].name: task.calibration(16)}, threads=2)
     est = np.array([estimated[s.node_index] for s in sites])
     got = np.array([measured[s.node_index] for s in sites])
-    rows = [f"| ratio | Spearman over layers | median estimate / measured | its spread (90th / 10th percentile) |", "|---|---|---|---|"]
+    rows = [
+        "| ratio | Spearman over layers | median estimate / measured | its spread (90th / 10th percentile) |",
+        "|---|---|---|---|",
+    ]
     for i, ratio in enumerate(GRID):
         scale = est[:, i] / np.maximum(got[:, i], 1e-12)
-        rows.append(f"| {ratio:g} | {spearmanr(est[:, i], got[:, i])[0]:.2f} | {np.median(scale):.3g} | "
-                    f"{np.percentile(scale, 90) / max(np.percentile(scale, 10), 1e-12):.1f}x |")
+        rows.append(
+            f"| {ratio:g} | {spearmanr(est[:, i], got[:, i])[0]:.2f} | {np.median(scale):.3g} | "
+            f"{np.percentile(scale, 90) / max(np.percentile(scale, 10), 1e-12):.1f}x |"
+        )
     overall = spearmanr(est.ravel(), got.ravel())[0]
-    table = "\n".join(rows) + f"\n\nSpearman over all {est.size} (layer, ratio) points: {overall:.2f} ({len(sites)} layers)."
+    table = (
+        "\n".join(rows)
+        + f"\n\nSpearman over all {est.size} (layer, ratio) points: {overall:.2f} ({len(sites)} layers)."
+    )
     print(table)
     if args.write:
-        write_section(ROOT / "docs" / "results.md", f"curves-{args.model}", f"`python tools/bench_curves.py {args.model}`\n\n{table}")
+        write_section(
+            ROOT / "docs" / "results.md",
+            f"curves-{args.model}",
+            f"`python tools/bench_curves.py {args.model}`\n\n{table}",
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The data-free default, measured on real data: what each allowance prunes, and what it costs.
 
 Without data the pass prunes each layer as far as its *estimated* error curve stays within an
-allowance (``search/fidelity_target.py``). For one model of ``bench_quality.TASKS``:
+allowance (``policy/fidelity_target.py``). For one model of ``bench_quality.TASKS``:
 
 1. the layers whose estimate is furthest below their error measured on 16 of the task's
    evaluation inputs, each pruned alone as the data-free default would prune it (masked, with
@@ -18,17 +18,16 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
+import onnx_gkp.search.fidelity_target as fidelity_target
 from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model, outputs
 
 import onnx_gkp
-import onnx_gkp.search.fidelity_target as fidelity_target
-from onnx_gkp.policy.curves import GRID, estimated_curves, grid_plans
 from onnx_gkp.analyse.sites import analyse
-from onnx_gkp.refit.activations import output_errors
 from onnx_gkp.context import compensated
 from onnx_gkp.layer.planner import PlanOptions
+from onnx_gkp.policy.curves import GRID, estimated_curves, grid_plans
+from onnx_gkp.refit.activations import output_errors
 from onnx_gkp.runtime.timing import median_latency_ms
 
 ADMITTED = 0.01  # estimates above this no allowance worth considering admits
@@ -40,9 +39,20 @@ def underestimates(model, shapes, images: np.ndarray) -> str:
     sites = analyse(model, None, None, shapes or None, 4).sites
     options = PlanOptions()
     curves = estimated_curves(model, sites, options)
-    points = [(s, i, p) for s in sites for i, p in enumerate(grid_plans(s, options)) if 0 < curves[s.node_index][i] <= ADMITTED]
-    errors = output_errors(model, [s for s, _, _ in points], [compensated(s, p) for s, _, p in points],
-                           {model.graph.input[0].name: images[:16]}, threads=2, samples=16)
+    points = [
+        (s, i, p)
+        for s in sites
+        for i, p in enumerate(grid_plans(s, options))
+        if 0 < curves[s.node_index][i] <= ADMITTED
+    ]
+    errors = output_errors(
+        model,
+        [s for s, _, _ in points],
+        [compensated(s, p) for s, _, p in points],
+        {model.graph.input[0].name: images[:16]},
+        threads=2,
+        samples=16,
+    )
     ranked = sorted(zip(points, errors), key=lambda item: -item[1] / curves[item[0][0].node_index][item[0][1]])
     rows = ["| layer | ratio | estimated error | measured error | measured / estimated |", "|---|---|---|---|---|"]
     for (site, i, _), error in ranked[:SHOWN]:
@@ -54,7 +64,9 @@ def underestimates(model, shapes, images: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(TASKS))
-    parser.add_argument("--allowances", type=float, nargs="+", default=[0.004, 1e-4, fidelity_target.DATA_FREE_ALLOWANCE])
+    parser.add_argument(
+        "--allowances", type=float, nargs="+", default=[0.004, 1e-4, fidelity_target.DATA_FREE_ALLOWANCE]
+    )
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -73,12 +85,17 @@ def main() -> None:
     rows = [f"| allowance | layers pruned | Conv MACs kept | speed-up | {task.metric_name} |", "|---|---|---|---|---|"]
     for allowance, (pruned, report) in variants.items():
         t = report.totals
-        rows.append(f"| {allowance:g} | {t['pruned_layers']} | {t['conv_macs_after'] / t['conv_macs_before']:.1%} | "
-                    f"{times['original'] / times[f'{allowance:g}']:.2f}x | {metric(dense, outputs(pruned, images, task.batch))} |")
+        rows.append(
+            f"| {allowance:g} | {t['pruned_layers']} | {t['conv_macs_after'] / t['conv_macs_before']:.1%} | "
+            f"{times['original'] / times[f'{allowance:g}']:.2f}x | "
+            f"{metric(dense, outputs(pruned, images, task.batch))} |"
+        )
     table = f"{worst}\n\n" + "\n".join(rows)
     print(table)
     if args.write:
-        command = f"python tools/bench_data_free.py {args.model} --allowances {' '.join(f'{a:g}' for a in args.allowances)}"
+        command = (
+            f"python tools/bench_data_free.py {args.model} --allowances {' '.join(f'{a:g}' for a in args.allowances)}"
+        )
         write_section(ROOT / "docs" / "results.md", f"data-free-{args.model}", f"`{command}`\n\n{table}")
 
 

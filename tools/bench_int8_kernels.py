@@ -16,9 +16,8 @@ import time
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
-
 from bench_common import ROOT  # noqa: F401  (puts the package on the path)
+from onnx import helper, numpy_helper
 
 from onnx_gkp.runtime.quantize import quantized
 from onnx_gkp.runtime.sessions import session
@@ -26,11 +25,18 @@ from onnx_gkp.runtime.sessions import session
 
 def layer(inputs: int, filters: int, size: int, rng: np.random.Generator) -> onnx.ModelProto:
     """One 3x3 Conv + Relu at ``size`` x ``size``, quantized."""
-    weights = [numpy_helper.from_array((rng.standard_normal((filters, inputs, 3, 3)) * 0.1).astype(np.float32), "w"),
-               numpy_helper.from_array((rng.standard_normal(filters) * 0.1).astype(np.float32), "b")]
+    weights = [
+        numpy_helper.from_array((rng.standard_normal((filters, inputs, 3, 3)) * 0.1).astype(np.float32), "w"),
+        numpy_helper.from_array((rng.standard_normal(filters) * 0.1).astype(np.float32), "b"),
+    ]
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4), helper.make_node("Relu", ["c"], ["y"])]
-    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", 1, [1, inputs, size, size])],
-                              [helper.make_tensor_value_info("y", 1, None)], weights)
+    graph = helper.make_graph(
+        nodes,
+        "layer",
+        [helper.make_tensor_value_info("x", 1, [1, inputs, size, size])],
+        [helper.make_tensor_value_info("y", 1, None)],
+        weights,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     ranges = {"x": rng.standard_normal((2, inputs, size, size)).astype(np.float32)}
     return quantized(model, ranges, "u8s8", prepare=False)
@@ -63,7 +69,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
-    print(f"3x3 QLinearConv at {args.size}x{args.size}, {args.channels} channels dense; time relative to the dense layer")
+    print(
+        f"3x3 QLinearConv at {args.size}x{args.size}, {args.channels} channels dense; time relative to the dense layer"
+    )
     for vary in ("inputs", "filters"):
         times = relative_times(args.size, args.channels, vary, args.runs)
         print(f"fewer {vary}: " + "  ".join(f"{c}: {t:.2f}" for c, t in times.items()))

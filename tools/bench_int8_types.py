@@ -15,21 +15,26 @@ import argparse
 from pathlib import Path
 
 import onnxruntime as ort
-
 from bench_common import ROOT, load_model, write_section
 from bench_quality import TASKS, scored
 
 from onnx_gkp.cost.table import cpu_name
-from onnx_gkp.ship.int8 import TYPES
 from onnx_gkp.runtime.quantize import quantized
 from onnx_gkp.runtime.timing import median_latency_ms
+from onnx_gkp.ship.int8 import TYPES
 
 
 def _cpu() -> str:
     """The CPU's name and whether it has VNNI (the int8 dot products without saturation)."""
     try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
+        flags = next(
+            (
+                line.split(":", 1)[1].split()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("flags")
+            ),
+            [],
+        )
     except OSError:
         flags = []
     vnni = [f for f in ("avx512_vnni", "avx_vnni") if f in flags]
@@ -54,14 +59,17 @@ def bench(name: str, samples: int, runs: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="bundled,mobilenet_v2_photos", help=f"comma-separated, of: {', '.join(TASKS)}")
+    parser.add_argument(
+        "--models", default="bundled,mobilenet_v2_photos", help=f"comma-separated, of: {', '.join(TASKS)}"
+    )
     parser.add_argument("--samples", type=int, default=384, help="calibration samples")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true", help="put the table in docs/results.md")
     args = parser.parse_args()
     types = list(TYPES)
     header = [
-        f"**INT8 types on this CPU** (`python tools/bench_int8_types.py --models {args.models} --samples {args.samples}`; "
+        f"**INT8 types on this CPU** (`python tools/bench_int8_types.py --models {args.models} --samples "
+        f"{args.samples}`; "
         f"{_cpu()}; onnxruntime {ort.__version__}, QDQ, per-channel weights, MinMax ranges over the {args.samples} "
         f"calibration samples; one thread, batch 1, interleaved, median of {args.runs}; speed-up over fp32; fidelity "
         "against fp32 on the evaluation inputs)",

@@ -24,7 +24,6 @@ from typing import Optional
 
 import numpy as np
 import onnxruntime as ort
-
 from bench_common import load_model, write_section  # noqa: E402  (also puts the repository on the path)
 
 import onnx_gkp  # noqa: E402
@@ -51,15 +50,28 @@ def bench(name: str, ratio: float, runs: int, cache: Path, all_threads: int) -> 
         for threads in (1, all_threads) if method == DEFAULT else (1,):
             # Our default keeps its end-to-end guard (it needs the validation's latency runs).
             pruned, report = onnx_gkp.prune(
-                original, ratio=ratio, test_shapes=shapes or None, latency_runs=20 if method == DEFAULT else 0,
-                cost_cache=cache, threads=threads, **options,
+                original,
+                ratio=ratio,
+                test_shapes=shapes or None,
+                latency_runs=20 if method == DEFAULT else 0,
+                cost_cache=cache,
+                threads=threads,
+                **options,
             )
             t, totals = report.timings, report.totals
-            row = rows[-1] if threads > 1 else {
-                "model": name, "method": method, "macs": totals["conv_macs_after"] / totals["conv_macs_before"],
-                "pruned": totals["pruned_layers"], "gathers": totals["gathers_added"],
-                "pass_s": t.get("plan", 0) + t.get("rewrite", 0), "measure_s": t.get("measure", 0),
-            }
+            row = (
+                rows[-1]
+                if threads > 1
+                else {
+                    "model": name,
+                    "method": method,
+                    "macs": totals["conv_macs_after"] / totals["conv_macs_before"],
+                    "pruned": totals["pruned_layers"],
+                    "gathers": totals["gathers_added"],
+                    "pass_s": t.get("plan", 0) + t.get("rewrite", 0),
+                    "measure_s": t.get("measure", 0),
+                }
+            )
             row[f"model_{threads}"] = pruned
             if threads == 1:
                 rows.append(row)
@@ -78,7 +90,8 @@ def bench(name: str, ratio: float, runs: int, cache: Path, all_threads: int) -> 
 
 def table(rows: list[dict], threads: int) -> str:
     lines = [
-        f"| model | method | pruned Conv | Gathers | Conv MACs kept | 1 thread: ms (orig) | speed-up | speed-up / MACs ratio "
+        "| model | method | pruned Conv | Gathers | Conv MACs kept | 1 thread: ms (orig) | speed-up | speed-up / "
+        "MACs ratio "
         f"| {threads} threads: ms (orig) | speed-up | pass s (timing layers) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -98,8 +111,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--cost-cache", type=Path, help="layer-time cache (default: a fresh one, so the pass time includes timing)")
-    parser.add_argument("--write", type=Path, metavar="FILE.md", help="also write the table into this file's bench_speed section")
+    parser.add_argument(
+        "--cost-cache", type=Path, help="layer-time cache (default: a fresh one, so the pass time includes timing)"
+    )
+    parser.add_argument(
+        "--write", type=Path, metavar="FILE.md", help="also write the table into this file's bench_speed section"
+    )
     args = parser.parse_args(argv)
     threads = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Optional
 
 import onnxruntime as ort
-
 from bench_common import load_model, write_section  # noqa: E402  (also puts the repository on the path)
 
 import onnx_gkp  # noqa: E402
@@ -37,9 +36,12 @@ def bench(name: str, macs: list[float], latency: list[float], runs: int, cache: 
         _, report = onnx_gkp.prune(original, target_macs=fraction, test_shapes=shapes or None, latency_runs=0)
         t = report.totals
         removed = 1 - t["conv_macs_after"] / t["conv_macs_before"]
-        rows.append(f"| {name} | remove {fraction:.0%} of Conv MACs | removed {removed:.1%} | "
-                    f"{t['pruned_layers']} pruned, {sum(s.reason.startswith('left whole by the budget') for s in report.skipped)} left whole | "
-                    f"{time.perf_counter() - start:.0f} s |")
+        rows.append(
+            f"| {name} | remove {fraction:.0%} of Conv MACs | removed {removed:.1%} | "
+            f"{t['pruned_layers']} pruned, "
+            f"{sum(s.reason.startswith('left whole by the budget') for s in report.skipped)} left whole | "
+            f"{time.perf_counter() - start:.0f} s |"
+        )
         print(rows[-1], flush=True)
     for fraction in latency:
         start = time.perf_counter()
@@ -48,10 +50,14 @@ def bench(name: str, macs: list[float], latency: list[float], runs: int, cache: 
         check = report.validation.latency_ms
         feeds = random_inputs(original, {k: tuple(v) for k, v in report.input_shapes.items()})
         again = median_latency_ms({"original": original, "pruned": pruned}, feeds, runs)
-        rows.append(f"| {name} | at most {fraction:.2f} of the time | {again['pruned'] / again['original']:.2f} "
-                    f"(pass's own check {check['pruned'] / check['original']:.2f}; {again['original']:.2f} -> {again['pruned']:.2f} ms) | "
-                    f"{report.totals['pruned_layers']} pruned, MACs {report.totals['conv_macs_after'] / report.totals['conv_macs_before']:.0%} kept | "
-                    f"{seconds:.0f} s |")
+        rows.append(
+            f"| {name} | at most {fraction:.2f} of the time | {again['pruned'] / again['original']:.2f} "
+            f"(pass's own check {check['pruned'] / check['original']:.2f}; {again['original']:.2f} -> "
+            f"{again['pruned']:.2f} ms) | "
+            f"{report.totals['pruned_layers']} pruned, MACs "
+            f"{report.totals['conv_macs_after'] / report.totals['conv_macs_before']:.0%} kept | "
+            f"{seconds:.0f} s |"
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -70,11 +76,18 @@ def main(argv: Optional[list[str]] = None) -> None:
         for name in args.models.split(","):
             rows += bench(name, split(args.macs), split(args.latency), args.runs, Path(folder) / "costs.json")
     command = shlex.join(["python", "tools/bench_targets.py", *(argv if argv is not None else sys.argv[1:])])
-    text = "\n".join([
-        "### Budgets: asked and measured", "",
-        f"`{command}`: onnxruntime {ort.__version__}, {cpu_name()}, batch 1, one thread, median of {args.runs} interleaved runs.", "",
-        "| model | target | measured | layers | pass time |", "|---|---|---|---|---|", *rows,
-    ])
+    text = "\n".join(
+        [
+            "### Budgets: asked and measured",
+            "",
+            f"`{command}`: onnxruntime {ort.__version__}, {cpu_name()}, batch 1, one thread, median of {args.runs} "
+            "interleaved runs.",
+            "",
+            "| model | target | measured | layers | pass time |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]
+    )
     print(text)
     if args.write:
         write_section(args.write, "bench_targets", text)

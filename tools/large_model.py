@@ -30,7 +30,9 @@ def build(folder: Path, layers: int = 36, channels: int = 4096, seed: int = 0) -
     with open(folder / "large.onnx.data", "wb") as data:
         for i in range(layers):
             for name, shape in ((f"w{i}", (channels, channels, 1, 1)), (f"b{i}", (channels,))):
-                array = rng.standard_normal(shape, dtype=np.float32) / (channels**0.5 if name[0] == "w" else 10.0)  # Python floats keep float32
+                array = rng.standard_normal(shape, dtype=np.float32) / (
+                    channels**0.5 if name[0] == "w" else 10.0
+                )  # Python floats keep float32
                 data.write(array.tobytes())
                 tensor = onnx.TensorProto(name=name, data_type=onnx.TensorProto.FLOAT, dims=shape)
                 tensor.data_location = onnx.TensorProto.EXTERNAL
@@ -42,7 +44,8 @@ def build(folder: Path, layers: int = 36, channels: int = 4096, seed: int = 0) -
             nodes.append(helper.make_node("Conv", [source, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}"))
             nodes.append(helper.make_node("Relu", [f"c{i}"], ["y" if i == layers - 1 else f"r{i}"], name=f"relu{i}"))
     graph = helper.make_graph(
-        nodes, "large",
+        nodes,
+        "large",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", channels, 2, 2])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", channels, 2, 2])],
         initializers,
@@ -58,15 +61,24 @@ def measure(source: Path, out: Path, *options: str) -> dict:
     logs = out.with_name(out.name + ".log")
     start = time.perf_counter()
     with open(logs, "w+") as log:
-        child = subprocess.Popen([sys.executable, "-m", "onnx_gkp", str(source), str(out), *options],
-                                 stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "onnx_gkp", str(source), str(out), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+        )
         _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage; reaps it
         child.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)
         output = log.read()
     logs.unlink()
-    return {"code": child.returncode, "seconds": time.perf_counter() - start,
-            "peak_rss": usage.ru_maxrss * 1024, "output": output}
+    return {
+        "code": child.returncode,
+        "seconds": time.perf_counter() - start,
+        "peak_rss": usage.ru_maxrss * 1024,
+        "output": output,
+    }
 
 
 def main() -> None:
@@ -80,8 +92,10 @@ def main() -> None:
     weights = build(args.folder, args.layers, args.channels)
     result = measure(args.folder / "large.onnx", args.folder / "pruned.onnx", "--force", *args.options)
     print(result["output"])
-    print(f"weights {weights / 2**30:.2f} GiB; exit {result['code']}; {result['seconds']:.0f} s; "
-          f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB = {result['peak_rss'] / weights:.2f}x the weights")
+    print(
+        f"weights {weights / 2**30:.2f} GiB; exit {result['code']}; {result['seconds']:.0f} s; "
+        f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB = {result['peak_rss'] / weights:.2f}x the weights"
+    )
 
 
 if __name__ == "__main__":

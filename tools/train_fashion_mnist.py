@@ -5,7 +5,8 @@ of three basic blocks (16, 32, 64 channels), BatchNorm, residual adds, 1x1 proje
 shortcuts. BatchNormalization is kept in the export (not folded into the Conv), as the
 data-free compensation work needs its statistics.
 
-Needs the CPU torch (``pip install torch==2.13.0``) and Debian's ``dataset-fashion-mnist`` (installed, or fetched as a pinned .deb by ``tools/zoo.py``).
+Needs the CPU torch (``pip install torch==2.13.0``) and Debian's ``dataset-fashion-mnist``
+(installed, or fetched as a pinned .deb by ``tools/zoo.py``).
 Usage: python tools/train_fashion_mnist.py --epochs 8 --out models/resnet20_fashion_mnist.onnx
 """
 
@@ -19,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from real_data import fashion_mnist as load_split
+from torch import nn
 
 
 class BasicBlock(nn.Module):
@@ -33,9 +33,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -109,15 +107,25 @@ def main() -> None:
             opt.step()
             sched.step()
         acc = evaluate(model, x_test, y_test)
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.3f}, test top-1 {acc:.4f}, "
-              f"{time.time() - start:.0f} s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.3f}, test top-1 {acc:.4f}, "
+            f"{time.time() - start:.0f} s",
+            flush=True,
+        )
 
     model.eval()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model, (torch.zeros(1, 1, 28, 28),), str(args.out), dynamo=False,
-        training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True, opset_version=17,
-        input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        model,
+        (torch.zeros(1, 1, 28, 28),),
+        str(args.out),
+        dynamo=False,
+        training=torch.onnx.TrainingMode.PRESERVE,
+        do_constant_folding=True,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
     acc = evaluate(model, x_test, y_test)
     meta = {"test_top1": acc, "epochs": args.epochs, "seed": args.seed, "torch": torch.__version__}

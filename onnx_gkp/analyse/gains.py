@@ -8,23 +8,24 @@ things the graph shows change how much of that perturbation the network downstre
   about ``C_out / C_in`` of an error spread evenly over its inputs;
 * a residual ``Add`` mixes the branch with the stream it joins: the error, relative to the
   sum, shrinks to the branch's share of the sum's energy (second moments from BN statistics,
-  ``input_stats.py``).
+  ``bn_stats.py``).
 
 The walk follows the single reader of the Conv's output through the ops an error crosses
 unchanged (BN, activations, pooling: ``gain="same"`` in ``ops.OPS``), depthwise and narrowing
-Convs until it meets an Add (applied, then stop) or anything else (stop). The product is the layer's *error gain*; with it, relative errors of different layers
+Convs until it meets an Add (applied, then stop) or anything else (stop). The product is the layer's
+*error gain*; with it, relative errors of different layers
 become comparable costs for the budget. Where statistics are missing the Add is not applied
 and the path says so.
 """
 
 from __future__ import annotations
-from ..graphs import group_of
 
 from typing import Optional
 
 import numpy as np
 import onnx
 
+from ..graphs import group_of
 from .bn_stats import ChannelStats, StatsReader
 from .ops import rule
 

@@ -3,10 +3,11 @@
 """
 
 from __future__ import annotations
+
 from dataclasses import dataclass
 from typing import Optional, Sequence
-import numpy as np
 
+import numpy as np
 
 GEOMETRY_ATTRS = ("strides", "pads", "dilations", "auto_pad")
 

@@ -3,15 +3,18 @@
 """
 
 from __future__ import annotations
-from ..graphs import attribute_graphs, subgraphs
+
 import functools
 import math
 from collections import Counter
 from typing import Callable, Iterator, Optional
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
 from ..errors import GkpError
+from ..graphs import attribute_graphs, subgraphs
 from ..io.model_file import first_line
 
 
@@ -51,7 +54,9 @@ def _array(tensor: onnx.TensorProto) -> np.ndarray:
     try:
         return numpy_helper.to_array(tensor)
     except ValueError as error:  # data that does not fit the declared shape, in a hostile file
-        raise GkpError(f"tensor {tensor.name!r}: its data does not match its type and shape ({first_line(error)})") from None
+        raise GkpError(
+            f"tensor {tensor.name!r}: its data does not match its type and shape ({first_line(error)})"
+        ) from None
 
 
 def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:

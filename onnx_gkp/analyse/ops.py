@@ -10,13 +10,13 @@ Per op type (default domain), an :class:`Op` says:
   other input a constant broadcast per channel, or the carried tensor itself: Add, Mul, PRelu),
   ``pooled`` (no parameters), ``batchnorm`` (four ``[C]`` vectors), ``depthwise`` (a Conv with
   one filter of one input channel per group: ``W[index]``, ``b[index]``, ``group = len(index)``);
-* ``stats``: how per-channel mean and variance cross it (``input_stats.py``): ``same``,
+* ``stats``: how per-channel mean and variance cross it (``bn_stats.py``): ``same``,
   ``mean`` (averaging keeps the mean only), ``resize`` (nearest keeps both), ``sum`` (Add),
   ``concat``, ``gate`` (a Mul that may be ``x * g(x)``), ``batchnorm`` (where they start);
   ``activation`` names its function for ``expectation.activation``, whose moments follow;
 * ``gate``: as ``g`` in ``x * g(x)``, what the product is called and its
   ``expectation.activation`` name (SiLU, HardSwish as some exports write them);
-* ``gain``: how a relative output error crosses it downstream (``propagation.py``): ``same``,
+* ``gain``: how a relative output error crosses it downstream (``gains.py``): ``same``,
   ``narrow`` (a Conv keeps ``C_out / C_in`` of an error spread evenly), ``branch`` (a residual
   Add shrinks it to the branch's share).
 
@@ -124,7 +124,9 @@ class ChannelNode:
 Changes = tuple[list[tuple[int, np.ndarray]], dict[str, int]]  # new constant inputs, new attributes
 
 
-def channel_params(node: ChannelNode, variables: set[int], index: np.ndarray, channels: int, rank: int) -> Optional[Changes]:
+def channel_params(
+    node: ChannelNode, variables: set[int], index: np.ndarray, channels: int, rank: int
+) -> Optional[Changes]:
     """How ``node`` is rewritten to act on channels ``index`` of its ``variables`` inputs (of
     ``channels`` channels, rank ``rank``): the new parameter inputs and attributes; None if it
     mixes channels, has run-time parameters, or more than one output. The one rule for both a

@@ -3,15 +3,17 @@ where it gives up), and the MACs they imply.
 """
 
 from __future__ import annotations
-from .ops import CONV_LIKE
+
 import math
 import os
 from typing import Optional
+
 import onnx
+
 from ..errors import GkpError, ValidationFailed
-from ..io.model_file import first_line, skeleton
-from ..io.model_file import graph_inputs
+from ..io.model_file import first_line, graph_inputs, skeleton
 from ..runtime.sessions import random_inputs, run, session, with_outputs
+from .ops import CONV_LIKE
 
 
 def resolve_input_shapes(
@@ -53,8 +55,10 @@ def _check_test_shape(value: onnx.ValueInfoProto, shape: tuple[int, ...]) -> Non
     dims = value.type.tensor_type.shape.dim
     declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
     if len(shape) != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(declared, shape)):
-        raise GkpError(f"--test-shape {value.name}:{','.join(map(str, shape))} does not fit the input's declared "
-                       f"shape [{', '.join(map(str, declared))}]")
+        raise GkpError(
+            f"--test-shape {value.name}:{','.join(map(str, shape))} does not fit the input's declared "
+            f"shape [{', '.join(map(str, declared))}]"
+        )
 
 
 def check_input_size(name: str, shape: tuple[int, ...]) -> None:
@@ -62,8 +66,10 @@ def check_input_size(name: str, shape: tuple[int, ...]) -> None:
     float64, outputs compared in float64) would take more than half this machine's memory."""
     needed = math.prod(shape) * 8
     if needed > memory_bytes() // 2:
-        raise GkpError(f"input {name!r} at shape {list(shape)} needs {needed / 2**30:.3g} GiB per float64 copy, more than "
-                       f"half this machine's memory ({memory_bytes() / 2**30:.3g} GiB); give a smaller --test-shape")
+        raise GkpError(
+            f"input {name!r} at shape {list(shape)} needs {needed / 2**30:.3g} GiB per float64 copy, more than "
+            f"half this machine's memory ({memory_bytes() / 2**30:.3g} GiB); give a smaller --test-shape"
+        )
 
 
 def memory_bytes() -> int:

@@ -8,10 +8,6 @@ validation runs.
 """
 
 from __future__ import annotations
-from ..graphs import group_of
-from .graph import constant_tensors, tensor_uses
-from .shapes import conv_macs, inferred_shapes, resolve_input_shapes
-from .ops import CONV_LIKE
 
 import re
 from collections import Counter
@@ -21,10 +17,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import onnx
 
-from .geometry import ConvGeometry, geometry_of
 from ..errors import GkpError
+from ..graphs import group_of
 from .bn_stats import ChannelStats, Found, StatsReader
-from .ops import ChannelNode, channel_params, is_depthwise, rule
+from .geometry import ConvGeometry, geometry_of
+from .graph import constant_tensors, tensor_uses
+from .ops import CONV_LIKE, ChannelNode, channel_params, is_depthwise, rule
+from .shapes import conv_macs, inferred_shapes, resolve_input_shapes
 
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
@@ -37,7 +36,7 @@ class ConvSite:
     dense Conv outside the sites, :attr:`Analysis.sources`) through single-reader channel-wise
     nodes and depthwise Convs only (``_with_sources``), so channels it never reads need not be
     computed at all (``trims.decide_trims`` says which, once the plans are known); and the
-    statistics of its input channels read off the graph (``input_stats.py``), or why there are
+    statistics of its input channels read off the graph (``bn_stats.py``), or why there are
     none, for data-free compensation."""
 
     node_index: int
@@ -119,11 +118,18 @@ def _check_conv(
     if weight.size == 0:
         return f"its weight {list(weight.shape)} is empty: nothing to prune"
     if bias is not None and bias.shape != (weight.shape[0],):
-        raise GkpError(f"{name}: bias of shape {list(bias.shape)} for {weight.shape[0]} output filters (an invalid model)")
+        raise GkpError(
+            f"{name}: bias of shape {list(bias.shape)} for {weight.shape[0]} output filters (an invalid model)"
+        )
     if input_shape is not None and len(input_shape) > 1 and input_shape[1] != weight.shape[1]:
-        raise GkpError(f"{name}: weight for {weight.shape[1]} input channels, but its input has {input_shape[1]} (an invalid model)")
+        raise GkpError(
+            f"{name}: weight for {weight.shape[1]} input channels, but its input has {input_shape[1]} (an invalid "
+            "model)"
+        )
     if not np.isfinite(weight).all() or (bias is not None and not np.isfinite(bias).all()):
-        raise GkpError(f"{name}: its weight or bias holds NaN or infinite values (a broken model: nothing to prune or validate)")
+        raise GkpError(
+            f"{name}: its weight or bias holds NaN or infinite values (a broken model: nothing to prune or validate)"
+        )
     return None
 
 
@@ -210,7 +216,8 @@ def _with_sources(
                 candidate = (index, tuple(reversed(chain)))
                 filters = origin.weight.shape[0]
                 if filters == site.weight.shape[1] and chain_crossable(
-                        nodes, candidate, np.arange(filters), filters, site.weight.ndim, consts.get):
+                    nodes, candidate, np.arange(filters), filters, site.weight.ndim, consts.get
+                ):
                     source = candidate
                     if index not in prunable:
                         outside[index] = origin
@@ -234,7 +241,11 @@ def _with_sources(
 
 
 def chain_crossable(
-    nodes: Sequence[onnx.NodeProto], source: tuple[int, tuple[int, ...]], index: np.ndarray, filters: int, rank: int,
+    nodes: Sequence[onnx.NodeProto],
+    source: tuple[int, tuple[int, ...]],
+    index: np.ndarray,
+    filters: int,
+    rank: int,
     constant: Callable[[str], Optional[np.ndarray]],
 ) -> bool:
     """Whether channels ``index`` of a ``source`` Conv of ``filters`` filters (``(producer,
@@ -246,15 +257,22 @@ def chain_crossable(
     for i in chain:
         node = nodes[i]
         group = group_of(node)
-        view = ChannelNode(node.op_type, len(node.output), group, tuple(bool(n) for n in node.input),
-                           lambda k, node=node: constant(node.input[k]))
+        view = ChannelNode(
+            node.op_type,
+            len(node.output),
+            group,
+            tuple(bool(n) for n in node.input),
+            lambda k, node=node: constant(node.input[k]),
+        )
         variables = {k for k, name in enumerate(node.input) if name in carried}
         if channel_params(view, variables, index, filters, rank) is None:
             return False
     return True
 
 
-def _swish(node: onnx.NodeProto, producer: dict[str, int], nodes: Sequence[onnx.NodeProto], uses: Counter) -> Optional[int]:
+def _swish(
+    node: onnx.NodeProto, producer: dict[str, int], nodes: Sequence[onnx.NodeProto], uses: Counter
+) -> Optional[int]:
     """The Sigmoid (or HardSigmoid) node of a swish ``Mul(t, Sigmoid(t))`` whose gate only the
     Mul reads, or None."""
     if node.op_type != "Mul" or len(node.input) != 2 or node.input[0] == node.input[1]:
@@ -264,8 +282,12 @@ def _swish(node: onnx.NodeProto, producer: dict[str, int], nodes: Sequence[onnx.
         if index is None or uses[gate] != 1:
             continue
         sigmoid = nodes[index]
-        if (rule(sigmoid.op_type).gate is not None and sigmoid.domain in ("", "ai.onnx")
-                and list(sigmoid.input) == [other] and len(sigmoid.output) == 1):
+        if (
+            rule(sigmoid.op_type).gate is not None
+            and sigmoid.domain in ("", "ai.onnx")
+            and list(sigmoid.input) == [other]
+            and len(sigmoid.output) == 1
+        ):
             return index
     return None
 
@@ -282,7 +304,9 @@ def _trimmable(node: onnx.NodeProto, consts: dict, copies: dict, uses: Counter) 
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if weight is None or weight.dtype.type not in FLOAT_TYPES or weight.ndim < 3 or weight.size == 0:
         return False
-    if _sharing(node.input[1], copies, uses) or (bias is not None and (bias not in consts or consts[bias].shape != weight.shape[:1])):
+    if _sharing(node.input[1], copies, uses) or (
+        bias is not None and (bias not in consts or consts[bias].shape != weight.shape[:1])
+    ):
         return False
     return bool(np.isfinite(weight).all()) and (bias is None or bool(np.isfinite(consts[bias]).all()))
 
@@ -304,5 +328,3 @@ def _plain(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode()
     return list(value) if isinstance(value, (list, tuple)) else value
-
-

@@ -5,7 +5,7 @@
   model's five best) and the mean ``KL(original || pruned)`` of the class distributions
   (softmax of the scores, unless they already are probabilities); and ``top1_soft``, one less
   the mean change of the probability of the original's top class, a smooth stand-in for
-  top-1 agreement that ``--keep`` ranks candidates by (``keep.py``, :func:`model_estimate`).
+  top-1 agreement that ``--keep`` ranks candidates by (``bisection.py``, :func:`model_estimate`).
 * Dense outputs (maps, boxes, images, audio): relative L2 error ``||p - o|| / ||o||``, SNR in dB
   ``10 log10(||o||^2 / ||p - o||^2)`` and the cosine of all samples' outputs at once (a
   per-sample mean is noise on samples whose output is about zero: a text detector's map of a
@@ -104,7 +104,9 @@ def output_fidelity(original: np.ndarray, pruned: np.ndarray, metric: Optional[s
         figures = {"match": float(np.mean(original == pruned)) if original.size else 1.0}
     metric = metric or default_metric(kind)
     if metric not in TARGET_METRICS or (metric != "ignore" and metric not in figures):
-        raise ValueError(f"metric {metric!r} does not apply to a {kind} output (choose from {', '.join(sorted(figures))}, ignore)")
+        raise ValueError(
+            f"metric {metric!r} does not apply to a {kind} output (choose from {', '.join(sorted(figures))}, ignore)"
+        )
     score = None if metric == "ignore" else figures[metric]
     rounded = {k: _round(v) for k, v in figures.items()}
     return {"kind": kind, **rounded, "metric": metric, "score": None if score is None else _round(score)}
@@ -125,13 +127,20 @@ def model_estimate(fidelity: dict[str, dict[str, object]]) -> Optional[float]:
     counts in ``top1_soft`` in part. It is the lower of the two where pruning moves the
     probabilities without flipping (most of the time): ranked by it, the search lands on
     candidates whose agreement on unseen inputs keeps the target more often (``docs/results.md``)."""
-    scores = [f["top1_soft"] if f["metric"] == "top1" and "top1_soft" in f else f["score"]
-              for f in fidelity.values() if f["score"] is not None]
+    scores = [
+        f["top1_soft"] if f["metric"] == "top1" and "top1_soft" in f else f["score"]
+        for f in fidelity.values()
+        if f["score"] is not None
+    ]
     return min(scores) if scores else None  # type: ignore[type-var]
 
 
-def fidelity(names: Sequence[str], original: Sequence[np.ndarray], pruned: Sequence[np.ndarray],
-             metrics: Optional[dict[str, str]] = None) -> dict[str, dict[str, object]]:
+def fidelity(
+    names: Sequence[str],
+    original: Sequence[np.ndarray],
+    pruned: Sequence[np.ndarray],
+    metrics: Optional[dict[str, str]] = None,
+) -> dict[str, dict[str, object]]:
     """Per output name, :func:`output_fidelity`."""
     metrics = metrics or {}
     return {n: output_fidelity(o, p, metrics.get(n)) for n, o, p in zip(names, original, pruned)}

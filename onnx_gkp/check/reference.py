@@ -16,14 +16,12 @@ import numpy as np
 import onnx
 
 from ..analyse.sites import ConvSite
-from ..limits import STRIPPED
 from ..layer.planner import LayerPlan
+from ..limits import STRIPPED
 from ..runtime.sessions import Stubs, filled
 
 
-def masked_reference(
-    model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan]
-) -> onnx.ModelProto:
+def masked_reference(model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan]) -> onnx.ModelProto:
     """A copy of ``model`` whose planned Conv weights have their pruned kernels set to zero."""
     masked, stubs = masked_stubs(model, sites, plans)
     return filled(masked, stubs)
@@ -33,7 +31,7 @@ def masked_stubs(
     model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan]
 ) -> tuple[onnx.ModelProto, Stubs]:
     """The masked reference with its new weights and biases as stubs, and how to make each:
-    a large model's reference is then made a part at a time (``runtime.run_in_parts``), never
+    a large model's reference is then made a part at a time (``sessions.run_in_parts``), never
     whole."""
     masked = onnx.ModelProto()
     masked.CopyFrom(model)

@@ -13,18 +13,17 @@
   threads, runs interleaved so both see the same machine state.
 
 Past ``WHOLE_LIMIT`` of weights the two models of the exactness check are run a part at a time
-(``runtime.run_in_parts``: the same values, never a whole model in onnxruntime), one model after
+(``sessions.run_in_parts``: the same values, never a whole model in onnxruntime), one model after
 the other, and speed is not measured: timing needs both whole models in onnxruntime at once.
 
 How close the pruned model stays to the *original* is fidelity, measured on held-out real
-inputs (``fidelity.py``), never on noise.
+inputs (``metrics.py``), never on noise.
 """
 
 from __future__ import annotations
-from ..limits import WHOLE_LIMIT
 
-from dataclasses import dataclass
 import functools
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -33,7 +32,18 @@ import onnxruntime as ort
 
 from ..analyse.shapes import resolve_input_shapes
 from ..errors import ValidationFailed
-from ..runtime.sessions import Stubs, Unsplittable, filled, is_stub, random_inputs, run, run_in_parts, session, with_outputs
+from ..limits import WHOLE_LIMIT
+from ..runtime.sessions import (
+    Stubs,
+    Unsplittable,
+    filled,
+    is_stub,
+    random_inputs,
+    run,
+    run_in_parts,
+    session,
+    with_outputs,
+)
 from ..runtime.timing import median_latency_ms
 
 
@@ -117,7 +127,14 @@ def validate(
     count = len(pruned.graph.output)
     shapes = resolve_input_shapes(pruned) if inputs.shapes is None else inputs.shapes
     feeds = random_inputs(pruned, shapes, inputs.seed) if inputs.feeds is None else inputs.feeds
-    probed, masked_stubs, part_bytes, real, rtol, atol = exposed.probed, exposed.masked_stubs, exposed.part_bytes, inputs.real, RTOL, ATOL
+    probed, masked_stubs, part_bytes, real, rtol, atol = (
+        exposed.probed,
+        exposed.masked_stubs,
+        exposed.part_bytes,
+        inputs.real,
+        RTOL,
+        ATOL,
+    )
     pruned_stubs = {t.name: functools.partial(onnx.numpy_helper.to_array, t) for t in pruned.graph.initializer}
     got, want = _outputs(pruned, probed, pruned_stubs, masked, masked_stubs or {}, probes, feeds, part_bytes)
     # Outputs rounded to half precision differ by an ulp where the summation order changes.
@@ -131,10 +148,18 @@ def validate(
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / scale)
     latency: dict[str, float] = {}
-    note = "" if part_bytes is None else (f"not measured: timing holds both whole models in onnxruntime, "
-                                          f"and their weights pass {WHOLE_LIMIT / 2**30:g} GiB")
+    note = (
+        ""
+        if part_bytes is None
+        else (
+            f"not measured: timing holds both whole models in onnxruntime, "
+            f"and their weights pass {WHOLE_LIMIT / 2**30:g} GiB"
+        )
+    )
     if original is not None and latency_runs > 0 and part_bytes is None:
-        timing = {name: array[: shapes[name][0]] for name, array in feeds.items()} if real else feeds  # --input-value too
+        timing = (
+            {name: array[: shapes[name][0]] for name, array in feeds.items()} if real else feeds
+        )  # --input-value too
         latency = median_latency_ms({"original": original, "pruned": pruned}, timing, latency_runs, threads)
     return Validation(
         passed=passed,
@@ -150,8 +175,14 @@ def validate(
 
 
 def _outputs(
-    pruned: onnx.ModelProto, probed: Optional[onnx.ModelProto], pruned_stubs: Stubs, masked: onnx.ModelProto,
-    masked_stubs: Stubs, probes: Sequence[str], feeds: dict[str, np.ndarray], part_bytes: Optional[int],
+    pruned: onnx.ModelProto,
+    probed: Optional[onnx.ModelProto],
+    pruned_stubs: Stubs,
+    masked: onnx.ModelProto,
+    masked_stubs: Stubs,
+    probes: Sequence[str],
+    feeds: dict[str, np.ndarray],
+    part_bytes: Optional[int],
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The outputs then the probes of the pruned and of the masked model, one model after the
     other (a part at a time with ``part_bytes``, where every value between parts is a tensor)."""
@@ -162,7 +193,10 @@ def _outputs(
             return got, run_in_parts(masked, feeds, masked_stubs, part_bytes, probes)
         except Unsplittable:
             pass
-    got = run(session(_filled(probed, pruned_stubs) if probed is not None else with_outputs(pruned, probes), optimise=False), feeds)
+    got = run(
+        session(_filled(probed, pruned_stubs) if probed is not None else with_outputs(pruned, probes), optimise=False),
+        feeds,
+    )
     want = run(session(_filled(with_outputs(masked, probes), masked_stubs), optimise=False), feeds)
     return got, want
 

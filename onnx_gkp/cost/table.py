@@ -20,7 +20,6 @@ pruning.
 """
 
 from __future__ import annotations
-from ..analyse.geometry import ConvGeometry, Variant
 
 import json
 import os
@@ -35,6 +34,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from ..analyse.geometry import ConvGeometry, Variant
 from ..io.paths import check_cache_path
 from ..runtime.quantize import quantized
 from ..runtime.timing import balanced_medians
@@ -50,7 +50,9 @@ def as_written(groups: int, keep: int, trimmed: bool) -> Variant:
     return groups, keep, not (trimmed and groups == 1)
 
 
-def credited(seconds: float, source_seconds: float, keep: int, c_in: int, trimmed_share: Optional[float] = None) -> float:
+def credited(
+    seconds: float, source_seconds: float, keep: int, c_in: int, trimmed_share: Optional[float] = None
+) -> float:
     """A ``G = 1`` layer's time less what its trimmed source no longer spends on the ``c_in - keep``
     channels left out: the source's time in proportion to them, unless the source was measured
     computing only ``keep`` filters (``trimmed_share``: that time over its whole time) and saved
@@ -76,7 +78,7 @@ def variant_model(geometry: ConvGeometry, groups: int, keep: int, gathered: bool
     """The layer as the pass writes it, between two dense 1x1 Convs standing for its neighbours.
 
     ``Gather -> Conv(group=G) [-> Gather]``; without ``gathered``, the Conv reads the ``m``
-    channels straight from its neighbour (the gather folded back into it, ``rewrite._trim``),
+    channels straight from its neighbour (the gather folded back into it, ``conv._trim``),
     as the dense Conv does with all ``C_in``. The neighbours matter: onnxruntime runs chains of
     aligned Convs in a blocked layout, and a Gather or a misaligned grouped Conv in the chain
     costs layout conversions on both sides, which a Conv timed alone would not show.
@@ -104,19 +106,30 @@ def variant_model(geometry: ConvGeometry, groups: int, keep: int, gathered: bool
     if gathered:
         nodes.append(helper.make_node("Gather", ["a", init("in_index", in_index)], ["ag"], axis=1))
     regather = 1 < groups < c_out
-    nodes.append(helper.make_node("Conv", conv_inputs, ["yg" if regather else "y"], group=groups, **dict(geometry.attributes)))
+    nodes.append(
+        helper.make_node("Conv", conv_inputs, ["yg" if regather else "y"], group=groups, **dict(geometry.attributes))
+    )
     if regather:
         nodes.append(helper.make_node("Gather", ["yg", init("out_index", out_index)], ["y"], axis=1))
-    nodes.append(helper.make_node("Conv", ["y", init("w_post", np.full((c_out, c_out, *ones), 1.0 / c_out, dtype))], ["z"]))
+    nodes.append(
+        helper.make_node("Conv", ["y", init("w_post", np.full((c_out, c_out, *ones), 1.0 / c_out, dtype))], ["z"])
+    )
     graph = helper.make_graph(
-        nodes, "gkp_cost", [helper.make_tensor_value_info("x", elem, list(geometry.input_shape))],
-        [helper.make_tensor_value_info("z", elem, None)], inits,
+        nodes,
+        "gkp_cost",
+        [helper.make_tensor_value_info("x", elem, list(geometry.input_shape))],
+        [helper.make_tensor_value_info("z", elem, None)],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def measure(
-    geometry: ConvGeometry, variants: Sequence[Variant], threads: int = 1, budget_s: float = 0.1, precision: str = "fp32"
+    geometry: ConvGeometry,
+    variants: Sequence[Variant],
+    threads: int = 1,
+    budget_s: float = 0.1,
+    precision: str = "fp32",
 ) -> dict[Variant, float]:
     """Median seconds of each variant (interleaved runs, as many as fit in about ``budget_s``),
     quantized with ``precision``'s types unless it is ``fp32``."""
@@ -176,7 +189,8 @@ class CostTable:
     def __init__(self, threads: int = 1, path: Optional[Path] = None) -> None:
         self.threads = threads
         self.path = path
-        self.prefix = f"onnxruntime {ort.__version__} | {cpu_name()} | {threads} thread(s) | balanced | "  # sessions made both ways
+        # "balanced": each model timed in sessions made both ways (runtime/timing.py)
+        self.prefix = f"onnxruntime {ort.__version__} | {cpu_name()} | {threads} thread(s) | balanced | "
         self.precision = "fp32"  # or the INT8 types (quantize.TYPES) the layers are timed in
         self.entries: dict[str, float] = {}
         self.measured = 0
@@ -187,7 +201,8 @@ class CostTable:
 
     def _key(self, geometry: ConvGeometry, variant: Variant) -> str:
         precision = "" if self.precision == "fp32" else f"{self.precision} | "
-        return f"{self.prefix}{precision}{geometry.key} | G={variant[0]} m={variant[1]}{'' if variant[2] else ' ungathered'}"
+        gathered = "" if variant[2] else " ungathered"
+        return f"{self.prefix}{precision}{geometry.key} | G={variant[0]} m={variant[1]}{gathered}"
 
     def record(self, geometry: ConvGeometry, variant: Variant, seconds: float) -> None:
         """Set one figure by hand (a table carried from another run, or a test)."""
@@ -210,8 +225,12 @@ class CostTable:
         wanted = [geometry.dense] + [v for v in variants if v != geometry.dense]
         missing = [v for v in wanted if self._key(geometry, v) not in self.entries]
         if missing:
-            fresh = measure(geometry, wanted if geometry.dense in missing else [geometry.dense] + missing, self.threads,
-                            precision=self.precision)
+            fresh = measure(
+                geometry,
+                wanted if geometry.dense in missing else [geometry.dense] + missing,
+                self.threads,
+                precision=self.precision,
+            )
             dense = self.entries.get(self._key(geometry, geometry.dense), fresh[geometry.dense])
             for v in missing:
                 self.entries[self._key(geometry, v)] = fresh[v] * dense / fresh[geometry.dense]
@@ -226,10 +245,14 @@ class CostTable:
         fewer = replace(geometry, weight_shape=(keep, *geometry.weight_shape[1:]))
         return self.times(fewer, [])[fewer.dense] / self.times(geometry, [])[geometry.dense]
 
-    def credited_time(self, seconds: float, source_seconds: float, source: Optional[ConvGeometry], keep: int, c_in: int) -> float:
+    def credited_time(
+        self, seconds: float, source_seconds: float, source: Optional[ConvGeometry], keep: int, c_in: int
+    ) -> float:
         """:func:`credited` with the source's trimmed share measured where the source is timed
         (``source_seconds`` 0: an untimed source, credited nothing)."""
-        return credited(seconds, source_seconds, keep, c_in, self.trimmed_share(source, keep) if source_seconds else None)
+        return credited(
+            seconds, source_seconds, keep, c_in, self.trimmed_share(source, keep) if source_seconds else None
+        )
 
     def save(self) -> None:
         """Merge this run's figures into the cache file, atomically and under an exclusive lock
@@ -254,5 +277,3 @@ class CostTable:
         finally:
             with suppress(OSError):
                 tmp.unlink(missing_ok=True)
-
-

@@ -6,8 +6,6 @@ files in the target folder, renamed into place only once complete.
 """
 
 from __future__ import annotations
-from ..graphs import attribute_graphs
-from ..limits import EXTERNAL_MIN, PROTOBUF_LIMIT, STRIPPED
 
 import hashlib
 import os
@@ -22,6 +20,8 @@ import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
 from ..errors import GkpError
+from ..graphs import attribute_graphs
+from ..limits import EXTERNAL_MIN, PROTOBUF_LIMIT, STRIPPED
 
 ModelLike = Union[onnx.ModelProto, str, os.PathLike]
 ALIGN = 4096  # external tensors start on page boundaries, so runtimes can map them
@@ -158,7 +158,9 @@ def check_onnx(model: onnx.ModelProto, where: str = "model", full: bool = False)
     del light.graph.initializer[:]
     light.graph.initializer.extend(kept)
     listed = {i.name for i in light.graph.input}
-    light.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in stripped if t.name not in listed)
+    light.graph.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in stripped if t.name not in listed
+    )
     try:
         onnx.checker.check_model(light, full_check=full)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as error:

@@ -97,4 +97,3 @@ def _distinct(written: Sequence[tuple[str, Path]], reads: set[Path]) -> None:
         for other, earlier in written[:i]:
             if same_file(path, earlier):
                 raise GkpError(f"{path}: would be written as both {other} and {name}; name them apart")
-

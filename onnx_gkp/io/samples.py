@@ -21,8 +21,7 @@ import numpy as np
 import onnx
 
 from ..errors import GkpError
-from .model_file import first_line
-from .model_file import graph_inputs
+from .model_file import first_line, graph_inputs
 
 Calibration = Union[Mapping[str, np.ndarray], str, os.PathLike]
 MAX_BYTES = 4 << 30  # one calibration array may hold at most this much, decompressed
@@ -76,7 +75,7 @@ def split(data: dict[str, np.ndarray], seed: int) -> Samples:
         raise GkpError(f"calibration data needs at least 2 samples (one to fit, one to hold out), got {total}")
     order = np.random.default_rng([seed, 4919]).permutation(total)
     held = np.sort(order[: held_out_count(total)])
-    fit = np.sort(order[held_out_count(total):])
+    fit = np.sort(order[held_out_count(total) :])
     return Samples(
         fit={k: v[fit] for k, v in data.items()},
         held={k: v[held] for k, v in data.items()},
@@ -84,7 +83,9 @@ def split(data: dict[str, np.ndarray], seed: int) -> Samples:
     )
 
 
-def load_samples(data: Calibration, model: onnx.ModelProto, preprocess: Optional[Preprocess] = None) -> dict[str, np.ndarray]:
+def load_samples(
+    data: Calibration, model: onnx.ModelProto, preprocess: Optional[Preprocess] = None
+) -> dict[str, np.ndarray]:
     """Arrays named like the model's inputs, samples along the first axis, all of one count.
 
     ``data`` is a mapping, a ``.npz`` (arrays named like the inputs), a ``.npy`` (the one input's
@@ -116,7 +117,9 @@ def _count(data: Mapping[str, np.ndarray]) -> int:
 
 def _only(inputs: Sequence[onnx.ValueInfoProto], path: Path) -> onnx.ValueInfoProto:
     if len(inputs) != 1:
-        raise GkpError(f"{path}: one array or folder feeds one input; this model has {len(inputs)} (give an .npz named like them)")
+        raise GkpError(
+            f"{path}: one array or folder feeds one input; this model has {len(inputs)} (give an .npz named like them)"
+        )
     return inputs[0]
 
 
@@ -127,8 +130,10 @@ def _checked(value: onnx.ValueInfoProto, array: np.ndarray) -> np.ndarray:
     if array.ndim != len(dims):
         raise GkpError(f"calibration array {value.name!r} has rank {array.ndim}; the model input has rank {len(dims)}")
     if any(want and got != want for want, got in zip(dims[1:], array.shape[1:])):
-        raise GkpError(f"calibration array {value.name!r} has samples of shape {list(array.shape[1:])}; "
-                       f"the model input wants {dims[1:]}")
+        raise GkpError(
+            f"calibration array {value.name!r} has samples of shape {list(array.shape[1:])}; "
+            f"the model input wants {dims[1:]}"
+        )
     if array.dtype.kind not in "biuf":
         raise GkpError(f"calibration array {value.name!r} holds {array.dtype}, not numbers")
     if array.dtype.kind == "f" and not np.isfinite(array).all():

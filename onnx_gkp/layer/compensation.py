@@ -66,7 +66,12 @@ def tap_coverage(spatial: Sequence[int], kernel: Sequence[int], *attributes: Any
     coverage = np.ones((), dtype=np.float64)
     for axis in range(rank):
         per_axis = _axis_coverage(
-            int(spatial[axis]), int(kernel[axis]), strides[axis], dilations[axis], pads[axis], pads[axis + rank],
+            int(spatial[axis]),
+            int(kernel[axis]),
+            strides[axis],
+            dilations[axis],
+            pads[axis],
+            pads[axis + rank],
         )
         coverage = np.multiply.outer(coverage, per_axis)
     return coverage

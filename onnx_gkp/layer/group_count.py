@@ -18,7 +18,7 @@ fraction ``beta`` of the error, and pick
 so a doubling is taken only when it cuts the pruned energy by more than about ``beta``
 (relative). ``beta = 0`` is quality-only; ties go to the smaller ``G``.
 
-Run time, measured (``costs.py``): with per-candidate times on the target runtime, only the
+Run time, measured (``cost/table.py``): with per-candidate times on the target runtime, only the
 counts measured faster than the dense Conv and within ``1 + slack`` of the fastest such count
 compete on quality (:func:`fast_counts`); if none is faster than the dense Conv the layer is
 better left whole.

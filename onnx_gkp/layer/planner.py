@@ -63,7 +63,11 @@ class PlanOptions:
         if self.groups != "auto" and c_out % int(self.groups):
             return f"--groups {self.groups} does not divide C_out={c_out}"
         if self.kept(c_in) == c_in:
-            aligned = f" (kept counts are multiples of {self.align} here: --align)" if kept_count(c_in, self.ratio) < c_in else ""
+            aligned = (
+                f" (kept counts are multiples of {self.align} here: --align)"
+                if kept_count(c_in, self.ratio) < c_in
+                else ""
+            )
             return f"ratio {self.ratio} prunes no channel of {c_in}{aligned}"
         return None
 
@@ -171,9 +175,7 @@ def group_scores(weight: np.ndarray, clusters: list[np.ndarray], options: PlanOp
     return [kernel_scores(grouped_kernels(weight, m), options.criterion, (*seed, i)) for i, m in enumerate(clusters)]
 
 
-def plan_for_count(
-    weight: np.ndarray, energy: np.ndarray, groups: int, keep: int, options: PlanOptions
-) -> LayerPlan:
+def plan_for_count(weight: np.ndarray, energy: np.ndarray, groups: int, keep: int, options: PlanOptions) -> LayerPlan:
     """Cluster into ``groups`` equal filter groups and keep ``keep`` channels in each.
 
     ``energy`` is ``kernel_energy(weight)``, computed once per layer by the caller.

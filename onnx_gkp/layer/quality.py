@@ -1,12 +1,12 @@
 """The budget's quality cost of one layer's candidate: its relative output error, weighted.
 
 For a Conv ``y = W x`` with input channels of second moment ``s_c = E[x_c^2]`` (from BN
-statistics, ``input_stats.py``, or measured on calibration inputs; 1 where unknown) taken as
+statistics, ``bn_stats.py``, or measured on calibration inputs; 1 where unknown) taken as
 independent, pruning the kernels ``(f, c)`` outside the mask changes the output by an
 expected energy ``sum over pruned (f, c) of ||W[f, c]||^2 s_c``. Divided by the output's
 expected energy under the same assumption this is the layer's *relative error*: 0 when
 nothing is pruned, 1 when everything is. It is comparable across kept counts and group
-counts of one layer; multiplied by the layer's error gain (``propagation.py``, how much of it
+counts of one layer; multiplied by the layer's error gain (``gains.py``, how much of it
 the rest of the network sees) it is comparable across layers, and additive is what the
 budget assumes.
 

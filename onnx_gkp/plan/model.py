@@ -1,15 +1,16 @@
 """The whole-model plan: plain data that a rewrite turns into the pruned model, and JSON that turns back.
 
 A :class:`Plan` says, per pruned Conv (by node index in the input model's ``graph.node``), its
-:class:`~onnx_gkp.plan.LayerPlan` (filter groups, kept channels, data-free ``bias_delta``) and,
-where calibration refitted it, the refitted kept weights and bias; which prunable Convs are left
-whole; which filters the Convs feeding a ``G = 1`` layer still compute (``trims.Trim``: the
-others nobody reads, so MACs and params follow from the plan alone); and the analysis options
-that name the prunable Convs; and, for the record, the end-to-end measurements that chose it
-(the guard level, a latency target's saving, the INT8 types: the cost table remembers them
-too, so that a rerun with it gives the same bytes). ``apply_plan.apply(model, plan)`` needs nothing else, so a plan written in the
-JSON report can be reviewed and applied again (``python -m onnx_gkp apply``), giving the same
-bytes. Arrays travel as base64 of their raw bytes, so nothing is rounded on the way.
+:class:`~onnx_gkp.layer.planner.LayerPlan` (filter groups, kept channels, data-free
+``bias_delta``) and, where calibration refitted it, the refitted kept weights and bias; which
+prunable Convs are left whole; which filters the Convs feeding a ``G = 1`` layer still compute
+(``trims.Trim``: the others nobody reads, so MACs and params follow from the plan alone); the
+analysis options that name the prunable Convs; and, for the record, the end-to-end
+measurements that chose it (the guard level, a latency target's saving, the INT8 types: the
+cost table remembers them too, so that a rerun with it gives the same bytes).
+:func:`onnx_gkp.apply` needs nothing else, so a plan written in the JSON report can be reviewed
+and applied again (``python -m onnx_gkp IN OUT --apply report.json``), giving the same bytes.
+Arrays travel as base64 of their raw bytes, so nothing is rounded on the way.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import GkpError
 from ..analyse.sites import ConvSite
+from ..errors import GkpError
 from ..layer.planner import LayerPlan
 from .trims import Trim
 
@@ -49,7 +50,9 @@ class Plan:
     layers: tuple[PlannedLayer, ...]
     whole: tuple[int, ...]
     analysis: dict[str, Any] = field(default_factory=dict)  # include, exclude, min_in_channels, test_shapes
-    trims: dict[int, Trim] = field(default_factory=dict)  # per source Conv (and depthwise Conv of its chain): what it computes
+    trims: dict[int, Trim] = field(
+        default_factory=dict
+    )  # per source Conv (and depthwise Conv of its chain): what it computes
     decisions: dict[str, Any] = field(default_factory=dict)  # end-to-end measurements that chose it (for the record)
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,7 +62,9 @@ class Plan:
             "analysis": self.analysis,
             "whole": list(self.whole),
             "layers": [_layer_dict(layer) for layer in self.layers],
-            "trims": {str(node): {"kept": list(t.kept), "filters": t.filters} for node, t in sorted(self.trims.items())},
+            "trims": {
+                str(node): {"kept": list(t.kept), "filters": t.filters} for node, t in sorted(self.trims.items())
+            },
             "decisions": self.decisions,
         }
 
@@ -75,9 +80,18 @@ class Plan:
             analysis = dict(data["analysis"])
             if analysis.get("test_shapes") is not None:
                 analysis["test_shapes"] = {str(k): tuple(int(d) for d in v) for k, v in analysis["test_shapes"].items()}
-            trims = {int(node): Trim(tuple(int(k) for k in t["kept"]), int(t["filters"])) for node, t in data["trims"].items()}
-            return cls(str(data["model"]), layers, tuple(int(i) for i in data["whole"]), analysis, trims,
-                       dict(data.get("decisions") or {}))
+            trims = {
+                int(node): Trim(tuple(int(k) for k in t["kept"]), int(t["filters"]))
+                for node, t in data["trims"].items()
+            }
+            return cls(
+                str(data["model"]),
+                layers,
+                tuple(int(i) for i in data["whole"]),
+                analysis,
+                trims,
+                dict(data.get("decisions") or {}),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise GkpError(f"the plan is damaged: {type(error).__name__}: {error}") from None
 

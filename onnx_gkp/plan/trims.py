@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from ..analyse.sites import ConvSite, chain_crossable
 from ..analyse.graph import constant_lookup
+from ..analyse.sites import ConvSite, chain_crossable
 from ..layer.planner import LayerPlan
 
 
@@ -53,13 +53,15 @@ def decide_trims(
     ``sites`` and ``plans`` are the layers being pruned, ``whole`` the Convs left dense that a
     site may read as its source (sites left whole, and ``Analysis.sources``). ``model`` is the
     analysed graph; the weights of the sites and ``whole`` are read from them, not from it. The
-    same decisions as the rewrite carries out: :func:`rewrite.rewrite` takes them.
+    same decisions as the rewrite carries out: :func:`conv.rewrite` takes them.
     """
     nodes = model.graph.node
     constant = constant_lookup(model)
     dense = {s.node_index: s for s in whole}
     dense.update((s.node_index, s) for s, p in zip(sites, plans) if p.groups == 1)
-    reordered = {s.node_index for s, p in zip(sites, plans) if not np.array_equal(p.filter_order, np.arange(p.filter_order.size))}
+    reordered = {
+        s.node_index for s, p in zip(sites, plans) if not np.array_equal(p.filter_order, np.arange(p.filter_order.size))
+    }
     trims: dict[int, Trim] = {}
     for site, plan in zip(sites, plans):
         if site.source is None or site.source[0] not in dense or site.source[0] in reordered:
@@ -67,7 +69,8 @@ def decide_trims(
         index = plan.in_index
         filters = int(dense[site.source[0]].weight.shape[0])
         if np.unique(index).size != index.size or not chain_crossable(
-                nodes, site.source, index, filters, site.weight.ndim, constant):
+            nodes, site.source, index, filters, site.weight.ndim, constant
+        ):
             continue
         trim = Trim(tuple(int(i) for i in index), filters)
         for i in [site.source[0]] + [i for i in site.source[1] if nodes[i].op_type == "Conv"]:

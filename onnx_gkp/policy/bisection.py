@@ -1,6 +1,6 @@
 """The fidelity target (``--keep``): the most pruning whose held-out fidelity is measured to hold.
 
-A policy over the error allowance of ``allowance.py``: every allowance in ``levels`` gives a
+A policy over the error allowance of ``curves.py``: every allowance in ``levels`` gives a
 plan; a larger allowance prunes more (and runs faster) and keeps less. Each candidate is
 refitted on the fit samples and measured on the held-out samples, giving two figures: its
 *score* (what ``--keep`` states: top-1 agreement, cosine, ...) and an *estimate* of the same
@@ -56,7 +56,10 @@ def search(
     def keeps(index: int) -> bool:
         return min(at(index)) >= keep
 
-    low, high = -1, len(levels)  # the estimate keeps the target at levels[low] (-1: none known), misses it at levels[high]
+    low, high = (
+        -1,
+        len(levels),
+    )  # the estimate keeps the target at levels[low] (-1: none known), misses it at levels[high]
     while high - low > 1 and len(measured) < MAX_EVALUATIONS:
         middle = (low + high) // 2
         if at(middle)[1] >= keep:

@@ -1,5 +1,5 @@
 """``--target-macs`` and ``--target-latency``: every layer's (kept count, G) or whole, chosen
-jointly to meet the budget where the estimated quality cost is least (``targets.py``, ``budget.py``).
+jointly to meet the budget where the estimated quality cost is least (``layer_options.py``, ``knapsack.py``).
 
 MACs: the allocation is exact, but a ``G = 1`` layer also lets its source stop computing the
 channels it drops, which the per-layer options do not see; the budget is loosened by bisection,
@@ -11,9 +11,6 @@ exactly end to end, so the saving asked of them is searched against measured end
 
 from __future__ import annotations
 
-from ..plan.proposal import Proposal
-from ..plan.model import Pairs
-
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -21,20 +18,22 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from ..analyse.sites import ConvSite, Skip
+from ..analyse.bn_stats import StatsReader
+from ..analyse.gains import ErrorGains
 from ..analyse.graph import constant_tensors
-from .knapsack import Infeasible, Option, allocate
-from ..refit.activations import input_moments, output_errors
+from ..analyse.sites import ConvSite, Skip
 from ..context import Context
 from ..errors import GkpError
-from ..analyse.bn_stats import StatsReader
 from ..layer.planner import LayerPlan, kernel_energy, plan_for_count
-from ..analyse.gains import ErrorGains
 from ..layer.quality import relative_error, weighted_energy
-from ..report.report import Report
-from ..runtime.sessions import random_inputs
 from ..limits import MAX_LAYER_RATIO
 from ..options import Target
+from ..plan.model import Pairs
+from ..plan.proposal import Proposal
+from ..refit.activations import input_moments, output_errors
+from ..report.report import Report
+from ..runtime.sessions import random_inputs
+from .knapsack import Infeasible, Option, allocate
 from .layer_options import alternatives, layer_options, second_moment
 
 MACS_TOLERANCE = 0.005  # of the model's Conv MACs: how far past a MACs target the result may go
@@ -42,7 +41,6 @@ MACS_STEPS = 12
 LATENCY_TOLERANCE = 0.03  # relative: a measured latency this close to the target is accepted
 LATENCY_ATTEMPTS = 6
 SENSITIVITY_RATIO = 0.25  # each layer's measured sensitivity: a quarter of its inputs pruned, G = 1
-
 
 
 @dataclass
@@ -75,8 +73,10 @@ class Budget:
         try:
             chosen = allocate(self.tables, limit)
         except Infeasible as error:
-            raise GkpError(f"the target cannot be met: {error} {self.unit}; no layer loses more than "
-                           f"{MAX_LAYER_RATIO:.0%} of its input channels") from None
+            raise GkpError(
+                f"the target cannot be met: {error} {self.unit}; no layer loses more than "
+                f"{MAX_LAYER_RATIO:.0%} of its input channels"
+            ) from None
         result = Choice([], [], [], {})
         for site, table, j, (gain, path) in zip(self.sites, self.tables, chosen, self.paths):
             option = table[j]
@@ -87,21 +87,36 @@ class Budget:
             key = (site.node_index, option.groups, option.keep)
             if key not in self.plans:
                 with self.context.clock("plan"):
-                    self.plans[key] = plan_for_count(site.weight, kernel_energy(site.weight), option.groups, option.keep,
-                                                     self.context.plan_options)
-            timing = {"times": {option.groups: option.cost}, "dense_time": table[0].cost} if self.target.kind == "latency" else {}
+                    self.plans[key] = plan_for_count(
+                        site.weight, kernel_energy(site.weight), option.groups, option.keep, self.context.plan_options
+                    )
+            timing = (
+                {"times": {option.groups: option.cost}, "dense_time": table[0].cost}
+                if self.target.kind == "latency"
+                else {}
+            )
             result.pairs.append((site, replace(self.plans[key], **timing)))
             result.records[site.node_index] = {
-                "estimated_quality_cost": round(option.quality, 6), self.unit: round(option.cost, 9),
-                "whole": round(table[0].cost, 9), "error_gain": round(gain, 6), "gain_path": path,
-                "alternatives [keep, G, quality cost, " + self.unit + "]": alternatives(table[1:])}
+                "estimated_quality_cost": round(option.quality, 6),
+                self.unit: round(option.cost, 9),
+                "whole": round(table[0].cost, 9),
+                "error_gain": round(gain, 6),
+                "gain_path": path,
+                "alternatives [keep, G, quality cost, " + self.unit + "]": alternatives(table[1:]),
+            }
         return result
 
 
 def _left_whole(site: ConvSite, table: list[Option]) -> Skip:
     cheapest = min(table[1:], key=lambda o: o.quality, default=None)
-    note = "" if cheapest is None else (f" (least costly cut: keep {cheapest.keep}/{site.weight.shape[1]} "
-                                        f"with G={cheapest.groups}, quality cost {cheapest.quality:.3g})")
+    note = (
+        ""
+        if cheapest is None
+        else (
+            f" (least costly cut: keep {cheapest.keep}/{site.weight.shape[1]} "
+            f"with G={cheapest.groups}, quality cost {cheapest.quality:.3g})"
+        )
+    )
     return Skip(site.node_index, site.node, "Conv", "left whole by the budget" + note, site.macs)
 
 
@@ -114,12 +129,22 @@ def to_target(context: Context) -> Proposal:
     unknown = [s for s in context.sites if (s.geometry if kind == "latency" else s.macs) is None]
     if kind == "macs" and (unknown or any(s.macs is None for s in context.skipped if s.op_type == "Conv")):
         raise GkpError("--target-macs needs every Conv's output shape; give --test-shape for the dynamic inputs")
-    unmeasured = [Skip(s.node_index, s.node, "Conv", "left whole: its input shape is unknown, so its time cannot be measured",
-                       s.macs) for s in unknown]
+    unmeasured = [
+        Skip(
+            s.node_index,
+            s.node,
+            "Conv",
+            "left whole: its input shape is unknown, so its time cannot be measured",
+            s.macs,
+        )
+        for s in unknown
+    ]
     budget = _budget(context, target, [s for s in context.sites if s not in unknown], context.options.progress)  # type: ignore[arg-type]
     skipped = context.skipped + unmeasured
     choice, decisions = (_macs_choice(budget, skipped), {}) if kind == "macs" else _latency_choice(budget, skipped)
-    return Proposal(choice.pairs, choice.whole + unknown, unmeasured + choice.left, decisions, choice.records, guard=False)
+    return Proposal(
+        choice.pairs, choice.whole + unknown, unmeasured + choice.left, decisions, choice.records, guard=False
+    )
 
 
 def _budget(context: Context, target: Target, sites: list[ConvSite], progress: bool) -> Budget:
@@ -139,7 +164,9 @@ def _budget(context: Context, target: Target, sites: list[ConvSite], progress: b
         source = None if site.source is None or target.kind != "latency" else whole_times.get(site.source[0], 0.0)
         geometry = geometries.get(site.source[0]) if site.source is not None else None
         with clock("measure" if target.kind == "latency" else "plan"):
-            tables.append(layer_options(site, context.plan_options, target.kind, gain, moments, context.costs, source, geometry))
+            tables.append(
+                layer_options(site, context.plan_options, target.kind, gain, moments, context.costs, source, geometry)
+            )
         if target.kind == "latency":
             whole_times[site.node_index] = tables[-1][0].cost
         paths.append((gain, path))
@@ -161,8 +188,10 @@ def _macs_choice(budget: Budget, skipped: list[Skip]) -> Choice:
     most = (whole_cost - least) / total
     fraction = budget.target.fraction
     if fraction > most:
-        raise GkpError(f"--target-macs {fraction:g} cannot be met: at most {most:.1%} of this model's Conv MACs "
-                       f"can be removed (no layer loses more than {MAX_LAYER_RATIO:.0%} of its input channels)")
+        raise GkpError(
+            f"--target-macs {fraction:g} cannot be met: at most {most:.1%} of this model's Conv MACs "
+            f"can be removed (no layer loses more than {MAX_LAYER_RATIO:.0%} of its input channels)"
+        )
     goal = fraction * total
 
     def removed(choice: Choice) -> float:  # from the plan alone: no rewrite
@@ -208,20 +237,29 @@ def _latency_choice(budget: Budget, skipped: list[Skip]) -> tuple[Choice, dict[s
     return choice, {"latency_saving_s": need}
 
 
-def measured_gains(context: Context, full: onnx.ModelProto, sites: list[ConvSite], moments: dict[int, np.ndarray]
-                   ) -> dict[int, tuple[float, str]]:
+def measured_gains(
+    context: Context, full: onnx.ModelProto, sites: list[ConvSite], moments: dict[int, np.ndarray]
+) -> dict[int, tuple[float, str]]:
     """Error gains measured on calibration inputs: each layer pruned alone (``G = 1``, a quarter
     of its inputs), the model's relative output error over the layer's estimated relative error."""
     options = context.plan_options
-    plans = [plan_for_count(s.weight, kernel_energy(s.weight), 1, options.kept(s.weight.shape[1], SENSITIVITY_RATIO), options)
-             for s in sites]
+    plans = [
+        plan_for_count(
+            s.weight, kernel_energy(s.weight), 1, options.kept(s.weight.shape[1], SENSITIVITY_RATIO), options
+        )
+        for s in sites
+    ]
     errors = output_errors(full, sites, plans, context.fit, threads=context.options.threads)  # type: ignore[arg-type]
     found = {}
     for site, plan, error in zip(sites, plans, errors):
-        estimate = relative_error(weighted_energy(kernel_energy(site.weight), moments.get(site.node_index)),
-                                  plan.keep_mask(site.weight.shape[1]))
-        found[site.node_index] = (error / max(estimate, 1e-12),
-                                  f"measured: relative output error {error:.3g} with {SENSITIVITY_RATIO:.0%} of its inputs pruned")
+        estimate = relative_error(
+            weighted_energy(kernel_energy(site.weight), moments.get(site.node_index)),
+            plan.keep_mask(site.weight.shape[1]),
+        )
+        found[site.node_index] = (
+            error / max(estimate, 1e-12),
+            f"measured: relative output error {error:.3g} with {SENSITIVITY_RATIO:.0%} of its inputs pruned",
+        )
     return found
 
 
@@ -239,8 +277,10 @@ def search_saving(fraction: float, most: float, measure: Callable[[float], float
     """
     tried = {most: measure(most)}
     if tried[most] > fraction * (1 + LATENCY_TOLERANCE):  # shipping it would cost the most accuracy for a miss
-        raise GkpError(f"--target-latency {fraction:g} cannot be met here: the most pruning the layer times allow "
-                       f"measured {tried[most]:.2f} of the original's time end to end")
+        raise GkpError(
+            f"--target-latency {fraction:g} cannot be met here: the most pruning the layer times allow "
+            f"measured {tried[most]:.2f} of the original's time end to end"
+        )
     low, high = 0.0, most
     need = most * min(1.0, (1.0 - fraction) / max(1.0 - tried[most], 1e-9))
     for _ in range(LATENCY_ATTEMPTS - 1):

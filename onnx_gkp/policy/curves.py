@@ -5,35 +5,37 @@ that layer alone pruned (``G = 1``) at each ratio of ``GRID``: measured on the f
 there are some (``calibrate.output_errors``; the lesser of the masked layer's error and its
 error refitted alone on other fit samples, as the pass will refit it), else estimated from the
 weights (the pruned share of ``||W[f, c]||^2 E[x_c^2]``, times the error gain read off the
-graph: ``quality.py``, ``propagation.py``). Curves are made non-decreasing.
+graph: ``quality.py``, ``gains.py``). Curves are made non-decreasing.
 
 An *allowance* ``tau`` gives every layer a ratio whose error stays within ``tau``: a fragile
 layer is cut less, a robust one more, with one number to search. Among the ratios within it,
-the one measured fastest on this machine (``costs.py``; the largest where times tie within
+the one measured fastest on this machine (``cost/table.py``; the largest where times tie within
 ``TIME_TIE``): onnxruntime's blocked Conv path wants channel counts in multiples of 8 or 16, so a
 layer kept at 8 of 16 channels can run faster than one kept at 10. Plain numpy apart from the
 measured curves' onnxruntime runs.
 """
 
 from __future__ import annotations
-from ..limits import MAX_LAYER_RATIO
 
 from typing import Optional, Sequence
 
 import numpy as np
 import onnx
 
-from ..analyse.sites import ConvSite
+from ..analyse.bn_stats import StatsReader
+from ..analyse.gains import ErrorGains
 from ..analyse.graph import constant_tensors
+from ..analyse.sites import ConvSite
+from ..layer.planner import PlanOptions, kernel_energy, plan_for_count
+from ..layer.quality import relative_error, weighted_energy
+from ..limits import MAX_LAYER_RATIO
 from ..refit.activations import output_errors
 from ..refit.reconstruct import refitted_alone
-from ..analyse.bn_stats import StatsReader
-from ..layer.planner import PlanOptions, kernel_energy, plan_for_count
-from ..analyse.gains import ErrorGains
-from ..layer.quality import relative_error, weighted_energy
 from .layer_options import second_moment
 
-GRID = tuple(k / 8 for k in range(1, round(8 * MAX_LAYER_RATIO) + 1))  # ratios a layer may get: eighths, up to the limit
+GRID = tuple(
+    k / 8 for k in range(1, round(8 * MAX_LAYER_RATIO) + 1)
+)  # ratios a layer may get: eighths, up to the limit
 CURVE_SAMPLES = 16  # fit samples each point of a measured curve runs
 REFIT_SAMPLES = 128  # other fit samples each layer of a measured curve is refitted on
 
@@ -63,12 +65,18 @@ def estimated_curves(model: onnx.ModelProto, sites: Sequence[ConvSite], options:
         weighted = weighted_energy(kernel_energy(site.weight), second_moment(site))
         c_in = site.weight.shape[1]
         gain = gains(site.node_index)[0]
-        curves[site.node_index] = _monotone([gain * relative_error(weighted, p.keep_mask(c_in)) for p in grid_plans(site, options)])
+        curves[site.node_index] = _monotone(
+            [gain * relative_error(weighted, p.keep_mask(c_in)) for p in grid_plans(site, options)]
+        )
     return curves
 
 
 def measured_curves(
-    model: onnx.ModelProto, sites: Sequence[ConvSite], options: PlanOptions, fit: dict[str, np.ndarray], threads: int,
+    model: onnx.ModelProto,
+    sites: Sequence[ConvSite],
+    options: PlanOptions,
+    fit: dict[str, np.ndarray],
+    threads: int,
     refit: bool = True,
 ) -> Curves:
     """Curves measured on the first ``CURVE_SAMPLES`` fit samples, each layer pruned alone: with
@@ -80,9 +88,15 @@ def measured_curves(
     errors = output_errors(model, flat_sites, flat_plans, fit, threads=threads, samples=CURVE_SAMPLES)
     count = len(next(iter(fit.values())))
     if refit and count > 0:
-        rest = {k: v[CURVE_SAMPLES : CURVE_SAMPLES + REFIT_SAMPLES] for k, v in fit.items()} if count > CURVE_SAMPLES else fit
+        rest = (
+            {k: v[CURVE_SAMPLES : CURVE_SAMPLES + REFIT_SAMPLES] for k, v in fit.items()}
+            if count > CURVE_SAMPLES
+            else fit
+        )
         pairs = refitted_alone(model, flat_sites, flat_plans, rest, threads=threads)
-        after = output_errors(model, [s for s, _ in pairs], [p for _, p in pairs], fit, threads=threads, samples=CURVE_SAMPLES)
+        after = output_errors(
+            model, [s for s, _ in pairs], [p for _, p in pairs], fit, threads=threads, samples=CURVE_SAMPLES
+        )
         errors = [min(a, b) for a, b in zip(errors, after)]
     return {s.node_index: _monotone(errors[i * len(GRID) : (i + 1) * len(GRID)]) for i, s in enumerate(sites)}
 

@@ -1,7 +1,7 @@
 """Per-layer ratios from an error allowance: fixed and estimated without data, searched against
-the held-out fidelity with it (``--keep``, ``keep.py``), measured on what ships.
+the held-out fidelity with it (``--keep``, ``bisection.py``), measured on what ships.
 
-Each layer's curve (``allowance.py``) is its error at every ratio of the grid; an allowance gives
+Each layer's curve (``curves.py``) is its error at every ratio of the grid; an allowance gives
 each layer the fastest ratio within it. Without data the curves are estimated and the allowance is
 the conservative ``DATA_FREE_ALLOWANCE``; with data they are measured on the fit samples and the
 allowance is the largest whose refitted model keeps the target on the held-out samples.
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .curves import levels, measured_curves, ratios_within
-from ..plan.proposal import Proposal
-from ..context import Context
 from ..check.metrics import model_estimate, model_score
+from ..context import Context
+from ..plan.proposal import Proposal
 from .bisection import refined_search
+from .curves import levels, measured_curves, ratios_within
 from .uniform import Ratios, at_ratios, grid_times, plan_sites
-
 
 
 def kept(context: Context) -> Proposal:
@@ -41,7 +40,9 @@ def kept_ratios(context: Context) -> tuple[Ratios, list[tuple[float, float]]]:
         key = tuple(sorted(ratios.items()))
         if key not in tried:
             pairs, whole, skipped = plan_sites(context, ratios)
-            pruned, _ = context.assemble(context.plan(context.refitted(pairs), whole), context.skipped + skipped, check=False)
+            pruned, _ = context.assemble(
+                context.plan(context.refitted(pairs), whole), context.skipped + skipped, check=False
+            )
             pruned = pruned if context.int8 is None else context.int8.shipped(pruned)
             figures = context.fidelity(pruned)
             tried[key] = (model_score(figures) or 0.0, model_estimate(figures) or 0.0)

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..plan.proposal import Proposal
-
 from ..analyse.sites import Skip
 from ..context import Context
+from ..plan.proposal import Proposal
 from ..plan.trims import keeps_gather
 
-
-GATHER_GAIN = 0.05  # the gathered layers must make the model this much faster to be pruned: short of it, whole is as fast and more faithful
+# the gathered layers must make the model this much faster to be pruned: short of it, whole is as fast and more faithful
+GATHER_GAIN = 0.05
 RUNS = 30  # at least: the two models differ by a few percent, and 20 interleaved runs flip such a difference
 
-REASON = ("left whole: with the {} layers that need an input Gather (this one among them) pruned, the model took "
-          "{:.2f} of its time without them, short of the {:.0%} a Gather must buy")
+REASON = (
+    "left whole: with the {} layers that need an input Gather (this one among them) pruned, the model took "
+    "{:.2f} of its time without them, short of the {:.0%} a Gather must buy"
+)
 
 
 def without_gathers(context: Context, proposal: Proposal) -> Proposal:
@@ -48,12 +49,20 @@ def without_gathers(context: Context, proposal: Proposal) -> Proposal:
             return proposal
         with context.clock("measure"):
             skipped = context.skipped + proposal.skipped
-            models = [context.assemble(context.plan(p, w), skipped, check=False)[0] for p, w in ((pairs, whole), (kept, lighter))]
+            models = [
+                context.assemble(context.plan(p, w), skipped, check=False)[0]
+                for p, w in ((pairs, whole), (kept, lighter))
+            ]
             ratio = context.shipped_time_ratio(*models, max(options.latency_runs, RUNS))
         costs.remember(decision, ratio)
         costs.save()
-    decisions = {**proposal.decisions, "input_gathers": {"layers": len(gathered), "time_with_over_without": round(ratio, 4)}}
+    decisions = {
+        **proposal.decisions,
+        "input_gathers": {"layers": len(gathered), "time_with_over_without": round(ratio, 4)},
+    }
     if ratio < 1.0 - GATHER_GAIN:
         return replace(proposal, decisions=decisions)
-    left = [Skip(s.node_index, s.node, "Conv", REASON.format(len(gathered), ratio, GATHER_GAIN), s.macs) for s in gathered]
+    left = [
+        Skip(s.node_index, s.node, "Conv", REASON.format(len(gathered), ratio, GATHER_GAIN), s.macs) for s in gathered
+    ]
     return replace(proposal, pairs=kept, whole=lighter, skipped=proposal.skipped + left, decisions=decisions)

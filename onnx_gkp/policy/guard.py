@@ -7,8 +7,6 @@ so a rerun gives the same bytes.
 
 from __future__ import annotations
 
-from ..plan.proposal import Proposal
-
 import math
 
 import onnx
@@ -16,10 +14,10 @@ import onnx
 from ..analyse.sites import Skip
 from ..context import Context
 from ..layer.planner import LayerPlan
+from ..plan.proposal import Proposal
 from ..report.report import Report
 
 GAIN_GUARDS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))  # the last prunes nothing: never slower
-
 
 
 def guarded(context: Context, proposal: Proposal) -> tuple[onnx.ModelProto, Report]:
@@ -68,9 +66,14 @@ def _passes(plan: LayerPlan, guard: float) -> bool:
 
 def _reason(plan: LayerPlan, guard: float) -> str:
     if guard == float("inf"):
-        return f"left whole: measured {_gain(plan):.0%} faster alone, but no selection of layers made this model faster end to end"
-    return (f"left whole: measured {_gain(plan):.0%} faster alone, below the {guard:.0%} gain this model "
-            f"needed to come out faster end to end")
+        return (
+            f"left whole: measured {_gain(plan):.0%} faster alone, but no selection of layers made this model "
+            "faster end to end"
+        )
+    return (
+        f"left whole: measured {_gain(plan):.0%} faster alone, below the {guard:.0%} gain this model "
+        f"needed to come out faster end to end"
+    )
 
 
 def _slower(context: Context, pruned: onnx.ModelProto, report: Report) -> bool:

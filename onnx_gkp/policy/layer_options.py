@@ -3,33 +3,33 @@
 Each prunable layer offers "whole" plus every (kept count, ``G``) on a grid: kept counts for
 ratios ``1/steps, 2/steps, ...`` up to ``MAX_LAYER_RATIO``, counts up to ``--max-groups``. An
 option's quality cost is the layer's estimated relative error times its error gain
-(``quality.py``, ``propagation.py``), with ``--group-cost`` pricing each doubling of ``G`` as
+(``quality.py``, ``gains.py``), with ``--group-cost`` pricing each doubling of ``G`` as
 in the uniform mode. Its resource is the Conv MACs it keeps, or its measured seconds on this
-machine's onnxruntime (``costs.py``); for a latency budget only the counts the uniform mode
+machine's onnxruntime (``cost/table.py``); for a latency budget only the counts the uniform mode
 would consider compete (measured faster than the dense Conv, and within ``--speed-slack`` of
-the fastest at that kept count). ``budget.allocate`` picks one option per layer.
+the fastest at that kept count). ``knapsack.allocate`` picks one option per layer.
 
 Estimates use the balanced clustering and kernel scores of each ``G`` for every kept count at
 once (no retention refinement, which depends on the kept count); the chosen option is then
-planned in full (``plan.plan_for_count``), so the plan can only be better than its estimate.
+planned in full (``planner.plan_for_count``), so the plan can only be better than its estimate.
 """
 
 from __future__ import annotations
-from ..limits import MAX_LAYER_RATIO
 
 import math
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..analyse.sites import ConvSite
-from .knapsack import Option
-from ..layer.cluster import balanced_kmeans
 from ..analyse.geometry import ConvGeometry
+from ..analyse.sites import ConvSite
 from ..cost.table import CostTable, as_written
+from ..layer.cluster import balanced_kmeans
 from ..layer.group_count import candidate_counts, fast_counts
 from ..layer.planner import PlanOptions, filter_features, group_scores, kernel_energy
 from ..layer.quality import relative_errors, weighted_energy
+from ..limits import MAX_LAYER_RATIO
+from .knapsack import Option
 
 STEPS = {"macs": 16, "latency": 8}  # the latency grid is coarser: every option is timed
 
@@ -78,8 +78,11 @@ def layer_options(
         assert costs is not None and site.geometry is not None
         trimmed = source_time is not None
         times = costs.times(site.geometry, [as_written(g, m, trimmed) for g in counts for m in keeps])
-        resource = lambda g, m: (costs.credited_time(times[as_written(g, m, trimmed)], source_time or 0.0, source_geometry, m, c_in)  # noqa: E731
-                                 if g == 1 else times[as_written(g, m, trimmed)])
+        resource = lambda g, m: (  # noqa: E731
+            costs.credited_time(times[as_written(g, m, trimmed)], source_time or 0.0, source_geometry, m, c_in)  # noqa: E731
+            if g == 1
+            else times[as_written(g, m, trimmed)]
+        )
         whole = times[site.geometry.dense]
         # As in the uniform mode: only counts measured faster than dense, and near the fastest.
         allowed = {m: fast_counts({g: resource(g, m) for g in counts}, whole, options.speed_slack) for m in keeps}
@@ -93,7 +96,9 @@ def layer_options(
         clusters = balanced_kmeans(filter_features(energy), g, seed=options.seed)
         errors = relative_errors(weighted, clusters, group_scores(weight, clusters, options), keeps)
         price = gain * (1.0 + options.group_cost * math.log2(g))
-        found += [Option(m, g, float(e) * price, float(resource(g, m))) for m, e in zip(keeps, errors) if g in allowed[m]]
+        found += [
+            Option(m, g, float(e) * price, float(resource(g, m))) for m, e in zip(keeps, errors) if g in allowed[m]
+        ]
     return found
 
 

@@ -2,7 +2,7 @@
 
 With a cost table each layer's candidate counts are timed at its kept count, and a layer no
 candidate of which is measured faster than its dense Conv is left whole; ``G`` is then chosen
-for quality among the counts within ``--speed-slack`` of the fastest (``plan.plan_layer``).
+for quality among the counts within ``--speed-slack`` of the fastest (``planner.plan_layer``).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from typing import Optional
 from tqdm import tqdm
 
 from ..analyse.sites import ConvSite, Skip
-from ..plan.model import Pairs
-from ..plan.proposal import Proposal
-from .gathers import without_gathers
-from .curves import GRID
 from ..context import Context
 from ..cost.table import CostTable, as_written
 from ..layer.group_count import candidate_counts, none_fast_reason
 from ..layer.planner import PlanOptions, plan_layer
+from ..plan.model import Pairs
+from ..plan.proposal import Proposal
+from .curves import GRID
+from .gathers import without_gathers
 
 ALLOWANCE_REASON = "left whole: pruning even an eighth of its inputs costs more error than the allowance"
 
@@ -38,7 +38,9 @@ def at_ratios(context: Context, ratios: Optional[Ratios] = None) -> Proposal:
     return without_gathers(context, Proposal(pairs, whole, skipped))
 
 
-def plan_sites(context: Context, ratios: Optional[Ratios] = None, progress: bool = False) -> tuple[Pairs, list[ConvSite], list[Skip]]:
+def plan_sites(
+    context: Context, ratios: Optional[Ratios] = None, progress: bool = False
+) -> tuple[Pairs, list[ConvSite], list[Skip]]:
     """Time and plan every site in graph order, at its own ratio where ``ratios`` gives one; the
     planned pairs, the sites left whole, and why each was.
 
@@ -90,7 +92,7 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
 
     With a ``source`` (the Conv feeding this one, pruned with ``G = 1`` or left whole, and its
     measured time), ``G = 1`` needs no input gather and the source stops computing the
-    channels left out (``rewrite._trim``): ``G = 1`` is timed without the gather and credited
+    channels left out (``conv._trim``): ``G = 1`` is timed without the gather and credited
     the source's time in proportion to the filters it drops, unless the source timed with fewer
     filters saves less than half of that (``costs.credited``). (Crediting always what that
     timing says was tried: it credited too little, and the ResNet-50 shape came out at 1.77x
@@ -105,7 +107,9 @@ def candidate_times(site: ConvSite, options: PlanOptions, costs: Optional[CostTa
     measured = costs.times(site.geometry, list(variants.values()))
     times = {g: measured[v] for g, v in variants.items()}
     if source is not None:
-        times[1] = costs.credited_time(times[1], source[1], source[0].geometry if source[0] is not None else None, keep, c_in)
+        times[1] = costs.credited_time(
+            times[1], source[1], source[0].geometry if source[0] is not None else None, keep, c_in
+        )
     return times, measured[site.geometry.dense]
 
 
@@ -127,7 +131,9 @@ def grid_times(sites: list[ConvSite], costs: Optional[CostTable], options: PlanO
             measured = costs.times(site.geometry, variants)
             source = geometries.get(site.source[0]) if site.source is not None else None
             whole = costs.times(source, [])[source.dense] if source is not None else 0.0
-            found[site.node_index] = tuple(costs.credited_time(measured[v], whole, source, keep, c_in) for v, keep in zip(variants, keeps))
+            found[site.node_index] = tuple(
+                costs.credited_time(measured[v], whole, source, keep, c_in) for v, keep in zip(variants, keeps)
+            )
     if found:
         costs.save()
     return found

@@ -3,14 +3,17 @@ planned layer alone adds at its output.
 """
 
 from __future__ import annotations
+
 import os
 from typing import Sequence
+
 import numpy as np
 import onnx
 import onnxruntime as ort
+
 from ..analyse.sites import ConvSite
-from ..layer.planner import LayerPlan
 from ..check.reference import masked_reference
+from ..layer.planner import LayerPlan
 from ..runtime.sessions import batch_size, chunks, run, session, up_to
 
 
@@ -24,7 +27,9 @@ def _head(data: dict[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
     return {name: array[:samples] for name, array in data.items()}
 
 
-def outputs_on(model: onnx.ModelProto, data: dict[str, np.ndarray], *, threads: int = 1, chunk: int = 32) -> list[np.ndarray]:
+def outputs_on(
+    model: onnx.ModelProto, data: dict[str, np.ndarray], *, threads: int = 1, chunk: int = 32
+) -> list[np.ndarray]:
     """Every graph output of ``model`` over all of ``data``, batches concatenated."""
     sess = calibration_session(model, threads)
     parts = [run(sess, batch) for batch in chunks(data, batch_size(model, chunk))]
@@ -32,8 +37,13 @@ def outputs_on(model: onnx.ModelProto, data: dict[str, np.ndarray], *, threads: 
 
 
 def input_moments(
-    model: onnx.ModelProto, sites: Sequence[ConvSite], data: dict[str, np.ndarray], *,
-    threads: int = 1, samples: int = 64, chunk: int = 32,
+    model: onnx.ModelProto,
+    sites: Sequence[ConvSite],
+    data: dict[str, np.ndarray],
+    *,
+    threads: int = 1,
+    samples: int = 64,
+    chunk: int = 32,
 ) -> dict[int, np.ndarray]:
     """``E[x_c^2]`` of each site's input channels over the first ``samples`` calibration inputs,
     for the budget's quality cost (``quality.py``) in place of the BN-derived moments."""
@@ -53,8 +63,13 @@ def input_moments(
 
 
 def output_errors(
-    model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan], data: dict[str, np.ndarray], *,
-    threads: int = 1, samples: int = 32,
+    model: onnx.ModelProto,
+    sites: Sequence[ConvSite],
+    plans: Sequence[LayerPlan],
+    data: dict[str, np.ndarray],
+    *,
+    threads: int = 1,
+    samples: int = 32,
 ) -> list[float]:
     """For each site pruned alone to its plan (the masked reference), the model's relative output
     error ``sum ||y' - y||^2 / sum ||y||^2`` over the first ``samples`` calibration inputs: the
@@ -66,7 +81,10 @@ def output_errors(
     errors = []
     for site, plan in zip(sites, plans):
         pruned = calibration_session(masked_reference(model, [site], [plan]), threads)
-        diff = sum(float(np.sum(np.square(a.astype(np.float64) - b)))
-                   for batch, outs in zip(batches, wanted) for a, b in zip(run(pruned, batch), outs))
+        diff = sum(
+            float(np.sum(np.square(a.astype(np.float64) - b)))
+            for batch, outs in zip(batches, wanted)
+            for a, b in zip(run(pruned, batch), outs)
+        )
         errors.append(diff / max(scale, 1e-30))
     return errors

@@ -2,7 +2,7 @@
 
 For every pruned Conv, the original model gives the target (the layer's dense output) and the
 model pruned so far gives the input as the pruned network will see it (earlier layers already
-reconstructed, in masked form); ``reconstruct.py`` solves the per-group ridge problems. The
+reconstructed, in masked form); ``ridge.py`` solves the per-group ridge problems. The
 result is new weights and biases for the sites: the rewrite and the masked reference are then
 built from them, so validation still checks the dense rewrite exactly.
 
@@ -12,7 +12,6 @@ for a 3x3 Conv over 512 channels: 170 MB).
 """
 
 from __future__ import annotations
-from .activations import calibration_session
 
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
@@ -22,11 +21,12 @@ import onnx
 import onnxruntime as ort
 
 from ..analyse.sites import ConvSite
+from ..check.reference import masked_reference
 from ..layer.compensation import explicit_pads
 from ..layer.planner import LayerPlan, kernel_energy
-from .ridge import GroupedRidge, patches, sample_positions
-from ..check.reference import masked_reference
 from ..runtime.sessions import batch_size, chunks, run, up_to
+from .activations import calibration_session
+from .ridge import GroupedRidge, patches, sample_positions
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,14 @@ class Fit:
 
 
 def refitted_alone(
-    model: onnx.ModelProto, sites: Sequence[ConvSite], plans: Sequence[LayerPlan], data: dict[str, np.ndarray], *,
-    threads: int = 1, seed: int = 0, fit: Fit = Fit(),
+    model: onnx.ModelProto,
+    sites: Sequence[ConvSite],
+    plans: Sequence[LayerPlan],
+    data: dict[str, np.ndarray],
+    *,
+    threads: int = 1,
+    seed: int = 0,
+    fit: Fit = Fit(),
 ) -> list[tuple[ConvSite, LayerPlan]]:
     """Each site refitted on ``data`` to its plan (``G = 1``) with every other layer whole, as
     :func:`reconstructed` would refit it first: the kept channels chosen by reconstruction,
@@ -58,8 +64,12 @@ def refitted_alone(
             node = model.graph.node[site.node_index]
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             ridges[site.node_index] = ridge = GroupedRidge(
-                [range(site.weight.shape[0])], [range(site.weight.shape[1])], site.weight.shape[1], int(np.prod(kernel)))
-            sessions = calibration_session(up_to(model, [node.output[0]]), threads), calibration_session(up_to(model, [node.input[0]]), threads)
+                [range(site.weight.shape[0])], [range(site.weight.shape[1])], site.weight.shape[1], int(np.prod(kernel))
+            )
+            sessions = (
+                calibration_session(up_to(model, [node.output[0]]), threads),
+                calibration_session(up_to(model, [node.input[0]]), threads),
+            )
             _accumulate(ridge, sessions, attrs, kernel, data, fit, seed + 7919 * len(ridges))
         ridge = ridges[site.node_index]
         ridge.filter_groups = [np.asarray(g, dtype=np.int64) for g in plan.filter_groups]
@@ -124,8 +134,15 @@ def reconstructed(
     return list(zip(done, chosen))
 
 
-def _accumulate(ridge: GroupedRidge, sessions: tuple[ort.InferenceSession, ort.InferenceSession], attrs: dict,
-                kernel: tuple, data: dict[str, np.ndarray], fit: Fit, seed: int) -> None:
+def _accumulate(
+    ridge: GroupedRidge,
+    sessions: tuple[ort.InferenceSession, ort.InferenceSession],
+    attrs: dict,
+    kernel: tuple,
+    data: dict[str, np.ndarray],
+    fit: Fit,
+    seed: int,
+) -> None:
     """Add to ``ridge`` the layer's input patches (from the ``source`` session) and its original
     outputs (from ``target``) at ``fit.positions`` sampled output positions of every sample of ``data``."""
     target, source = sessions
@@ -133,7 +150,11 @@ def _accumulate(ridge: GroupedRidge, sessions: tuple[ort.InferenceSession, ort.I
         y = run(target, batch)[0]
         x = run(source, batch)[0]
         strides, dilations, pads = explicit_pads(
-            x.shape[2:], kernel, attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"),
+            x.shape[2:],
+            kernel,
+            attrs.get("strides"),
+            attrs.get("dilations"),
+            attrs.get("pads"),
             attrs.get("auto_pad", b"NOTSET").decode() if isinstance(attrs.get("auto_pad"), bytes) else "NOTSET",
         )
         where = sample_positions(y.shape[2:], fit.positions, seed + batch_index)
@@ -150,12 +171,16 @@ def _pruned_energy(weight: np.ndarray, plan: LayerPlan, kept: tuple[tuple[int, .
     return float(energy[~mask].sum()) / total if total > 0 else 0.0
 
 
-def _declined(ridge: GroupedRidge, site: ConvSite, instead: LayerPlan, weight: np.ndarray, bias: np.ndarray) -> Optional[str]:
+def _declined(
+    ridge: GroupedRidge, site: ConvSite, instead: LayerPlan, weight: np.ndarray, bias: np.ndarray
+) -> Optional[str]:
     """Why the refit ``(weight, bias)`` must not replace the masked weights of ``instead``, or None."""
     taken = "calibration refit not taken"
     if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
-        return (f"{taken}: its weights are not finite (the calibration data overflow this layer's activations "
-                f"or leave its fit singular); the masked weights are kept")
+        return (
+            f"{taken}: its weights are not finite (the calibration data overflow this layer's activations "
+            f"or leave its fit singular); the masked weights are kept"
+        )
     masked_bias = instead.compensated_bias(site.bias, site.weight.dtype)
     masked_bias = np.zeros(site.weight.shape[0]) if masked_bias is None else masked_bias
     before, after = ridge.fit_errors(instead.masked_weight(site.weight), masked_bias, weight, bias)
@@ -163,6 +188,8 @@ def _declined(ridge: GroupedRidge, site: ConvSite, instead: LayerPlan, weight: n
         return f"{taken}: its error on the calibration data overflows; the masked weights are kept"
     if after - before > 1e-9 * abs(before):
         scale = max(float(np.sum(ridge.energy)), 1e-300)
-        return (f"{taken}: it fits the calibration data worse (relative error {after / scale:.3g}) than the masked "
-                f"weights ({before / scale:.3g}); the masked weights are kept")
+        return (
+            f"{taken}: it fits the calibration data worse (relative error {after / scale:.3g}) than the masked "
+            f"weights ({before / scale:.3g}); the masked weights are kept"
+        )
     return None

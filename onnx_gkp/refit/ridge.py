@@ -64,7 +64,9 @@ class GroupedRidge:
     from it: the cost of a chunk does not grow with ``G``.
     """
 
-    def __init__(self, filter_groups: Sequence[Sequence[int]], kept_channels: Sequence[Sequence[int]], c_in: int, taps: int) -> None:
+    def __init__(
+        self, filter_groups: Sequence[Sequence[int]], kept_channels: Sequence[Sequence[int]], c_in: int, taps: int
+    ) -> None:
         self.filter_groups = [np.asarray(g, dtype=np.int64) for g in filter_groups]
         self.kept_channels = [np.asarray(k, dtype=np.int64) for k in kept_channels]
         self.taps = taps
@@ -138,7 +140,9 @@ class GroupedRidge:
         """Rows and columns of the Gram matrix a group reads: its kept channels' taps, then the bias."""
         return np.r_[(kept[:, None] * self.taps + np.arange(self.taps)).ravel(), self.gram.shape[0] - 1]
 
-    def fit_errors(self, weight_a: np.ndarray, bias_a: np.ndarray, weight_b: np.ndarray, bias_b: np.ndarray) -> tuple[float, float]:
+    def fit_errors(
+        self, weight_a: np.ndarray, bias_a: np.ndarray, weight_b: np.ndarray, bias_b: np.ndarray
+    ) -> tuple[float, float]:
         """Squared residuals ``sum ||Y - (P W + b)||^2`` over the accumulated rows of two weights
         (their kept kernels: the pruned layer computes no others), read off the Gram matrices
         without another pass over the data: ``err(w) = w^T G w - 2 w^T c + ||y||^2`` per filter.
@@ -150,8 +154,12 @@ class GroupedRidge:
                 columns = self._columns(kept)
                 gram = self.gram[np.ix_(columns, columns)]
                 cross = self.cross[np.ix_(columns, filters)]
-                a, b = (np.vstack([w[filters][:, kept].reshape(len(filters), -1).T, np.asarray(v, np.float64)[filters][None]])
-                        .astype(np.float64) for w, v in ((weight_a, bias_a), (weight_b, bias_b)))
+                a, b = (
+                    np.vstack(
+                        [w[filters][:, kept].reshape(len(filters), -1).T, np.asarray(v, np.float64)[filters][None]]
+                    ).astype(np.float64)
+                    for w, v in ((weight_a, bias_a), (weight_b, bias_b))
+                )
                 first += float(np.sum(a * (gram @ a)) - 2 * np.sum(a * cross) + np.sum(self.energy[filters]))
                 change += float(np.sum((b - a) * (gram @ (b + a))) - 2 * np.sum((b - a) * cross))
         return first, first + change
@@ -172,7 +180,9 @@ class GroupedRidge:
             with np.errstate(all="ignore"):  # non-finite sums give non-finite weights (see add)
                 penalty = damping * max(float(np.trace(gram[:-1, :-1])) / max(size - 1, 1), 1e-12)
                 try:
-                    solution = np.linalg.solve(gram + np.diag(np.r_[np.full(size - 1, penalty), 0.0]), self.cross[np.ix_(columns, filters)])
+                    solution = np.linalg.solve(
+                        gram + np.diag(np.r_[np.full(size - 1, penalty), 0.0]), self.cross[np.ix_(columns, filters)]
+                    )
                 except np.linalg.LinAlgError:  # singular: no refit for this group
                     solution = np.full((size, len(filters)), np.nan)
             new_weight[filters[:, None], kept[None, :]] = solution[:-1].T.reshape(len(filters), len(kept), *kernel)

@@ -33,8 +33,11 @@ def _rows(report: Report) -> list[tuple[str, int, int, str]]:
             after = skip.macs if skip.macs_after is None else skip.macs_after
             rows.append((skip.node_index, skip.node, skip.macs, after, f"left whole: {skip.reason}"))
     rows.sort(key=lambda r: r[0])
-    return [(name or f"#{index}", before, after, note) for index, name, before, after, note in rows
-            if before is not None and after is not None]
+    return [
+        (name or f"#{index}", before, after, note)
+        for index, name, before, after, note in rows
+        if before is not None and after is not None
+    ]
 
 
 def svg(report: Report) -> str:
@@ -45,13 +48,15 @@ def svg(report: Report) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL + BAR + NOTE}" height="{height}" '
         'font-family="monospace" font-size="11">',
         f'<text x="0" y="{ROW - 5}" font-weight="bold">Conv MACs before (grey) and after (blue); '
-        f'{escape(report.summary().splitlines()[1])}</text>',
+        f"{escape(report.summary().splitlines()[1])}</text>",
     ]
     for i, (name, before, after, note) in enumerate(rows, start=1):
         y = ROW * i + 4
         parts.append(f'<text x="0" y="{y + 11}">{escape(name[-48:])}</text>')
         parts.append(f'<rect x="{LABEL}" y="{y}" width="{BAR * before / scale:.1f}" height="{ROW - 6}" fill="#ccc"/>')
-        parts.append(f'<rect x="{LABEL}" y="{y + 3}" width="{BAR * after / scale:.1f}" height="{ROW - 12}" fill="#36c"/>')
+        parts.append(
+            f'<rect x="{LABEL}" y="{y + 3}" width="{BAR * after / scale:.1f}" height="{ROW - 12}" fill="#36c"/>'
+        )
         parts.append(f'<text x="{LABEL + BAR + 6}" y="{y + 11}">{escape(note[:60])}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

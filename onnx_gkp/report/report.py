@@ -16,12 +16,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from ..analyse.sites import ConvSite, Skip
 from ..analyse.shapes import kept_macs
+from ..analyse.sites import ConvSite, Skip
 from ..check.metrics import model_score
-from ..plan.model import Plan
-from ..layer.planner import LayerPlan
 from ..check.validate import Validation
+from ..layer.planner import LayerPlan
+from ..plan.model import Plan
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,11 @@ class LayerReport:
 
     @classmethod
     def of(
-        cls, site: ConvSite, plan: LayerPlan, dead_filters: Sequence[int] = (), refit: Optional[str] = None,
+        cls,
+        site: ConvSite,
+        plan: LayerPlan,
+        dead_filters: Sequence[int] = (),
+        refit: Optional[str] = None,
         budget: Optional[dict[str, Any]] = None,
     ) -> "LayerReport":
         """``dead_filters``: filters no longer computed at all, as no kept kernel downstream reads
@@ -65,7 +69,9 @@ class LayerReport:
         else:
             compensation = stats if isinstance(stats, str) else "off"
         if plan.declined_refit is not None:  # masked weights and the data-free compensation instead
-            compensation = f"{plan.declined_refit}; {'data-free compensation off' if compensation == 'off' else compensation}"
+            compensation = (
+                f"{plan.declined_refit}; {'data-free compensation off' if compensation == 'off' else compensation}"
+            )
         m = plan.kept_per_group
         return cls(
             node=site.node,
@@ -102,7 +108,9 @@ class Report:
     fidelity: Optional[dict[str, dict[str, Any]]] = None  # per output, on the held-out samples
     samples: Optional[dict[str, Any]] = None  # the fit / held-out split of the calibration samples
     search: list[dict[str, float]] = dataclasses.field(default_factory=list)  # --keep: allowances measured
-    quantization: Optional[dict[str, Any]] = None  # --quantize: the types, INT8 alone and the fp32 pruned model compared
+    quantization: Optional[dict[str, Any]] = (
+        None  # --quantize: the types, INT8 alone and the fp32 pruned model compared
+    )
     plan: Optional[Plan] = None  # what was applied: ``apply(model, Plan.from_dict(report["plan"]))`` redoes it
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,16 +136,20 @@ class Report:
         """Per-layer table: one row per pruned Conv, then the skipped ones with their reasons."""
         rows = [("node", "weight", "G", "kept/group", "MACs before", "MACs after", "pruned energy", "us dense -> G")]
         for layer in self.layers:
-            rows.append((
-                layer.node or f"#{layer.node_index}",
-                "x".join(map(str, layer.weight_shape)),
-                str(layer.groups),
-                f"{layer.kept_per_group}/{layer.weight_shape[1]}",
-                _count(layer.macs_before),
-                _count(layer.macs_after),
-                f"{layer.pruned_energy:.3f}",
-                "" if layer.dense_us is None else f"{layer.dense_us:.0f} -> {layer.candidate_us[str(layer.groups)]:.0f}",
-            ))
+            rows.append(
+                (
+                    layer.node or f"#{layer.node_index}",
+                    "x".join(map(str, layer.weight_shape)),
+                    str(layer.groups),
+                    f"{layer.kept_per_group}/{layer.weight_shape[1]}",
+                    _count(layer.macs_before),
+                    _count(layer.macs_after),
+                    f"{layer.pruned_energy:.3f}",
+                    ""
+                    if layer.dense_us is None
+                    else f"{layer.dense_us:.0f} -> {layer.candidate_us[str(layer.groups)]:.0f}",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
         lines.extend(
@@ -153,33 +165,55 @@ class Report:
             self.fidelity_line(),
             f"pruned {t['pruned_layers']} Conv, skipped {t['skipped_layers']}, added {t['gathers_added']} Gather; "
             f"bias compensated in {t['compensated_layers']} of {t['pruned_layers']}",
-            f"Conv MACs {_count(t['conv_macs_before'])} -> {_count(t['conv_macs_after'])} ({_ratio(t['conv_macs_after'], t['conv_macs_before'])}); "
-            f"params {_count(t['params_before'])} -> {_count(t['params_after'])} ({_ratio(t['params_after'], t['params_before'])})",
+            f"Conv MACs {_count(t['conv_macs_before'])} -> {_count(t['conv_macs_after'])} "
+            f"({_ratio(t['conv_macs_after'], t['conv_macs_before'])}); "
+            f"params {_count(t['params_before'])} -> {_count(t['params_after'])} "
+            f"({_ratio(t['params_after'], t['params_before'])})",
         ]
         if not t["pruned_layers"]:
-            lines.append("nothing was pruned: " + ("no Conv could be (reasons above)" if t["skipped_layers"] else "the model has no Conv outside If/Loop branches (those are not pruned)"))
+            lines.append(
+                "nothing was pruned: "
+                + (
+                    "no Conv could be (reasons above)"
+                    if t["skipped_layers"]
+                    else "the model has no Conv outside If/Loop branches (those are not pruned)"
+                )
+            )
         macs_goal, time_goal = self.options.get("target_macs"), self.options.get("target_latency")
         if macs_goal is not None and t["conv_macs_before"]:
-            lines.append(f"target: remove {macs_goal:.1%} of the Conv MACs; removed {1 - t['conv_macs_after'] / t['conv_macs_before']:.1%}")
+            lines.append(
+                f"target: remove {macs_goal:.1%} of the Conv MACs; removed "
+                f"{1 - t['conv_macs_after'] / t['conv_macs_before']:.1%}"
+            )
         v = self.validation
         if time_goal is not None:
-            got = "" if v is None or not v.latency_ms else f"; measured {v.latency_ms['pruned'] / v.latency_ms['original']:.2f}"
+            got = (
+                ""
+                if v is None or not v.latency_ms
+                else f"; measured {v.latency_ms['pruned'] / v.latency_ms['original']:.2f}"
+            )
             lines.append(f"target: at most {time_goal:.2f} of the original's time{got}")
         if v is None:
             lines.append("validation: skipped (--no-validate)")
             return "\n".join(lines)
         verdict = "passed" if v.passed else "FAILED"
-        lines.append(f"exactness {verdict}: max |pruned - masked reference| = {v.masked_max_abs_diff:.3g} "
-                     f"(relative {v.masked_max_rel_diff:.3g}, tolerance {v.rtol:g}) on {v.inputs}")
+        lines.append(
+            f"exactness {verdict}: max |pruned - masked reference| = {v.masked_max_abs_diff:.3g} "
+            f"(relative {v.masked_max_rel_diff:.3g}, tolerance {v.rtol:g}) on {v.inputs}"
+        )
         if v.latency_ms:
             o, p = v.latency_ms["original"], v.latency_ms["pruned"]
             threads = self.options.get("threads", 1)
             speed = f"speed-up {o / p:.2f}x" if t["pruned_layers"] else "nothing pruned, the difference is noise"
-            lines.append(f"median latency (onnxruntime {v.onnxruntime}, {threads} thread(s)): original {o:.3f} ms, "
-                         f"pruned {p:.3f} ms, {speed}")
+            lines.append(
+                f"median latency (onnxruntime {v.onnxruntime}, {threads} thread(s)): original {o:.3f} ms, "
+                f"pruned {p:.3f} ms, {speed}"
+            )
             if p > o and t["pruned_layers"]:
-                lines.append("warning: the pruned model measured slower than the original end to end; "
-                             "try a larger --ratio, or --include the large layers only")
+                lines.append(
+                    "warning: the pruned model measured slower than the original end to end; "
+                    "try a larger --ratio, or --include the large layers only"
+                )
         elif v.latency_note:
             lines.append(f"median latency: {v.latency_note}")
         return "\n".join(lines + self.int8_lines())
@@ -189,31 +223,41 @@ class Report:
         q = self.quantization
         if q is None:
             return []
-        lines = [f"INT8 ({q['types']}, {q['chosen']}): the original quantized alone keeps "
-                 + "; ".join(f"{name} {_figures(f)}" for name, f in q["fidelity_int8_alone"].items())]
+        lines = [
+            f"INT8 ({q['types']}, {q['chosen']}): the original quantized alone keeps "
+            + "; ".join(f"{name} {_figures(f)}" for name, f in q["fidelity_int8_alone"].items())
+        ]
         ms = q["latency_ms"]
         if ms:
             threads = self.options.get("threads", 1)
-            lines.append(f"median latency (onnxruntime, {threads} thread(s)): original {ms['original']:.3f} ms, INT8 alone "
-                         f"{ms['int8 alone']:.3f} ms, pruned {ms['pruned']:.3f} ms, pruned + INT8 {ms['pruned int8']:.3f} ms: "
-                         f"{ms['original'] / ms['pruned int8']:.2f}x over the original, "
-                         f"{ms['int8 alone'] / ms['pruned int8']:.2f}x over INT8 alone")
+            lines.append(
+                f"median latency (onnxruntime, {threads} thread(s)): original {ms['original']:.3f} ms, INT8 alone "
+                f"{ms['int8 alone']:.3f} ms, pruned {ms['pruned']:.3f} ms, pruned + INT8 {ms['pruned int8']:.3f} ms: "
+                f"{ms['original'] / ms['pruned int8']:.2f}x over the original, "
+                f"{ms['int8 alone'] / ms['pruned int8']:.2f}x over INT8 alone"
+            )
             if ms["pruned int8"] > ms["pruned"]:
-                lines.append(f"warning: here the INT8 model runs slower than the pruned fp32 one ({ms['pruned int8']:.3f} ms "
-                             f"against {ms['pruned']:.3f} ms): without --quantize the pass writes the faster model")
+                lines.append(
+                    f"warning: here the INT8 model runs slower than the pruned fp32 one ({ms['pruned int8']:.3f} ms "
+                    f"against {ms['pruned']:.3f} ms): without --quantize the pass writes the faster model"
+                )
         return lines
 
     def fidelity_line(self) -> str:
         """The headline: what the pruned model still does on held-out real inputs, or that it
         was not measured."""
         if self.fidelity is None:
-            return ("fidelity: NOT measured (no real inputs); give --calibration with a few hundred of the "
-                    "model's own inputs to measure it and to refit the pruned layers")
+            return (
+                "fidelity: NOT measured (no real inputs); give --calibration with a few hundred of the "
+                "model's own inputs to measure it and to refit the pruned layers"
+            )
         held = (self.samples or {}).get("held_out")
         keep = self.options.get("keep")
         score = model_score(self.fidelity)
         missed = keep is not None and score is not None and score < keep
-        goal = "" if keep is None else f" (target: keep {keep:g}{', MISSED: ' + format(score, '.4g') if missed else ''})"
+        goal = (
+            "" if keep is None else f" (target: keep {keep:g}{', MISSED: ' + format(score, '.4g') if missed else ''})"
+        )
         model = "" if self.quantization is None else " of the INT8 model"
         return f"fidelity{model} on {held} held-out samples{goal}: {self.fidelity_figures()}"
 
@@ -225,9 +269,18 @@ class Report:
 
 def _figures(f: dict[str, Any]) -> str:
     """One output's figures, its target metric first."""
-    names = {"top1": "top-1 agreement", "top5": "top-5 agreement", "kl": "KL", "cosine": "cosine",
-             "relative_l2": "relative L2 error", "snr_db": "SNR dB", "match": "equal elements"}
-    order = {"classes": ("top1", "top5", "kl"), "dense": ("cosine", "snr_db", "relative_l2"), "exact": ("match",)}[f["kind"]]
+    names = {
+        "top1": "top-1 agreement",
+        "top5": "top-5 agreement",
+        "kl": "KL",
+        "cosine": "cosine",
+        "relative_l2": "relative L2 error",
+        "snr_db": "SNR dB",
+        "match": "equal elements",
+    }
+    order = {"classes": ("top1", "top5", "kl"), "dense": ("cosine", "snr_db", "relative_l2"), "exact": ("match",)}[
+        f["kind"]
+    ]
     shown = [f["metric"]] + [m for m in order if m != f["metric"]] if f["metric"] in order else list(order)
     return ", ".join(f"{names[m]} {f[m]:.4g}" for m in shown)
 

@@ -23,7 +23,6 @@ onnx-graphsurgeon; it knows nothing of how plans are made.
 """
 
 from __future__ import annotations
-from ..graphs import attribute_graphs
 
 import dataclasses
 import functools
@@ -36,10 +35,11 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
+from ..analyse.ops import Changes, ChannelNode, channel_params
 from ..analyse.sites import ConvSite
-from ..limits import EXTERNAL_MIN, STRIPPED
-from ..analyse.ops import ChannelNode, Changes, channel_params
+from ..graphs import attribute_graphs
 from ..layer.planner import LayerPlan
+from ..limits import EXTERNAL_MIN, STRIPPED
 from ..plan.trims import Trim, decide_trims, keeps_gather
 
 IN_GATHER, RESTORE = "gkp_gather_in", "gkp_restore"
@@ -94,7 +94,9 @@ def _restore(graph: gs.Graph, permuted: _Permuted, original: gs.Variable) -> Non
     """``original = Gather(permuted, position)``: dropped by cleanup if nothing reads it."""
     index = gs.Constant(f"{original.name}/gkp_position", permuted.position)
     graph.nodes.append(
-        gs.Node("Gather", f"{original.name}/{RESTORE}", {"axis": 1}, inputs=[permuted.tensor, index], outputs=[original])
+        gs.Node(
+            "Gather", f"{original.name}/{RESTORE}", {"axis": 1}, inputs=[permuted.tensor, index], outputs=[original]
+        )
     )
 
 
@@ -148,10 +150,17 @@ def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
     return _constant(node.inputs[0]) if node.op == "Identity" and node.inputs else None
 
 
-def _channel_params(node: gs.Node, variables: set[int], index: np.ndarray, channels: int, rank: int) -> Optional[Changes]:
+def _channel_params(
+    node: gs.Node, variables: set[int], index: np.ndarray, channels: int, rank: int
+) -> Optional[Changes]:
     """:func:`ops.channel_params` of a graphsurgeon node."""
-    view = ChannelNode(node.op, len(node.outputs), node.attrs.get("group", 1), tuple(bool(t.name) for t in node.inputs),
-                       lambda i: _constant(node.inputs[i]))
+    view = ChannelNode(
+        node.op,
+        len(node.outputs),
+        node.attrs.get("group", 1),
+        tuple(bool(t.name) for t in node.inputs),
+        lambda i: _constant(node.inputs[i]),
+    )
     return channel_params(view, variables, index, channels, rank)
 
 
@@ -205,7 +214,10 @@ def _fold(graph: gs.Graph, carried: dict[str, _Permuted]) -> None:
 
 
 def _trim(
-    nodes: list[gs.Node], sites: Sequence[ConvSite], trims: dict[int, Trim], gathers: dict[int, gs.Node],
+    nodes: list[gs.Node],
+    sites: Sequence[ConvSite],
+    trims: dict[int, Trim],
+    gathers: dict[int, gs.Node],
     convs: dict[int, ConvSite],
 ) -> None:
     """Stop computing channels nobody reads, as ``trims`` decided (:func:`trims.decide_trims`):
@@ -227,10 +239,16 @@ def _trim_source(nodes: list[gs.Node], site: ConvSite, source: ConvSite, index: 
     weight = source.weight if weight is None else weight
     # The tensors the chain carries: a swish Mul reads two of them, Clip's bounds are none.
     carried = {id(n.outputs[0]) for n in [producer] + chain}
-    changes = [_channel_params(n, {i for i, t in enumerate(n.inputs) if id(t) in carried}, index, weight.shape[0],
-                               site.weight.ndim) for n in chain]
+    changes = [
+        _channel_params(
+            n, {i for i, t in enumerate(n.inputs) if id(t) in carried}, index, weight.shape[0], site.weight.ndim
+        )
+        for n in chain
+    ]
     if any(c is None for c in changes):
-        raise ValueError(f"the trim of {producer.name!r} cannot cross its chain to {site.node!r}: decided for another graph")
+        raise ValueError(
+            f"the trim of {producer.name!r} cannot cross its chain to {site.node!r}: decided for another graph"
+        )
     has_bias = len(producer.inputs) > 2 and producer.inputs[2].name
     bias = _constant(producer.inputs[2]) if has_bias else None
     bias = source.bias if has_bias and bias is None else bias
@@ -256,7 +274,11 @@ def _export(graph: gs.Graph, model: onnx.ModelProto, shared: frozenset[str] = fr
     # ``graph``: its constants are left empty.
     held = {}
     for tensor in graph.tensors().values():
-        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, np.ndarray) and tensor._values.nbytes >= EXTERNAL_MIN:
+        if (
+            isinstance(tensor, gs.Constant)
+            and isinstance(tensor._values, np.ndarray)
+            and tensor._values.nbytes >= EXTERNAL_MIN
+        ):
             held[tensor.name] = tensor._values
             tensor.values = np.zeros(0, tensor._values.dtype)
     pruned = gs.export_onnx(graph, do_type_check=False, opset_imports=list(model.opset_import))
@@ -264,8 +286,9 @@ def _export(graph: gs.Graph, model: onnx.ModelProto, shared: frozenset[str] = fr
     for initializer in pruned.graph.initializer:
         if initializer.name in held and initializer.name in shared:
             array = held.pop(initializer.name)
-            stub = onnx.TensorProto(name=initializer.name, dims=array.shape,
-                                    data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype))
+            stub = onnx.TensorProto(
+                name=initializer.name, dims=array.shape, data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+            )
             stub.data_location = onnx.TensorProto.EXTERNAL
             stub.external_data.add(key="location", value=STRIPPED)
             initializer.CopyFrom(stub)
@@ -363,7 +386,7 @@ def rewrite(
         extra = [tensors[n] for n in wanted if tensors[n] not in graph.outputs]
         graph.outputs.extend(extra)
         copy = graph.copy()  # shares the constants' arrays with ``graph``
-        del graph.outputs[len(graph.outputs) - len(extra):]
+        del graph.outputs[len(graph.outputs) - len(extra) :]
         # What the pruned model will hold the probed one leaves out: it is never in memory twice.
         shared = frozenset(n for n, t in graph.cleanup().tensors().items() if isinstance(t, gs.Constant))
         # graph.copy() drops spare copies of the constants (sharing their arrays) in reference
@@ -372,5 +395,6 @@ def rewrite(
         probed = _export(copy, model, shared)
     pruned = _export(graph, model)
     count = sum(n.op_type == "Gather" and n.name.endswith((IN_GATHER, RESTORE)) for n in pruned.graph.node)
-    return Rewritten(pruned, probed, count, {i: t.dead for i, t in trims.items()}, wanted,
-                     {i: t.filters for i, t in trims.items()})
+    return Rewritten(
+        pruned, probed, count, {i: t.dead for i, t in trims.items()}, wanted, {i: t.filters for i, t in trims.items()}
+    )

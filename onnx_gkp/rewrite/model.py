@@ -17,15 +17,16 @@ from ..analyse.sites import Analysis, ConvSite, analyse
 from ..errors import GkpError
 from ..io.model_file import ModelLike, digest, load_model
 from ..plan.model import Pairs, Plan
-from .conv import Rewritten, rewrite
 from ..plan.trims import decide_trims
+from .conv import Rewritten, rewrite
 
 
 def sites_of(plan: Plan, sites: Sequence[ConvSite]) -> Pairs:
     """Each planned layer's site (with its refitted weights, where it has some) and plan."""
     by_index = {s.node_index: s for s in sites}
     missing = [layer.node_index for layer in plan.layers if layer.node_index not in by_index] + [
-        i for i in plan.whole if i not in by_index]
+        i for i in plan.whole if i not in by_index
+    ]
     if missing:
         raise GkpError(f"the plan names node {missing[0]}, which is not a prunable Conv of this model")
     pairs = []
@@ -33,15 +34,23 @@ def sites_of(plan: Plan, sites: Sequence[ConvSite]) -> Pairs:
         site = by_index[layer.node_index]
         if layer.weight is not None:
             if layer.weight.shape != site.weight.shape:
-                raise GkpError(f"the plan's weight for node {layer.node_index} has shape {list(layer.weight.shape)}, "
-                               f"the model's {list(site.weight.shape)}")
+                raise GkpError(
+                    f"the plan's weight for node {layer.node_index} has shape {list(layer.weight.shape)}, "
+                    f"the model's {list(site.weight.shape)}"
+                )
             site = replace(site, weight=layer.weight, bias=layer.bias)
         pairs.append((site, layer.plan))
     return pairs
 
 
-def rewritten(model: onnx.ModelProto, analysis: Analysis, plan: Plan, sites: Sequence[ConvSite], pairs: Pairs,
-              probes: Sequence[str] = ()) -> Rewritten:
+def rewritten(
+    model: onnx.ModelProto,
+    analysis: Analysis,
+    plan: Plan,
+    sites: Sequence[ConvSite],
+    pairs: Pairs,
+    probes: Sequence[str] = (),
+) -> Rewritten:
     """The rewrite of ``plan`` (its layers' sites and plans: ``pairs``, from :func:`sites_of`) on
     ``model`` whose prunable Convs are ``sites``; Convs outside the sites that a site reads
     (``Analysis.sources``) are trimmed like whole ones. The plan's trims must be the ones its

@@ -3,21 +3,23 @@ layer timings (layers timed as they will run) and the shipped INT8 model are mad
 """
 
 from __future__ import annotations
+
 import logging
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
+
 import numpy as np
 import onnx
 from onnx import version_converter
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
-from ..errors import GkpError
-from ..limits import PROTOBUF_LIMIT
-from ..io.model_file import first_line, serialized_size
-from ..runtime.sessions import batch_size, chunks
 
+from ..errors import GkpError
+from ..io.model_file import first_line, serialized_size
+from ..limits import PROTOBUF_LIMIT
+from ..runtime.sessions import batch_size, chunks
 
 PER_CHANNEL_OPSET = 13
 
@@ -49,8 +51,14 @@ def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str, p
         feeder = Feeder(data, batch_size(model, 32))
         try:
             quantize_static(
-                str(prepared), str(target), feeder, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=activations, weight_type=weights, reduce_range=reduced,
+                str(prepared),
+                str(target),
+                feeder,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=activations,
+                weight_type=weights,
+                reduce_range=reduced,
                 use_external_data_format=large,
             )
         except Exception as error:  # the quantizer raises many unrelated types
@@ -80,7 +88,9 @@ def _prepared(source: Path, target: Path, large: bool) -> Path:
     with _inside(target.parent):  # where symbolic shape inference leaves its files when it gives up
         for symbolic in (True, False):
             try:
-                quant_pre_process(str(source), str(target), skip_symbolic_shape=not symbolic, save_as_external_data=large)
+                quant_pre_process(
+                    str(source), str(target), skip_symbolic_shape=not symbolic, save_as_external_data=large
+                )
                 return target
             except Exception:  # an optional step: quantization works without it
                 continue

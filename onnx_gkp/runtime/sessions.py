@@ -1,8 +1,6 @@
 """onnxruntime sessions on CPU and seeded inputs: shared by analysis (shapes) and validation."""
 
 from __future__ import annotations
-from ..graphs import subgraphs
-from ..io.model_file import graph_inputs
 
 import re
 from typing import Callable, Hashable, Iterator, Mapping, Optional, Sequence, TypeVar
@@ -12,8 +10,9 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import GkpError, ValidationFailed
+from ..graphs import subgraphs
+from ..io.model_file import first_line, graph_inputs, serialized_size, skeleton
 from ..limits import EXTERNAL_MIN, PROTOBUF_LIMIT, STRIPPED
-from ..io.model_file import first_line, serialized_size, skeleton
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -116,7 +115,8 @@ Stubs = Mapping[str, Callable[[], np.ndarray]]  # the data of a model's stub ini
 def is_stub(tensor: onnx.TensorProto) -> bool:
     """An initializer left without its data (``load.STRIPPED``): a :data:`Stubs` mapping has it."""
     return tensor.data_location == onnx.TensorProto.EXTERNAL and any(
-        e.key == "location" and e.value == STRIPPED for e in tensor.external_data)
+        e.key == "location" and e.value == STRIPPED for e in tensor.external_data
+    )
 
 
 def filled(model: onnx.ModelProto, stubs: Stubs) -> onnx.ModelProto:
@@ -167,8 +167,9 @@ def run_in_parts(
     return [values[n] for n in wanted]
 
 
-def _parts(reads: list[set[str]], initializers: dict[str, onnx.TensorProto], feeds: dict[str, np.ndarray],
-           part_bytes: int) -> list[list[int]]:
+def _parts(
+    reads: list[set[str]], initializers: dict[str, onnx.TensorProto], feeds: dict[str, np.ndarray], part_bytes: int
+) -> list[list[int]]:
     """Runs of consecutive node indices, each reading at most ``part_bytes`` of large initializers."""
     sizes = {name: _nbytes(t) for name, t in initializers.items()}
     parts: list[list[int]] = []
@@ -186,8 +187,15 @@ def _parts(reads: list[set[str]], initializers: dict[str, onnx.TensorProto], fee
     return parts
 
 
-def _run_part(model: onnx.ModelProto, part: list[int], read: set[str], outputs: list[str], values: dict[str, object],
-              initializers: dict[str, onnx.TensorProto], stubs: Stubs) -> dict[str, np.ndarray]:
+def _run_part(
+    model: onnx.ModelProto,
+    part: list[int],
+    read: set[str],
+    outputs: list[str],
+    values: dict[str, object],
+    initializers: dict[str, onnx.TensorProto],
+    stubs: Stubs,
+) -> dict[str, np.ndarray]:
     """``outputs`` of the nodes ``part`` of ``model``, run alone on ``values``; the large
     initializers they read are handed to onnxruntime as arrays, made only now."""
     graph = model.graph
@@ -213,7 +221,9 @@ def _run_part(model: onnx.ModelProto, part: list[int], read: set[str], outputs: 
         value = values[name]
         if not isinstance(value, np.ndarray):
             raise Unsplittable(name)
-        cut.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+        cut.graph.input.append(
+            onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+        )
     typed = {o.name: o for o in graph.output}
     cut.graph.output.extend(typed[n] if n in typed else onnx.ValueInfoProto(name=n) for n in outputs)
     options = _options(optimise=False, threads=1)
@@ -266,8 +276,12 @@ def check_supported(model: onnx.ModelProto) -> None:
     need onnxruntime, so this is bad input (exit 2), not a failed validation.
     """
     value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe", [value],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [value],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     probe = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     options = ort.SessionOptions()
     options.log_severity_level = 4
@@ -276,8 +290,9 @@ def check_supported(model: onnx.ModelProto) -> None:
     except Exception as error:
         versions = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
         reason = ort_message(error).rstrip(". ").split(". ")[-1]
-        raise GkpError(f"onnxruntime {ort.__version__} cannot load IR version {model.ir_version} "
-                       f"with opsets {versions}: {reason}") from None
+        raise GkpError(
+            f"onnxruntime {ort.__version__} cannot load IR version {model.ir_version} with opsets {versions}: {reason}"
+        ) from None
 
 
 def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -285,5 +300,3 @@ def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.nda
         return sess.run(None, feeds)
     except Exception as error:
         raise ValidationFailed(f"onnxruntime cannot run the model: {ort_message(error)}") from None
-
-

@@ -5,13 +5,16 @@ so drift and a shared CPU hit every model alike.
 """
 
 from __future__ import annotations
-from .sessions import Key, run, session
+
 import statistics
 import time
 from typing import Callable, Mapping
+
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from .sessions import Key, run, session
 
 
 def interleaved_medians(
@@ -47,8 +50,11 @@ def balanced_medians(
         return {}
     spare = session(models[keys[0]], optimise=True, threads=threads)  # kept alive while the others run
     run(spare, feeds)
-    sessions = {(key, copy): session(models[key], optimise=True, threads=threads)
-                for copy, order in enumerate((keys, keys[::-1])) for key in order}
+    sessions = {
+        (key, copy): session(models[key], optimise=True, threads=threads)
+        for copy, order in enumerate((keys, keys[::-1]))
+        for key in order
+    }
     warm = 0.0
     for sess in sessions.values():
         run(sess, feeds)

@@ -11,11 +11,10 @@ stayed at 0.77 with 7-bit ones (``reduce_range``, ``u8s7``), at the same speed
 fidelity on the held-out samples, and takes the most faithful of those that run as fast.
 
 The MinMax calibrator keeps one min and max per tensor per batch, so every sample is fed;
-``CalibMaxIntermediateOutputs`` is not used (onnxruntime issue 18893 drops collected batches).
+``CalibMaxIntermediateOutputs`` is not used (onnxruntime's GitHub issue 18893: it drops collected batches).
 """
 
 from __future__ import annotations
-from ..runtime.quantize import TYPES, quantized
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional
@@ -24,6 +23,7 @@ import numpy as np
 import onnx
 
 from ..io.model_file import digest
+from ..runtime.quantize import TYPES, quantized
 from ..runtime.timing import median_latency_ms
 
 if TYPE_CHECKING:  # costs.py times layers quantized with quantized() below
@@ -31,7 +31,10 @@ if TYPE_CHECKING:  # costs.py times layers quantized with quantized() below
 
 # activations, weights, weights in 7 bits (no 16-bit saturation in the AVX2 kernels)
 AS_FAST = 1.10  # a type this much slower than the fastest still counts as fast: timing noise on a shared CPU
-CHOICES = ("int8", *TYPES)  # int8: the most faithful of TYPES that runs the quantized original as fast as the fastest here
+CHOICES = (
+    "int8",
+    *TYPES,
+)  # int8: the most faithful of TYPES that runs the quantized original as fast as the fastest here
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,14 @@ class Int8:
 
 
 def int8_original(
-    requested: str, original: onnx.ModelProto, fit: dict[str, np.ndarray], feeds: dict[str, np.ndarray],
-    costs: "CostTable", threads: int, runs: int, score: Callable[[onnx.ModelProto], Optional[float]],
+    requested: str,
+    original: onnx.ModelProto,
+    fit: dict[str, np.ndarray],
+    feeds: dict[str, np.ndarray],
+    costs: "CostTable",
+    threads: int,
+    runs: int,
+    score: Callable[[onnx.ModelProto], Optional[float]],
 ) -> Int8:
     """The original quantized with the ``requested`` types, or for ``int8`` with each of ``TYPES``,
     timed side by side here and scored by ``score`` (held-out fidelity, higher is better): the
@@ -71,8 +80,9 @@ def int8_original(
     types = fastest_faithful(times, scores)
     costs.remember(decision, float(names.index(types)))
     costs.save()
-    measured = ", ".join(f"{name} {times[name]:.3f} ms" + ("" if scores[name] is None else f" at {scores[name]:.4g}")
-                         for name in names)
+    measured = ", ".join(
+        f"{name} {times[name]:.3f} ms" + ("" if scores[name] is None else f" at {scores[name]:.4g}") for name in names
+    )
     return Int8(types, f"measured here: {measured}", models[types], fit)
 
 
