@@ -12,11 +12,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_gkp.layer.planner.trims import Trim, decide_trims
 
 from onnx_gkp.analyse.graph import constant_lookup
 from onnx_gkp.analyse.sites import Analysis, ConvSite, analyse
 from onnx_gkp.layer.planner import LayerPlan, PlanOptions, plan_layer
+from onnx_gkp.plan.trims import Trim, decide_trims
 from onnx_gkp.rewrite.conv import IN_GATHER, rewrite
 
 ROOT = Path(__file__).resolve().parents[1]

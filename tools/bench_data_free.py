@@ -1,7 +1,7 @@
 """The data-free default, measured on real data: what each allowance prunes, and what it costs.
 
 Without data the pass prunes each layer as far as its *estimated* error curve stays within an
-allowance (``policy/fidelity_target.py``). For one model of ``bench_quality.TASKS``:
+allowance (``policy/data_free.py``). For one model of ``bench_quality.TASKS``:
 
 1. the layers whose estimate is furthest below their error measured on 16 of the task's
    evaluation inputs, each pruned alone as the data-free default would prune it (masked, with
@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import onnx_gkp.search.fidelity_target as fidelity_target
 from bench_common import ROOT, write_section
 from bench_quality import TASKS, load_model, outputs
 
 import onnx_gkp
+import onnx_gkp.policy.data_free as data_free
 from onnx_gkp.analyse.sites import analyse
 from onnx_gkp.context import compensated
 from onnx_gkp.layer.planner import PlanOptions
@@ -64,9 +64,7 @@ def underestimates(model, shapes, images: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(TASKS))
-    parser.add_argument(
-        "--allowances", type=float, nargs="+", default=[0.004, 1e-4, fidelity_target.DATA_FREE_ALLOWANCE]
-    )
+    parser.add_argument("--allowances", type=float, nargs="+", default=[0.004, 1e-4, data_free.DATA_FREE_ALLOWANCE])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -78,7 +76,7 @@ def main() -> None:
     worst = underestimates(original, shapes, images)
     variants = {}
     for allowance in args.allowances:
-        fidelity_target.DATA_FREE_ALLOWANCE = allowance  # what-if: the pass's constant, for this run only
+        data_free.DATA_FREE_ALLOWANCE = allowance  # what-if: the pass's constant, for this run only
         variants[allowance] = onnx_gkp.prune(original, test_shapes=shapes or None, latency_runs=0)
     feeds = {original.graph.input[0].name: images[:1].astype(np.float32)}
     times = median_latency_ms({"original": original, **{f"{a:g}": v[0] for a, v in variants.items()}}, feeds, args.runs)
