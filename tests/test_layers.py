@@ -27,7 +27,7 @@ LAYERS = (
     ("options",),
     ("context",),
     ("policy",),
-    ("api", "cli", "__main__", "__init__"),
+    ("api", "arguments", "cli", "__main__", "__init__"),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
