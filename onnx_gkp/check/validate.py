@@ -124,54 +124,48 @@ def validate(
     ``exposed.masked_stubs``. With ``exposed.part_bytes`` both are run a part at a time, one
     after the other, and not timed.
     """
-    count = len(pruned.graph.output)
     shapes = resolve_input_shapes(pruned) if inputs.shapes is None else inputs.shapes
     feeds = random_inputs(pruned, shapes, inputs.seed) if inputs.feeds is None else inputs.feeds
-    probed, masked_stubs, part_bytes, real, rtol, atol = (
-        exposed.probed,
-        exposed.masked_stubs,
-        exposed.part_bytes,
-        inputs.real,
-        RTOL,
-        ATOL,
-    )
     pruned_stubs = {t.name: functools.partial(onnx.numpy_helper.to_array, t) for t in pruned.graph.initializer}
-    got, want = _outputs(pruned, probed, pruned_stubs, masked, masked_stubs or {}, probes, feeds, part_bytes)
-    # Outputs rounded to half precision differ by an ulp where the summation order changes.
-    rtol = max([rtol] + [4 * float(np.finfo(b.dtype).eps) for b in want if np.issubdtype(b.dtype, np.floating)])
-    inner = max([_magnitude(b) for b in want[count:]], default=0.0)
-    max_abs, max_rel, passed = 0.0, 0.0, True
-    for index, (a, b) in enumerate(zip(got, want)):
-        diff, same = _difference(a, b)
-        scale = max(_magnitude(b), atol / rtol, inner if index < count else 0.0)
-        passed &= same and diff <= rtol * scale
-        max_abs = max(max_abs, diff)
-        max_rel = max(max_rel, diff / scale)
-    latency: dict[str, float] = {}
-    note = (
-        ""
-        if part_bytes is None
-        else (
-            f"not measured: timing holds both whole models in onnxruntime, "
-            f"and their weights pass {WHOLE_LIMIT / 2**30:g} GiB"
-        )
+    got, want = _outputs(
+        pruned, exposed.probed, pruned_stubs, masked, exposed.masked_stubs or {}, probes, feeds, exposed.part_bytes
     )
-    if original is not None and latency_runs > 0 and part_bytes is None:
-        timing = (
-            {name: array[: shapes[name][0]] for name, array in feeds.items()} if real else feeds
-        )  # --input-value too
+    max_abs, max_rel, passed, rtol = _compared(got, want, len(pruned.graph.output))
+    latency: dict[str, float] = {}
+    note = ""
+    if exposed.part_bytes is not None:
+        limit = f"{WHOLE_LIMIT / 2**30:g} GiB"
+        note = f"not measured: timing holds both whole models in onnxruntime, and their weights pass {limit}"
+    elif original is not None and latency_runs > 0:
+        timing = {name: array[: shapes[name][0]] for name, array in feeds.items()} if inputs.real else feeds
         latency = median_latency_ms({"original": original, "pruned": pruned}, timing, latency_runs, threads)
     return Validation(
         passed=passed,
         masked_max_abs_diff=max_abs,
         masked_max_rel_diff=max_rel,
-        inputs="held-out samples" if real else "seeded noise",
+        inputs="held-out samples" if inputs.real else "seeded noise",
         latency_ms=latency,
         onnxruntime=ort.__version__,
         rtol=rtol,
-        atol=atol,
+        atol=ATOL,
         latency_note=note,
     )
+
+
+def _compared(got: list[np.ndarray], want: list[np.ndarray], count: int) -> tuple[float, float, bool, float]:
+    """The largest absolute and relative differences, whether all are within tolerance, and the
+    tolerance; the first ``count`` are the model's outputs, the rest its probes."""
+    # Outputs rounded to half precision differ by an ulp where the summation order changes.
+    rtol = max([RTOL] + [4 * float(np.finfo(b.dtype).eps) for b in want if np.issubdtype(b.dtype, np.floating)])
+    inner = max([_magnitude(b) for b in want[count:]], default=0.0)
+    max_abs, max_rel, passed = 0.0, 0.0, True
+    for index, (a, b) in enumerate(zip(got, want)):
+        diff, same = _difference(a, b)
+        scale = max(_magnitude(b), ATOL / rtol, inner if index < count else 0.0)
+        passed &= same and diff <= rtol * scale
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / scale)
+    return max_abs, max_rel, passed, rtol
 
 
 def _outputs(
