@@ -12,17 +12,13 @@ them back to run it.
 from __future__ import annotations
 
 import functools
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import onnx
 
-from .analyse.bn_stats import ChannelStats
 from .analyse.graph import count_params
-from .analyse.shapes import kept_macs
 from .analyse.sites import Analysis, ConvSite, Skip, analyse
 from .check.metrics import fidelity, model_estimate
 from .check.reference import masked_reference, masked_stubs
@@ -31,35 +27,21 @@ from .cost.table import CostTable
 from .errors import GkpError, ValidationFailed
 from .io.model_file import ModelLike, check_onnx, digest, load_model, release, restored
 from .io.samples import Samples, load_samples, split
-from .layer.compensation import bias_delta, tap_coverage
 from .layer.planner import LayerPlan, PlanOptions
 from .limits import DEFAULT_KEEP, PART_BYTES, WHOLE_LIMIT
 from .options import Mode, Options
 from .plan.model import Pairs, Plan, PlannedLayer
-from .plan.trims import decide_trims
+from .plan.trims import decide_trims, trimmed
+from .prepare import Stopwatch, check_feeds, check_runs, prunable
 from .refit.activations import outputs_on
+from .refit.compensated import compensated
 from .refit.reconstruct import reconstructed
 from .report.report import LayerReport, Report, totals
 from .rewrite.conv import Rewritten
 from .rewrite.model import rewritten, sites_of
-from .runtime.sessions import batch_size, check_supported, ort_message, random_inputs, session, weight_bytes
+from .runtime.sessions import check_supported, weight_bytes
 from .runtime.timing import median_latency_ms
 from .ship.int8 import Int8, int8_original
-
-
-class Stopwatch:
-    """Wall-clock seconds per pipeline stage, for ``--verbose`` and the report."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
 
 
 @dataclass(frozen=True)
@@ -78,9 +60,8 @@ class Context:
     keep: Optional[float]
     digest: str
     feeds: dict[str, np.ndarray]  # the exactness check's inputs (:func:`check_feeds`)
-    held_outputs: Optional[
-        list[np.ndarray]
-    ]  # the original's outputs on the held-out samples: every fidelity figure reads them
+    # the original's outputs on the held-out samples: every fidelity figure reads them
+    held_outputs: Optional[list[np.ndarray]]
     clock: Stopwatch = field(default_factory=Stopwatch)
     costs: Optional[CostTable] = None  # the layer timings, when layers are timed to choose
     int8: Optional[Int8] = None
@@ -94,11 +75,7 @@ class Context:
             check_supported(full)
         with clock("analyse"):
             analysis = analyse(full, options.include, options.exclude, options.test_shapes, options.min_in_channels)
-            sites, skipped = (
-                _apply_plan_limits(analysis, options.plan_options)
-                if options.plan is None
-                else _planned(analysis, options.plan)
-            )
+            sites, skipped = prunable(analysis, options)
         data = (
             None
             if options.calibration is None
@@ -115,7 +92,7 @@ class Context:
         original = release(full, arrays)
         feeds = check_feeds(original, analysis, data, options)
         if options.check:
-            _check_runs(full, feeds, data is not None)
+            check_runs(full, feeds, data is not None)
         held = None if data is None else outputs_on(full, data.held, threads=options.threads)
         context = cls(
             options,
@@ -133,22 +110,25 @@ class Context:
             clock,
             table if options.timed else None,
         )
-        if options.quantize is None:
-            return context
-        with clock("quantize"):
+        return context if options.quantize is None else context._with_int8(full, table)  # type: ignore[arg-type]
+
+    def _with_int8(self, full: onnx.ModelProto, table: CostTable) -> "Context":
+        """The context with the original quantized as ``--quantize`` ships it; layers are then
+        timed at the precision they will run in."""
+        with self.clock("quantize"):
             int8 = int8_original(
-                options.quantize,
+                self.options.quantize,  # type: ignore[arg-type]
                 full,
-                data.fit,
-                context.timing_feeds(),
-                table,  # type: ignore[union-attr, arg-type]
-                options.threads,
-                options.latency_runs,
-                lambda model: model_estimate(context.fidelity(model)),
+                self.data.fit,  # type: ignore[union-attr]
+                self.timing_feeds(),
+                table,
+                self.options.threads,
+                self.options.latency_runs,
+                lambda model: model_estimate(self.fidelity(model)),
             )
-        if context.costs is not None:
-            context.costs.precision = int8.types  # layers are timed as they will run
-        return replace(context, int8=int8)
+        if self.costs is not None:
+            self.costs.precision = int8.types
+        return replace(self, int8=int8)
 
     @property
     def decisions(self) -> dict[str, Any]:
@@ -214,7 +194,6 @@ class Context:
         """The per-layer records and the skips of ``plan`` (its ``pairs``, where known), MACs and
         all, known without a rewrite."""
         dead = {i: t.dead for i, t in plan.trims.items()}
-        filters = {i: t.filters for i, t in plan.trims.items()}
         refit = (
             None
             if self.fit is None
@@ -224,7 +203,7 @@ class Context:
             LayerReport.of(s, p, dead.get(s.node_index, ()), refit, (extra or {}).get(s.node_index))
             for s, p in (pairs if pairs is not None else sites_of(plan, self.sites))
         ]
-        return layers, sorted((_trimmed(s, dead, filters) for s in skipped), key=lambda s: s.node_index)
+        return layers, sorted((trimmed(s, plan.trims) for s in skipped), key=lambda s: s.node_index)
 
     def macs_after(self, plan: Plan, skipped: list[Skip]) -> Optional[int]:
         """The Conv MACs ``plan`` leaves, from the plan alone."""
@@ -355,102 +334,3 @@ class Context:
                 models, self.timing_feeds(), self.options.latency_runs, self.options.threads
             )
         return shipped, record
-
-
-def compensated(site: ConvSite, plan: LayerPlan) -> LayerPlan:
-    """The plan with its data-free ``bias_delta``, where the site's input means are known.
-
-    Without a known input shape the border correction is left out (every tap counts fully).
-    """
-    if not isinstance(site.input_stats, ChannelStats):
-        return plan
-    kernel = site.weight.shape[2:]
-    if site.geometry is None:
-        coverage = np.ones(kernel)
-    else:
-        attrs = dict(site.geometry.attributes)
-        coverage = tap_coverage(
-            site.geometry.input_shape[2:],
-            kernel,
-            attrs.get("strides"),
-            attrs.get("dilations"),
-            attrs.get("pads"),
-            str(attrs.get("auto_pad", "NOTSET")),
-        )
-    delta = bias_delta(site.weight, plan.keep_mask(site.weight.shape[1]), site.input_stats.mean, coverage)
-    return replace(plan, bias_delta=tuple(float(d) for d in delta))
-
-
-def _trimmed(skip: Skip, dead_filters: dict[int, list[int]], filters: dict[int, int]) -> Skip:
-    """A Conv left whole (or depthwise, on a trimmed chain) whose unread filters the plan's trims
-    drop, with its MACs after."""
-    dead = dead_filters.get(skip.node_index)
-    if not dead:
-        return skip
-    c_out = filters[skip.node_index]
-    return replace(skip, dead_filters=tuple(dead), macs_after=kept_macs(skip.macs, c_out - len(dead), c_out))
-
-
-def _planned(analysis: Analysis, plan: Plan) -> tuple[list[ConvSite], list[Skip]]:
-    """The sites a plan prunes or leaves whole; the others are left alone, as they were."""
-    named = {layer.node_index for layer in plan.layers} | set(plan.whole)
-    sites = [s for s in analysis.sites if s.node_index in named]
-    alone = [
-        Skip(s.node_index, s.node, "Conv", "left alone by the plan", s.macs)
-        for s in analysis.sites
-        if s.node_index not in named
-    ]
-    return sites, sorted(analysis.skipped + alone, key=lambda s: s.node_index)
-
-
-def _apply_plan_limits(analysis: Analysis, options: PlanOptions) -> tuple[list[ConvSite], list[Skip]]:
-    """Move the sites the options cannot plan (G not dividing C_out, nothing to prune) to skips."""
-    sites, skipped = [], list(analysis.skipped)
-    for site in analysis.sites:
-        reason = options.refusal(*site.weight.shape[:2])
-        if reason is None:
-            sites.append(site)
-        else:
-            skipped.append(Skip(site.node_index, site.node, "Conv", reason, site.macs))
-    if options.groups != "auto" and analysis.sites and not sites:
-        raise GkpError(f"--groups {options.groups} divides the output channels of no prunable Conv")
-    return sites, sorted(skipped, key=lambda s: s.node_index)
-
-
-def _check_runs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], real: bool) -> None:
-    """Bad input, before any work: the original loads but cannot run on the check's inputs (an
-    input that wants one value, such as silero-vad's sample rate, is fed zeros), so no check of a
-    rewrite could pass. A model onnxruntime cannot load is left to the check, which says so; past
-    ``WHOLE_LIMIT`` of weights nothing is tried: a whole session is what that avoids."""
-    if weight_bytes(model) > WHOLE_LIMIT:
-        return
-    try:
-        loaded = session(model, optimise=False)
-    except ValidationFailed:
-        return
-    try:
-        loaded.run(None, feeds)
-    except Exception as error:  # onnxruntime raises several unrelated types here
-        given = (
-            "the held-out samples of --calibration"
-            if real
-            else ("seeded noise (" + ", ".join(f"{n}: {list(a.shape)} {a.dtype}" for n, a in feeds.items()) + ")")
-        )
-        hint = (
-            "check the samples"
-            if real
-            else "give --input-value NAME=V for an input that needs one value, or --test-shape"
-        )
-        raise GkpError(
-            f"the original model cannot run on the check's inputs, {given}: {ort_message(error)}; {hint}"
-        ) from None
-
-
-def check_feeds(
-    model: onnx.ModelProto, analysis: Analysis, data: Optional[Samples], options: Options
-) -> dict[str, np.ndarray]:
-    """The exactness check's inputs: held-out samples when there are some (up to 8, or the
-    model's fixed batch size), else seeded noise with ``input_values`` for the inputs it names."""
-    if data is not None:
-        return {name: array[: batch_size(model, 8)] for name, array in data.held.items()}
-    return random_inputs(model, analysis.input_shapes, options.seed, options.input_values)

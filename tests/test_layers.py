@@ -25,6 +25,7 @@ LAYERS = (
     ("report",),
     ("ship",),
     ("options",),
+    ("prepare",),
     ("context",),
     ("policy",),
     ("api", "arguments", "cli", "__main__", "__init__"),

@@ -24,10 +24,10 @@ from bench_quality import TASKS, load_model, outputs
 import onnx_gkp
 import onnx_gkp.policy.data_free as data_free
 from onnx_gkp.analyse.sites import analyse
-from onnx_gkp.context import compensated
 from onnx_gkp.layer.planner import PlanOptions
 from onnx_gkp.policy.curves import GRID, estimated_curves, grid_plans
 from onnx_gkp.refit.activations import output_errors
+from onnx_gkp.refit.compensated import compensated
 from onnx_gkp.runtime.timing import median_latency_ms
 
 ADMITTED = 0.01  # estimates above this no allowance worth considering admits

@@ -13,14 +13,15 @@ rule of ``ops.channel_params`` (``analyse.chain_crossable``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 import onnx
 
 from ..analyse.graph import constant_lookup
-from ..analyse.sites import ConvSite, chain_crossable
+from ..analyse.shapes import kept_macs
+from ..analyse.sites import ConvSite, Skip, chain_crossable
 from ..layer.planner import LayerPlan
 
 
@@ -76,3 +77,15 @@ def decide_trims(
         for i in [site.source[0]] + [i for i in site.source[1] if nodes[i].op_type == "Conv"]:
             trims[i] = trim
     return trims
+
+
+def trimmed(skip: Skip, trims: dict[int, Trim]) -> Skip:
+    """A Conv left whole (or depthwise, on a trimmed chain) whose unread filters the plan's trims
+    drop, with its MACs after."""
+    trim = trims.get(skip.node_index)
+    if trim is None or not trim.dead:
+        return skip
+    dead = trim.dead
+    return replace(
+        skip, dead_filters=tuple(dead), macs_after=kept_macs(skip.macs, trim.filters - len(dead), trim.filters)
+    )
