@@ -123,8 +123,8 @@ def orientation_metric(labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray],
 
 
 def cosine(dense: np.ndarray, pruned: np.ndarray) -> str:
-    """The cosine of the outputs over all inputs at once, the pass's own (``metrics.py``; the
-    figures recorded before 2026-12-02 are per-input means, the same to 1e-3 on YOLOv8n)."""
+    """The cosine of the outputs over all inputs at once, the pass's own (``check/metrics.py``;
+    per-input means agree with it to 1e-3 on YOLOv8n)."""
     return f"{dense_metrics(dense, pruned)['cosine']:.3f}"
 
 
