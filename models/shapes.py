@@ -20,6 +20,16 @@ import onnx
 from onnx import TensorProto, helper
 
 OPSET = 17
+# (expansion t, output channels c, repeats n, first stride s) of MobileNetV2's bottlenecks.
+MOBILENET_V2_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 IR_VERSION = 8  # what onnx 1.12 (which introduced opset 17) writes; onnxruntime 1.31 reads IR <= 13
 
 
@@ -73,8 +83,7 @@ class _Builder:
         self,
         x: str,
         name: str,
-        cin: int,
-        cout: int,
+        channels: tuple[int, int],
         k: int,
         stride: int = 1,
         groups: int = 1,
@@ -85,7 +94,9 @@ class _Builder:
 
         He-normal weights (std = gain * sqrt(2 / fan_in)) keep the activation scale roughly constant
         with depth; with ``batch_norm=False`` the BN counts as folded, so the Conv carries a bias.
+        ``channels``: (input, output).
         """
+        cin, cout = channels
         std = gain * np.sqrt(2.0 / (cin // groups * k * k))
         inputs = [x, self.param(f"{name}.weight", self.normal((cout, cin // groups, k, k), std))]
         if not self.batch_norm:
@@ -120,7 +131,7 @@ class _Builder:
 
 
 def _stem(b: _Builder) -> str:
-    x = b.conv("input", "conv1", 3, 64, 7, stride=2, act="relu")
+    x = b.conv("input", "conv1", (3, 64), 7, stride=2, act="relu")
     return b.node("MaxPool", "maxpool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
 
 
@@ -139,14 +150,14 @@ def _resnet(name: str, blocks: list[int], bottleneck: bool, seed: int, batch_nor
         for i in range(count):
             p, stride, cout = f"layer{stage}.{i}", 2 if stage > 1 and i == 0 else 1, width * expansion
             if bottleneck:
-                y = b.conv(x, f"{p}.conv1", cin, width, 1, act="relu")
-                y = b.conv(y, f"{p}.conv2", width, width, 3, stride=stride, act="relu")
-                y = b.conv(y, f"{p}.conv3", width, cout, 1, gain=gain)
+                y = b.conv(x, f"{p}.conv1", (cin, width), 1, act="relu")
+                y = b.conv(y, f"{p}.conv2", (width, width), 3, stride=stride, act="relu")
+                y = b.conv(y, f"{p}.conv3", (width, cout), 1, gain=gain)
             else:
-                y = b.conv(x, f"{p}.conv1", cin, width, 3, stride=stride, act="relu")
-                y = b.conv(y, f"{p}.conv2", width, cout, 3, gain=gain)
+                y = b.conv(x, f"{p}.conv1", (cin, width), 3, stride=stride, act="relu")
+                y = b.conv(y, f"{p}.conv2", (width, cout), 3, gain=gain)
             if stride != 1 or cin != cout:
-                x = b.conv(x, f"{p}.downsample.0", cin, cout, 1, stride=stride, gain=np.sqrt(0.5))
+                x = b.conv(x, f"{p}.downsample.0", (cin, cout), 1, stride=stride, gain=np.sqrt(0.5))
             x, cin = b.node("Relu", f"{p}.relu", [b.node("Add", f"{p}.add", [x, y])]), cout
     b.head(x, cin)
     return b.proto
@@ -176,7 +187,7 @@ def vgg16(seed: int = 0, batch_norm: bool = False) -> onnx.ModelProto:
             x = b.node("MaxPool", f"features.{index}", [x], kernel_shape=[2, 2], strides=[2, 2])
             index += 1
         else:
-            x, cin = b.conv(x, f"features.{index}", cin, width, 3, act="relu"), width
+            x, cin = b.conv(x, f"features.{index}", (cin, width), 3, act="relu"), width
             index += 2  # torchvision numbers Conv and ReLU separately
     x = b.node("Flatten", "flatten", [x], axis=1)
     x = b.node("Relu", "classifier.1", [b.linear(x, "classifier.0", 512 * 7 * 7, 4096)])
@@ -193,29 +204,20 @@ def mobilenet_v2(seed: int = 0, batch_norm: bool = False) -> onnx.ModelProto:
     1/sqrt(#residual blocks), for the same reason as in the ResNets.
     """
     b = _Builder("mobilenet_v2", seed, batch_norm)
-    x, cin, index = b.conv("input", "features.0.0", 3, 32, 3, stride=2, act="relu6"), 32, 1
-    settings = [
-        (1, 16, 1, 1),
-        (6, 24, 2, 2),
-        (6, 32, 3, 2),
-        (6, 64, 4, 2),
-        (6, 96, 3, 1),
-        (6, 160, 3, 2),
-        (6, 320, 1, 1),
-    ]
-    residual_gain = np.sqrt(0.5 / sum(n - 1 for _, _, n, _ in settings))
-    for t, cout, n, s in settings:
+    x, cin, index = b.conv("input", "features.0.0", (3, 32), 3, stride=2, act="relu6"), 32, 1
+    residual_gain = np.sqrt(0.5 / sum(n - 1 for _, _, n, _ in MOBILENET_V2_BLOCKS))
+    for t, cout, n, s in MOBILENET_V2_BLOCKS:
         for i in range(n):
             p, stride, hidden, k = f"features.{index}.conv", s if i == 0 else 1, cin * t, 0
             y = x
             if t != 1:
-                y, k = b.conv(y, f"{p}.0.0", cin, hidden, 1, act="relu6"), 1
-            y = b.conv(y, f"{p}.{k}.0", hidden, hidden, 3, stride=stride, groups=hidden, act="relu6")
+                y, k = b.conv(y, f"{p}.0.0", (cin, hidden), 1, act="relu6"), 1
+            y = b.conv(y, f"{p}.{k}.0", (hidden, hidden), 3, stride=stride, groups=hidden, act="relu6")
             residual = stride == 1 and cin == cout
-            y = b.conv(y, f"{p}.{k + 1}", hidden, cout, 1, gain=residual_gain if residual else np.sqrt(0.5))
+            y = b.conv(y, f"{p}.{k + 1}", (hidden, cout), 1, gain=residual_gain if residual else np.sqrt(0.5))
             x = b.node("Add", f"features.{index}.add", [x, y]) if residual else y
             cin, index = cout, index + 1
-    x = b.conv(x, "features.18.0", cin, 1280, 1, act="relu6")
+    x = b.conv(x, "features.18.0", (cin, 1280), 1, act="relu6")
     b.head(x, 1280, name="classifier.1")
     return b.proto
 

@@ -1,140 +1,22 @@
 """Trimming carried back through depthwise Convs (MobileNet-class inverted residuals).
 
-expand 1x1 -> BN -> Clip (Relu6) -> depthwise 3x3 -> BN -> Clip -> project 1x1, built with
-onnx.helper. Pruning the projection with G = 1 leaves hidden channels no kept kernel reads:
-neither the depthwise Conv nor the expand Conv may compute them, and the result must still
-equal the masked reference.
+expand 1x1 -> BN -> Clip (Relu6) -> depthwise 3x3 -> BN -> Clip -> project 1x1, built by
+depthwise_models.py. Pruning the projection with G = 1 leaves hidden channels no kept kernel
+reads: neither the depthwise Conv nor the expand Conv may compute them, and the result must
+still equal the masked reference.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
 
-import numpy as np
 import onnx
 import pytest
 from conftest import assert_close, feeds_for, reference_from_report, run
-from onnx import TensorProto, helper, numpy_helper
+from depthwise_models import C_IN, C_OUT, HIDDEN, SIDE, _block
 
 import onnx_gkp
 from onnx_gkp.analyse.sites import analyse
-
-C_IN, HIDDEN, C_OUT, SIDE = 8, 32, 8, 10
-
-
-def _block(
-    activation: str = "clip",
-    extra_reader: Optional[str] = None,
-    stem_channels: int = C_IN,
-    constant_nodes: bool = False,
-    seed: int = 0,
-) -> onnx.ModelProto:
-    """The inverted residual block. ``activation``: ``clip`` (Relu6), ``swish`` (Sigmoid-Mul
-    after the expand BN, HardSwish after the depthwise BN); ``extra_reader``: a tensor also
-    read by a GlobalAveragePool whose result is a second graph output; ``constant_nodes``: the
-    depthwise weight and a per-channel scale after it come from Constant nodes, not initializers."""
-    rng = np.random.default_rng(seed)
-    inits, nodes = [], []
-
-    def const(name: str, array: np.ndarray) -> str:
-        array = array.astype(np.float32)
-        if constant_nodes and name in ("dw_w", "scale"):
-            nodes.append(
-                helper.make_node(
-                    "Constant", [], [name], name=f"{name}_const", value=numpy_helper.from_array(array, name)
-                )
-            )
-        else:
-            inits.append(numpy_helper.from_array(array, name))
-        return name
-
-    def bn(x: str, out: str, channels: int) -> None:
-        nodes.append(
-            helper.make_node(
-                "BatchNormalization",
-                [
-                    x,
-                    const(f"{out}_s", rng.uniform(0.5, 1.5, channels)),
-                    const(f"{out}_o", rng.standard_normal(channels)),
-                    const(f"{out}_m", rng.standard_normal(channels) * 0.1),
-                    const(f"{out}_v", rng.uniform(0.5, 1.5, channels)),
-                ],
-                [out],
-                name=out,
-            )
-        )
-
-    def act(x: str, out: str, kind: str) -> None:
-        if kind == "clip":
-            nodes.append(
-                helper.make_node(
-                    "Clip", [x, const(f"{out}_lo", np.array(0.0)), const(f"{out}_hi", np.array(6.0))], [out], name=out
-                )
-            )
-        elif kind == "swish":
-            nodes.append(helper.make_node("Sigmoid", [x], [f"{out}_gate"], name=f"{out}_gate"))
-            nodes.append(helper.make_node("Mul", [x, f"{out}_gate"], [out], name=out))
-        else:
-            nodes.append(helper.make_node("HardSwish", [x], [out], name=out))
-
-    nodes.append(
-        helper.make_node(
-            "Conv",
-            [
-                "x",
-                const("expand_w", rng.standard_normal((HIDDEN, stem_channels, 1, 1))),
-                const("expand_b", rng.standard_normal(HIDDEN)),
-            ],
-            ["e"],
-            name="expand",
-        )
-    )
-    bn("e", "e_bn", HIDDEN)
-    act("e_bn", "e_act", "swish" if activation == "swish" else "clip")
-    nodes.append(
-        helper.make_node(
-            "Conv",
-            [
-                "e_act",
-                const("dw_w", rng.standard_normal((HIDDEN, 1, 3, 3))),
-                const("dw_b", rng.standard_normal(HIDDEN)),
-            ],
-            ["d"],
-            name="depthwise",
-            group=HIDDEN,
-            pads=[1, 1, 1, 1],
-        )
-    )
-    bn("d", "d_bn", HIDDEN)
-    act("d_bn", "d_act", "hardswish" if activation == "swish" else "clip")
-    last = "d_act"
-    if constant_nodes:
-        nodes.append(
-            helper.make_node(
-                "Mul", ["d_act", const("scale", rng.uniform(0.5, 1.5, (HIDDEN, 1, 1)))], ["d_scaled"], name="d_scaled"
-            )
-        )
-        last = "d_scaled"
-    nodes.append(
-        helper.make_node(
-            "Conv", [last, const("project_w", rng.standard_normal((C_OUT, HIDDEN, 1, 1)))], ["y"], name="project"
-        )
-    )
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C_OUT, SIDE, SIDE])]
-    if extra_reader is not None:
-        nodes.append(helper.make_node("GlobalAveragePool", [extra_reader], ["pooled"], name="pooled"))
-        outputs.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, HIDDEN, 1, 1]))
-    graph = helper.make_graph(
-        nodes,
-        "inverted_residual",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, stem_channels, SIDE, SIDE])],
-        outputs,
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def _prune(model: onnx.ModelProto, include: str = "^project$") -> tuple[onnx.ModelProto, dict]:

@@ -1,16 +1,16 @@
-"""Hostile and awkward inputs: one line and an exit code, nothing written, nothing touched.
+"""Hostile and awkward inputs refused: one line and an exit code, nothing written, nothing touched.
 
-Every refusal is tried through the CLI (exit code, exactly one line on stderr, no traceback,
-the folder byte for byte as it was: no output, no temporary, input unchanged) and through the
-API (``GkpError``).
+Every refusal in the table (bad files and paths, damaged external data, graphs and weights no
+Conv can take, bad options, written paths clashing with read ones or each other) is tried
+through the CLI (exit code, exactly one line on stderr, no traceback, the folder byte for byte
+as it was: no output, no temporary, input unchanged) and through the API (``GkpError``).
+The files are built by hostile_inputs.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -19,90 +19,28 @@ import numpy as np
 import onnx
 import pytest
 from conftest import CHAIN, CHAIN_WEIGHTS, NEW_IR, NEW_OPSET, cli, make_model
-from onnx import helper
+from hostile_inputs import (
+    _device,
+    _edited,
+    _fifo,
+    _short_tensor,
+    _truncate,
+    _write,
+    chain,
+    custom_op,
+    dynamic,
+    huge_input,
+    huge_value_info,
+    reshape_fails,
+    snapshot,
+    stamped,
+    string_weight,
+    symlink_out,
+    with_external,
+)
 
 import onnx_gkp
 from onnx_gkp import GkpError, ValidationFailed
-from onnx_gkp import cli as cli_module
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (symlinks as their target name) and its bytes."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink():
-            found[str(path)] = os.readlink(path).encode()
-        elif path.is_file():
-            found[str(path)] = path.read_bytes()
-    return found
-
-
-def chain(folder: Path, name: str = "chain.onnx") -> Path:
-    path = folder / name
-    onnx.save(make_model(CHAIN, CHAIN_WEIGHTS), path)
-    return path
-
-
-def stamped(folder: Path, ir_version: int, opset: int) -> Path:
-    model = make_model(CHAIN, CHAIN_WEIGHTS)
-    model.ir_version = model.ir_version if ir_version is None else ir_version
-    model.opset_import[0].version = opset
-    path = folder / "stamped.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def with_external(
-    folder: Path, location: Optional[str] = None, length: Optional[int] = None, data_type: int = 0
-) -> Path:
-    """The chain model with its weights in ``chain.onnx.data``; ``location``/``length`` then
-    rewritten in the model file (as a hostile file would carry them)."""
-    folder.mkdir(exist_ok=True)
-    path = folder / "chain.onnx"
-    onnx.save(
-        make_model(CHAIN, CHAIN_WEIGHTS), path, save_as_external_data=True, location="chain.onnx.data", size_threshold=0
-    )
-    model = onnx.load(path, load_external_data=False)
-    for tensor in model.graph.initializer:
-        tensor.data_type = data_type or tensor.data_type
-        for entry in tensor.external_data:
-            if entry.key == "location" and location is not None:
-                entry.value = location
-            if entry.key == "length" and length is not None:
-                entry.value = str(length)
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def custom_op(folder: Path) -> Path:
-    model = onnx.parser.parse_model(
-        CHAIN.replace('"" : 17]', '"" : 17, "com.example" : 1]').replace("r = Relu(a)", "r = com.example.Mystery (a)")
-    )
-    model.graph.initializer.extend(make_model(CHAIN, CHAIN_WEIGHTS).graph.initializer)
-    path = folder / "custom.onnx"
-    onnx.save(model, path)
-    return path
-
-
-def symlink_out(folder: Path) -> Path:
-    outside = folder / "outside"
-    outside.mkdir()
-    (outside / "secret.bin").write_bytes(b"\x00" * 65536)
-    path = with_external(folder / "model", location="w.data")
-    (folder / "model" / "w.data").symlink_to(outside / "secret.bin")
-    return path
-
-
-def _truncate(path: Path) -> Path:
-    data = path.with_name("chain.onnx.data")
-    data.write_bytes(data.read_bytes()[:1000])
-    return path
-
-
-def _short_tensor(folder: Path) -> Path:
-    model = make_model(CHAIN, CHAIN_WEIGHTS)
-    model.graph.initializer[0].raw_data = model.graph.initializer[0].raw_data[:-4]
-    return _write(folder / "short.onnx", model.SerializeToString())
 
 
 @dataclass
@@ -120,11 +58,6 @@ class Case:
 
 def _in(build: Callable[[Path], Path]) -> Callable[[Path], tuple[Path, Path]]:
     return lambda tmp: (build(tmp), tmp / "out.onnx")
-
-
-def _write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
 
 
 def _out(make_out: Callable[[Path, Path], Path]) -> Callable[[Path], tuple[Path, Path]]:
@@ -145,60 +78,6 @@ def _symlink(tmp: Path, source: Path) -> Path:
     return tmp / "link.onnx"
 
 
-def _edited(folder: Path, name: str, edit: Callable[[np.ndarray], np.ndarray]) -> Path:
-    """The chain model with initializer ``name`` replaced by ``edit`` of it."""
-    model = make_model(CHAIN, CHAIN_WEIGHTS)
-    tensor = next(t for t in model.graph.initializer if t.name == name)
-    tensor.CopyFrom(onnx.numpy_helper.from_array(edit(onnx.numpy_helper.to_array(tensor)).astype(np.float32), name))
-    return _write(folder / "edited.onnx", model.SerializeToString())
-
-
-def reshape_fails(folder: Path) -> Path:
-    """Valid for onnx; onnxruntime fails at run time (a Reshape to a shape fed as zeros), and
-    would log its own error line before ours."""
-    text = CHAIN.replace("(float[1,16,10,10] y)", "(float[1,16,10,10] y, float[7,7] q)", 1).replace(
-        "y = Conv <pads=[1,1,1,1]> (r, w2)", "y = Conv <pads=[1,1,1,1]> (r, w2)\n  q = Reshape (y, s7)"
-    )
-    model = onnx.parser.parse_model(text)
-    model.graph.initializer.extend(make_model(CHAIN, CHAIN_WEIGHTS).graph.initializer)
-    model.graph.input.append(helper.make_tensor_value_info("s7", onnx.TensorProto.INT64, [2]))
-    return _write(folder / "reshape.onnx", model.SerializeToString())
-
-
-def string_weight(folder: Path) -> Path:
-    """Passes onnx.checker without full_check; a Conv cannot take a string weight."""
-    model = make_model(CHAIN, CHAIN_WEIGHTS)
-    model.graph.initializer[0].CopyFrom(
-        helper.make_tensor("w1", onnx.TensorProto.STRING, [32, 8, 3, 3], [b"w"] * (32 * 8 * 9))
-    )
-    return _write(folder / "string.onnx", model.SerializeToString())
-
-
-def huge_value_info(folder: Path) -> Path:
-    """A value_info claiming 10^9 x 10^9 for a 10 x 10 tensor."""
-    model = make_model(CHAIN, CHAIN_WEIGHTS)
-    model.graph.value_info.append(helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1, 32, 10**9, 10**9]))
-    return _write(folder / "huge_vi.onnx", model.SerializeToString())
-
-
-def dynamic(folder: Path) -> Path:
-    """The chain model with dynamic height and width."""
-    model = make_model(
-        CHAIN.replace("float[1,8,10,10] x", "float[1,8,H,W] x").replace("float[1,16,10,10] y", "float[1,16,H,W] y"),
-        CHAIN_WEIGHTS,
-    )
-    return _write(folder / "dynamic.onnx", model.SerializeToString())
-
-
-def huge_input(folder: Path) -> Path:
-    """The chain model declaring a 10^6 x 10^6 input (and output): valid, but not to be allocated."""
-    model = make_model(CHAIN, CHAIN_WEIGHTS)
-    for value in (model.graph.input[0], model.graph.output[0]):
-        for axis in (2, 3):
-            value.type.tensor_type.shape.dim[axis].dim_value = 10**6
-    return _write(folder / "huge.onnx", model.SerializeToString())
-
-
 def _calibrated(out: str = "out.onnx") -> Callable[[Path], tuple[Path, Path]]:
     """The chain model, calibration samples in ``c.npz`` and OUT named ``out``."""
 
@@ -214,27 +93,12 @@ def _linked(tmp: Path, link: str, target: str) -> Path:
     return tmp / "out.onnx"
 
 
-def _device(path: Path) -> Path:
-    """A character device (null's numbers) in the test's folder: never /dev/null itself, which a
-    regression run as root would replace with a regular file."""
-    try:
-        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
-    except (PermissionError, AttributeError):
-        pytest.skip("cannot make a device node here")
-    return path
-
-
 def _images(tmp: Path) -> tuple[Path, Path]:
     """The chain model and a folder of calibration "images" (never decoded: refused before)."""
     (tmp / "imgs").mkdir()
     for name in ("a.png", "b.jpg"):
         _write(tmp / "imgs" / name, b"not decoded")
     return chain(tmp), tmp / "out.onnx"
-
-
-def _fifo(path: Path) -> Path:
-    os.mkfifo(path)
-    return path
 
 
 CASES = {
@@ -496,203 +360,4 @@ def test_api_raises_gkp_error(name: str, tmp_path: Path, monkeypatch: pytest.Mon
     else:
         with pytest.raises(expected, match=re.escape(case.words)):
             onnx_gkp.prune(source, runtime_aware=False, latency_runs=0, **(case.api or {}))
-    assert snapshot(tmp_path) == before
-
-
-RUNTIME_WEIGHT = """
-<ir_version: 8, opset_import: ["" : 17]>
-computed (float[1,8,10,10] x) => (float[1,16,10,10] y) {
-  two = Constant <value = float {2.0}> ()
-  w = Mul (w2, two)
-  y = Conv <pads=[1,1,1,1]> (x, w)
-}
-"""
-SHARED_WEIGHT = """
-<ir_version: 8, opset_import: ["" : 17]>
-shared (float[1,16,10,10] x) => (float[1,16,10,10] y) {
-  a = Conv <pads=[1,1,1,1]> (x, w)
-  r = Relu (a)
-  y = Conv <pads=[1,1,1,1]> (r, w)
-}
-"""
-NO_CONV = """
-<ir_version: 8, opset_import: ["" : 17]>
-plain (float[1,8,10,10] x) => (float[1,8,10,10] y) {
-  y = Relu (x)
-}
-"""
-LEFT_WHOLE = {
-    "no Conv": (NO_CONV, {}, "the model has no Conv", None),
-    "weight computed at run time": (RUNTIME_WEIGHT, {"w2": (16, 8, 3, 3)}, "no Conv could be", "not a constant"),
-    "weight shared by two Convs": (SHARED_WEIGHT, {"w": (16, 16, 3, 3)}, "no Conv could be", "shared with 1 other use"),
-}
-
-
-@pytest.mark.parametrize("name", list(LEFT_WHOLE))
-def test_nothing_to_prune_is_not_an_error(name: str, tmp_path: Path) -> None:
-    """The model is written unchanged in function (exit 0), and the report says why."""
-    text, weights, summary, reason = LEFT_WHOLE[name]
-    source, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
-    onnx.save(make_model(text, weights), source)
-    result = cli(source, out)
-    assert result.returncode == 0, result.stderr
-    assert f"nothing was pruned: {summary}" in result.stdout and "exactness passed" in result.stdout
-    assert "speed-up" not in result.stdout  # the latency difference of an unchanged model is noise
-    _, report = onnx_gkp.prune(source, latency_runs=0)
-    assert report.layers == []
-    if reason:
-        assert reason in result.stdout and all(reason in s.reason for s in report.skipped)
-    written = onnx.load(out)
-    assert [n.op_type for n in written.graph.node] == [n.op_type for n in onnx.load(source).graph.node]
-
-
-def test_no_validate_writes_what_onnxruntime_cannot_run(tmp_path: Path) -> None:
-    source, out = custom_op(tmp_path), tmp_path / "out.onnx"
-    result = cli(source, out, "--no-validate")
-    assert result.returncode == 0, result.stderr
-    assert "validation: skipped" in result.stdout and onnx.load(out).graph.node
-
-
-@pytest.mark.parametrize("external", [False, True])
-def test_interrupt_while_writing_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, external: bool
-) -> None:
-    """Ctrl-C (or SIGTERM, turned into the same) between writing and renaming: no OUT, no temporary."""
-    source = chain(tmp_path)
-    before = snapshot(tmp_path)
-
-    def interrupted(*args: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("onnx_gkp.io.model_file.os.replace", interrupted)
-    options = ["--no-validate", "--quality-only"] + (["--save-external-data"] if external else [])
-    assert cli_module.main([str(source), str(tmp_path / "out.onnx"), *options]) == 130
-    assert snapshot(tmp_path) == before
-
-
-def test_a_bug_is_one_line_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    source = chain(tmp_path)
-
-    def broken(*args: object, **kwargs: object) -> None:
-        raise ZeroDivisionError("division by zero")
-
-    monkeypatch.setattr(cli_module, "prune", broken)
-    assert cli_module.main([str(source), str(tmp_path / "out.onnx")]) == 3
-    assert (
-        capsys.readouterr().err == "onnx-gkp: internal error: ZeroDivisionError: division by zero (please report it)\n"
-    )
-    assert not (tmp_path / "out.onnx").exists()
-
-
-@pytest.mark.parametrize("killed_at", [1, 2])
-def test_a_model_and_its_data_are_never_mismatched(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: int
-) -> None:
-    """Replacing OUT and OUT.data with --force, stopped at each rename: the folder holds the old
-    pair, the new pair or no model, never the old model beside the new data."""
-    source, out = chain(tmp_path), tmp_path / "out.onnx"
-    data = tmp_path / "out.onnx.data"
-    options = ["--no-validate", "--quality-only", "--save-external-data", "--force"]
-    pairs = []
-    for ratio in ("0.25", "0.5"):
-        assert cli_module.main([str(source), str(out), "--ratio", ratio, *options]) == 0
-        pairs.append((out.read_bytes(), data.read_bytes()))
-    assert pairs[0][1] != pairs[1][1]
-    calls = []
-    real = os.replace
-
-    def stopped(*args: object) -> None:
-        calls.append(args)
-        if len(calls) == killed_at:
-            raise KeyboardInterrupt
-        real(*args)
-
-    monkeypatch.setattr("onnx_gkp.io.model_file.os.replace", stopped)
-    assert cli_module.main([str(source), str(out), "--ratio", "0.25", *options]) == 130
-    assert len(calls) == killed_at
-    # The old model is gone before any data is replaced; the data is old or new, alone.
-    assert not out.exists() and data.read_bytes() == (pairs[1][1] if killed_at == 1 else pairs[0][1])
-
-
-def test_cost_table_refuses_a_cache_that_is_not_a_file(tmp_path: Path) -> None:
-    from onnx_gkp.cost.table import CostTable
-
-    os.mkfifo(tmp_path / "fifo.json")
-    for path in (tmp_path / "fifo.json", tmp_path, _device(tmp_path / "dev")):
-        with pytest.raises(GkpError, match="cost cache"):
-            CostTable(1, path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev", "fifo.json"]
-    assert (tmp_path / "dev").is_char_device()
-
-
-def test_a_conv_without_filters_is_left_whole(tmp_path: Path) -> None:
-    text = CHAIN.replace("(float[1,16,10,10] y)", "(float[1,16,10,10] y, float[1,0,10,10] e)").replace(
-        "y = Conv <pads=[1,1,1,1]> (r, w2)", "y = Conv <pads=[1,1,1,1]> (r, w2)\n  e = Conv <pads=[1,1,1,1]> (r, w0)"
-    )
-    source, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
-    onnx.save(make_model(text, {**CHAIN_WEIGHTS, "w0": (0, 32, 3, 3)}), source)
-    result = cli(source, out, "--quality-only", "--ratio", "0.25")
-    assert result.returncode == 0, result.stderr
-    assert "(Conv): its weight [0, 32, 3, 3] is empty: nothing to prune" in result.stdout
-    assert "pruned 2 Conv" in result.stdout
-
-
-CACHES = {
-    "null": "null",
-    "a list": "[1, 2]",
-    "a number": "3",
-    "nested brackets": "[" * 100_000 + "]" * 100_000,
-    "values of wrong types": (
-        '{"b | G=2 m=2": null, "a | G=1 m=2": "fast", "c | G=4 m=2": [1], "d": {"e": 1}, "f": true}'
-    ),
-    "zero and negative times": '{"a | G=1 m=2": 0, "b | G=2 m=2": -1, "c | G=4 m=2": Infinity, "d | G=1 m=4": NaN}',
-    "not UTF-8": b"\xff\xfe{".decode("latin-1"),
-}
-
-
-@pytest.mark.parametrize("name", list(CACHES))
-def test_a_damaged_cost_cache_reads_as_empty(name: str, tmp_path: Path) -> None:
-    """A damaged cache is only lost time: read as empty (its bad entries dropped), then rewritten."""
-    from onnx_gkp.cost.table import CostTable
-
-    path = tmp_path / "costs.json"
-    path.write_text(CACHES[name], encoding="latin-1")
-    assert CostTable(1, path).entries == {}
-
-
-def test_a_cache_of_zero_times_is_measured_again(tmp_path: Path) -> None:
-    """Every time of a real cache set to 0 (was ZeroDivisionError): measured again, same choices."""
-    source, cache = chain(tmp_path), tmp_path / "costs.json"
-    first = cli(source, tmp_path / "a.onnx", "--cost-cache", cache, "--no-validate", "--ratio", "0.25")
-    assert first.returncode == 0, first.stderr
-    entries = json.loads(cache.read_text())
-    cache.write_text(json.dumps({k: 0 if " | G=" in k else v for k, v in entries.items()}))
-    again = cli(source, tmp_path / "b.onnx", "--cost-cache", cache, "--no-validate", "--ratio", "0.25")
-    assert again.returncode == 0 and again.stderr == "", again.stderr
-    assert all(v > 0 for k, v in json.loads(cache.read_text()).items() if " | G=" in k)
-
-
-def test_an_empty_cache_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from onnx_gkp.cost.table import default_cache_path
-
-    monkeypatch.setenv("ONNX_GKP_CACHE", "")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert default_cache_path() == tmp_path / "onnx_gkp" / "conv_costs.json"
-
-
-def test_quiet_prints_no_progress_bars(tmp_path: Path) -> None:
-    """--quiet: the summary on stdout, nothing on stderr (tqdm bars showed with --target-*)."""
-    result = cli(chain(tmp_path), tmp_path / "out.onnx", "--target-macs", "0.2", "--quiet")
-    assert result.returncode == 0 and result.stderr == "", result.stderr
-
-
-def test_cache_variable_naming_the_model_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """``$ONNX_GKP_CACHE`` set to the model: the API and the CLI refuse it before any work."""
-    source = chain(tmp_path)
-    before = snapshot(tmp_path)
-    monkeypatch.setenv("ONNX_GKP_CACHE", str(source))
-    with pytest.raises(GkpError, match="is an input"):
-        onnx_gkp.prune(source, ratio=0.25, latency_runs=0)
-    result = cli(source, tmp_path / "out.onnx", "--ratio", "0.25")
-    assert result.returncode == 2 and "is an input" in result.stderr, result.stderr
     assert snapshot(tmp_path) == before

@@ -3,6 +3,8 @@ onnxruntime, and the same seed gives the same bytes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from conftest import reference_from_report, run
@@ -62,8 +64,22 @@ def assert_equals_reference(model: onnx.ModelProto, **options: object) -> None:
         assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max() + 1e-5
 
 
-@SETTINGS
-@given(
+@dataclass(frozen=True)
+class ConvCase:
+    """One Conv's geometry, drawn by hypothesis; its spatial size and pads come from the seed."""
+
+    rank: int
+    c_in: int
+    filters: int
+    kernel: int
+    stride: int
+    dilation: int
+    padding: str
+    bias: bool
+
+
+CONV_CASES = st.builds(
+    ConvCase,
     rank=st.integers(1, 3),
     c_in=st.integers(4, 12),
     filters=st.sampled_from([4, 6, 8, 12, 16]),
@@ -72,35 +88,45 @@ def assert_equals_reference(model: onnx.ModelProto, **options: object) -> None:
     dilation=st.integers(1, 2),
     padding=st.sampled_from(["none", "pads", "SAME_UPPER", "SAME_LOWER", "VALID"]),
     bias=st.booleans(),
-    ratio=st.sampled_from([0.25, 0.5, 0.75]),
-    groups=st.sampled_from(["auto", 1, 2]),
-    seed=st.integers(0, 2**16),
 )
-def test_random_conv_equals_its_masked_reference(
-    rank, c_in, filters, kernel, stride, dilation, padding, bias, ratio, groups, seed
-) -> None:
-    rng = np.random.default_rng(seed)
-    dilation = 1 if padding.startswith("SAME") else dilation  # onnxruntime has no dilated SAME padding
+
+
+def conv_model(case: ConvCase, rng: np.random.Generator) -> onnx.ModelProto:
+    """The drawn Conv, then Relu and a 1x1 Conv reading it, so the rewrite folds or restores."""
+    rank, kernel, filters = case.rank, case.kernel, case.filters
+    dilation = 1 if case.padding.startswith("SAME") else case.dilation  # onnxruntime has no dilated SAME padding
     spatial = [int(s) for s in rng.integers((kernel - 1) * dilation + 1, 10, size=rank)]
-    attrs: dict = {"strides": [stride] * rank, "dilations": [dilation] * rank}
-    if padding == "pads":
+    attrs: dict = {"strides": [case.stride] * rank, "dilations": [dilation] * rank}
+    if case.padding == "pads":
         attrs["pads"] = [int(p) for p in rng.integers(0, kernel, size=2 * rank)]
-    elif padding != "none":
-        attrs["auto_pad"] = padding
-    inits = [numpy_helper.from_array(rng.standard_normal((filters, c_in, *[kernel] * rank)).astype(np.float32), "w")]
-    if bias:
+    elif case.padding != "none":
+        attrs["auto_pad"] = case.padding
+    weight = rng.standard_normal((filters, case.c_in, *[kernel] * rank)).astype(np.float32)
+    inits = [numpy_helper.from_array(weight, "w")]
+    if case.bias:
         inits.append(numpy_helper.from_array(rng.standard_normal(filters).astype(np.float32), "b"))
-    conv = helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["c"], **attrs)
-    tail = helper.make_node("Conv", ["r", "w2"], ["y"])  # a reader, so the rewrite folds or restores
+    conv = helper.make_node("Conv", ["x", "w"] + (["b"] if case.bias else []), ["c"], **attrs)
+    tail = helper.make_node("Conv", ["r", "w2"], ["y"])
     inits.append(numpy_helper.from_array(rng.standard_normal((4, filters, *[1] * rank)).astype(np.float32), "w2"))
     graph = helper.make_graph(
         [conv, helper.make_node("Relu", ["c"], ["r"]), tail],
         "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c_in, *spatial])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, case.c_in, *spatial])],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["?"] * (rank + 2)) for o in ("y", "c")],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@SETTINGS
+@given(
+    case=CONV_CASES,
+    ratio=st.sampled_from([0.25, 0.5, 0.75]),
+    groups=st.sampled_from(["auto", 1, 2]),
+    seed=st.integers(0, 2**16),
+)
+def test_random_conv_equals_its_masked_reference(case: ConvCase, ratio: float, groups: object, seed: int) -> None:
+    model = conv_model(case, np.random.default_rng(seed))
     assert_equals_reference(model, ratio=ratio, groups=groups, max_groups=4, seed=seed)
 
 

@@ -79,7 +79,7 @@ def test_photo_set_is_split_by_photo_and_imagenet_like() -> None:
     """The Debian photo set: two disjoint parts, ImageNet centre crops, photos MobileNetV2 names."""
     pytest.importorskip("PIL", reason="the photos need the zoo extra")
     import real_data
-    from zoo import fetch_photos
+    from debian_data import fetch_photos
 
     try:
         fetch_photos()
@@ -177,19 +177,19 @@ def test_random_include_subsets_prune_and_validate(name: str) -> None:
         assert_close(run(pruned, feeds), run(reference_from_report(original, data), feeds), rtol=1e-3)
 
 
+def _projections_pruned(name: str, include: str) -> tuple[onnx.ModelProto, onnx.ModelProto, dict]:
+    """The zoo model with the Convs ``include`` names pruned a quarter at G = 1, and its report."""
+    original = onnx.load(fetched(name))
+    pruned, report = onnx_gkp.prune(
+        original, ratio=0.25, groups=1, include=include, test_shapes={"input": (1, 3, 224, 224)}, latency_runs=0
+    )
+    return original, pruned, report.to_dict()
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2_imagenet", "mobilenet_v2_imagenet_folded"])
 def test_projections_without_their_expand_convs(name: str) -> None:
     """The projections and block 1's, at G = 1, the expand Convs left out."""
-    original = onnx.load(fetched(name))
-    pruned, report = onnx_gkp.prune(
-        original,
-        ratio=0.25,
-        groups=1,
-        include=r"(conv\.2/Conv$)|(features\.1/conv/conv\.1/Conv$)",
-        test_shapes={"input": (1, 3, 224, 224)},
-        latency_runs=0,
-    )
-    data = report.to_dict()
+    _, _, data = _projections_pruned(name, r"(conv\.2/Conv$)|(features\.1/conv/conv\.1/Conv$)")
     assert data["validation"]["passed"] and len(data["layers"]) == 17
 
 
@@ -201,16 +201,7 @@ def test_projections_trim_their_depthwise_and_expand_convs(name: str) -> None:
     """Trimming through depthwise Convs: ``--groups 1 --include 'conv\\.2/Conv$' --ratio 0.25``. Each pruned
     projection stops its block's depthwise Conv and expand Conv (both left out of the sites)
     computing the hidden channels it no longer reads; the model equals its masked reference."""
-    original = onnx.load(fetched(name))
-    pruned, report = onnx_gkp.prune(
-        original,
-        ratio=0.25,
-        groups=1,
-        include=r"conv\.2/Conv$",
-        test_shapes={"input": (1, 3, 224, 224)},
-        latency_runs=0,
-    )
-    data = report.to_dict()
+    original, pruned, data = _projections_pruned(name, r"conv\.2/Conv$")
     assert data["validation"]["passed"] and len(data["layers"]) == 16
     skips = {s["node"]: s for s in data["skipped"]}
     for layer in data["layers"]:
