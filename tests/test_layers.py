@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,15 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert violations({"gadgets.x": set()}) == ["gadgets.x: in no layer (add its folder to LAYERS)"]
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_analysing_a_model_does_not_load_the_quantizer() -> None:
+    """onnxruntime.quantization (and what it pulls in) loads only when INT8 is asked for."""
+    script = (
+        "import sys, onnx, onnx_gkp\n"
+        "from onnx_gkp.analyse.sites import analyse\n"
+        f"analyse(onnx.load({str(PACKAGE.parent / 'models' / 'resnet20_fashion_mnist.onnx')!r}))\n"
+        "print('onnxruntime.quantization' in sys.modules)\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"

@@ -14,7 +14,6 @@ from typing import Iterator, Optional
 import numpy as np
 import onnx
 from onnx import version_converter
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from ..errors import GkpError
 from ..io.model_file import first_line, serialized_size
@@ -24,8 +23,9 @@ from ..runtime.sessions import batch_size, chunks
 PER_CHANNEL_OPSET = 13
 
 
-class Feeder(CalibrationDataReader):
-    """The samples in batches the model accepts; ``fed`` counts what reached the calibrator."""
+class Feeder:
+    """The samples in batches the model accepts; ``fed`` counts what reached the calibrator (a
+    ``CalibrationDataReader`` by its ``get_next``, as onnxruntime checks readers)."""
 
     def __init__(self, data: dict[str, np.ndarray], batch: int) -> None:
         self.batches = chunks(data, batch)
@@ -41,6 +41,8 @@ class Feeder(CalibrationDataReader):
 def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str, prepare: bool = True) -> onnx.ModelProto:
     """``model`` quantized to QDQ with ``types`` (a key of ``TYPES``), ranges from all of ``data``;
     ``prepare`` runs onnxruntime's pre-processing first (what a user does; seconds per model)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # loaded when INT8 is asked for
+
     activations, weights, reduced = TYPES[types]
     model, per_channel = _per_channel_opset(model)
     large = serialized_size(model) > PROTOBUF_LIMIT
@@ -56,8 +58,8 @@ def quantized(model: onnx.ModelProto, data: dict[str, np.ndarray], types: str, p
                 feeder,
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
-                activation_type=activations,
-                weight_type=weights,
+                activation_type=getattr(QuantType, activations),
+                weight_type=getattr(QuantType, weights),
                 reduce_range=reduced,
                 use_external_data_format=large,
             )
@@ -85,6 +87,8 @@ def _per_channel_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
 def _prepared(source: Path, target: Path, large: bool) -> Path:
     """onnxruntime's pre-processing (shape inference, graph optimisation), or the model as it is
     where symbolic shape inference, then all of it, fails on a valid graph."""
+    from onnxruntime.quantization import quant_pre_process
+
     with _inside(target.parent):  # where symbolic shape inference leaves its files when it gives up
         for symbolic in (True, False):
             try:
@@ -119,8 +123,9 @@ def _quiet() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
+# activation and weight types (onnxruntime's ``QuantType`` names), and whether weights take 7 bits
 TYPES = {
-    "u8s8": (QuantType.QUInt8, QuantType.QInt8, False),
-    "u8s7": (QuantType.QUInt8, QuantType.QInt8, True),
-    "s8s8": (QuantType.QInt8, QuantType.QInt8, False),
+    "u8s8": ("QUInt8", "QInt8", False),
+    "u8s7": ("QUInt8", "QInt8", True),
+    "s8s8": ("QInt8", "QInt8", False),
 }
