@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import __version__
 from .check.metrics import TARGET_METRICS
 from .errors import GkpError
 from .layer.kernels import CRITERIA
@@ -22,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
         raise GkpError(message)
 
 
-class _Help(argparse.HelpFormatter):
+class _Help(argparse.RawDescriptionHelpFormatter):
     """Appends an option's default where it has one worth saying."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -49,10 +50,17 @@ def _number(text: str) -> float:
 _integer.__name__, _number.__name__ = "int", "float"  # argparse names the type in its message
 REPEATED = dict(action="append", default=[])
 DESCRIPTION = "Grouped Kernel Pruning with a flexible group count for ONNX CNNs."
-EPILOG = (
-    "Every option in full: docs/usage.md. Exit codes: 0 written; 1 validation failed or could not run; "
-    "2 bad input or usage; 3 internal error; 130 interrupted (nothing is written unless 0)."
-)
+EPILOG = f"""\
+With no option of "how far to prune": given --calibration, the fidelity target --keep {DEFAULT_KEEP};
+without data, the data-free default, which prunes only what it is sure costs nothing.
+
+examples:
+  onnx-gkp model.onnx pruned.onnx --calibration samples.npz --keep 0.98
+  onnx-gkp model.onnx pruned.onnx --calibration photos/ --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+  onnx-gkp model.onnx pruned.onnx --calibration samples.npz --target-latency 0.7 --quantize int8
+
+Every option in full: docs/usage.md. Exit codes: 0 written; 1 validation failed or could not run;
+2 bad input or usage; 3 internal error; 130 interrupted (nothing is written unless 0)."""
 
 
 def _groups(text: str) -> object:
@@ -107,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnx-gkp", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Help)
     p.add_argument("input", type=Path, help="model to prune (never modified)")
     p.add_argument("output", type=Path, help="where the pruned model is written")
+    p.add_argument("--version", action="version", version=f"onnx-gkp {__version__}")
     _how_far(p.add_argument_group("how far to prune"))
     _how(p.add_argument_group("how to prune"))
     _data(p.add_argument_group("real inputs"))
@@ -163,8 +172,12 @@ def _how(g: argparse._ArgumentGroup) -> None:
 def _data(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--calibration", metavar="FILE|FOLDER", help="the model's own inputs: .npz, .npy or images")
     g.add_argument("--image-size", type=_size, metavar="HxW", help="images: resized to this (default: the input's)")
-    g.add_argument("--mean", type=_numbers, default=(0.0,), metavar="M[,M,M]", help="images: minus this, in [0, 1]")
-    g.add_argument("--std", type=_numbers, default=(1.0,), metavar="S[,S,S]", help="images: divided by this")
+    g.add_argument(
+        "--mean", type=_numbers, default=(0.0,), metavar="M[,M,M]", help="images, uint8 arrays: minus this, in [0, 1]"
+    )
+    g.add_argument(
+        "--std", type=_numbers, default=(1.0,), metavar="S[,S,S]", help="images, uint8 arrays: divided by this"
+    )
     g.add_argument("--channel-order", choices=("RGB", "BGR", "L"), default="RGB", help="images: channel order")
     g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="images: the input's layout")
     value = _pair("--input-value", float)

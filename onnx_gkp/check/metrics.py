@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+from scipy.stats import binomtest
 
 TARGET_METRICS = ("top1", "top5", "cosine", "match", "ignore")
 
@@ -109,7 +110,53 @@ def output_fidelity(original: np.ndarray, pruned: np.ndarray, metric: Optional[s
         )
     score = None if metric == "ignore" else figures[metric]
     rounded = {k: _round(v) for k, v in figures.items()}
-    return {"kind": kind, **rounded, "metric": metric, "score": None if score is None else _round(score)}
+    interval = None if score is None else [_round(v) for v in score_interval(original, pruned, metric, score)]
+    return {
+        "kind": kind,
+        **rounded,
+        "metric": metric,
+        "score": None if score is None else _round(score),
+        "interval": interval,
+    }
+
+
+Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
+BOOTSTRAP = 1000  # resamples of the held-out samples for an interval without a closed form
+
+
+def score_interval(original: np.ndarray, pruned: np.ndarray, metric: str, score: float) -> tuple[float, float]:
+    """A 95% interval for the score on unseen inputs like the held-out ones: Wilson's for an
+    agreement rate over the samples, a seeded percentile bootstrap over the samples otherwise."""
+    count = len(original)
+    if metric in ("top1", "top5"):
+        return wilson(round(score * count), count)
+    if count < 2:
+        return score, score
+    rows = np.random.default_rng(0).integers(0, count, size=(BOOTSTRAP, count))
+    weights = np.stack([np.bincount(r, minlength=count) for r in rows]).astype(np.float64)
+    if metric == "cosine":
+        o = np.nan_to_num(original.reshape(count, -1).astype(np.float64))
+        p = np.nan_to_num(pruned.reshape(count, -1).astype(np.float64))
+        dot, oo, pp = (np.sum(a * b, axis=1) for a, b in ((o, p), (o, o), (p, p)))
+        norms = np.sqrt((weights @ oo) * (weights @ pp))
+        values = np.divide(weights @ dot, norms, out=np.full(BOOTSTRAP, score), where=norms > 0)
+    else:  # match: the share of equal elements, per sample
+        values = weights @ np.mean((original == pruned).reshape(count, -1), axis=1) / count
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(min(low, score)), float(max(high, score))
+
+
+def wilson(successes: int, count: int) -> tuple[float, float]:
+    """Wilson's 95% score interval for a rate of ``successes`` in ``count``."""
+    if count == 0:
+        return 0.0, 1.0
+    interval = binomtest(successes, count).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def samples_to_show(target: float) -> int:
+    """The fewest held-out samples whose Wilson lower bound can reach ``target`` (all agreeing)."""
+    return int(np.ceil(Z95**2 * target / (1 - target))) if target < 1 else 0
 
 
 def model_score(fidelity: dict[str, dict[str, object]]) -> Optional[float]:

@@ -31,7 +31,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 @dataclass(frozen=True)
 class Preprocess:
     """How a folder of images becomes model inputs: resized to ``size`` (H, W), scaled to [0, 1]
-    (``scale``), then ``(x - mean) / std`` per channel, in ``order`` (RGB or BGR) and ``layout``."""
+    (``scale``), then ``(x - mean) / std`` per channel, in ``order`` (RGB or BGR) and ``layout``.
+    An array of 8-bit pixels (``uint8``) for a float input is scaled and normalised alike."""
 
     size: Optional[tuple[int, int]] = None  # default: the model input's fixed H and W
     mean: tuple[float, ...] = (0.0,)
@@ -66,6 +67,11 @@ class Samples:
 def held_out_count(total: int) -> int:
     """A quarter, at least 32 where there are 64 or more samples, half below that."""
     return max(total // 4, 32) if total >= 64 else total // 2
+
+
+def held_in(held: int) -> int:
+    """The fewest samples of which ``held_out_count`` holds out at least ``held``."""
+    return next(total for total in range(2, 4 * held + 4) if held_out_count(total) >= held)
 
 
 def split(data: dict[str, np.ndarray], seed: int) -> Samples:
@@ -104,7 +110,7 @@ def load_samples(
     for value in inputs:
         if value.name not in data:
             raise GkpError(f"calibration data has no array named {value.name!r} (a model input)")
-        arrays[value.name] = _checked(value, np.asarray(data[value.name]))
+        arrays[value.name] = _checked(value, _pixels(value, np.asarray(data[value.name]), preprocess or Preprocess()))
     counts = {a.shape[0] for a in arrays.values()}
     if len(counts) != 1 or 0 in counts:
         raise GkpError(f"calibration arrays must hold the same, non-zero number of samples (got {sorted(counts)})")
@@ -121,6 +127,21 @@ def _only(inputs: Sequence[onnx.ValueInfoProto], path: Path) -> onnx.ValueInfoPr
             f"{path}: one array or folder feeds one input; this model has {len(inputs)} (give an .npz named like them)"
         )
     return inputs[0]
+
+
+def _pixels(value: onnx.ValueInfoProto, array: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """``uint8`` samples for a float input are pixels, prepared as images are: scaled to [0, 1],
+    then ``(x - mean) / std`` along the channel axis of ``layout``; other arrays as they are."""
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    if array.dtype != np.uint8 or not np.issubdtype(dtype, np.floating) or array.ndim < 2:
+        return array
+    axis = -1 if preprocess.layout == "NHWC" else 1
+    if {len(preprocess.mean), len(preprocess.std)} - {1, array.shape[axis]}:
+        raise GkpError(f"--mean and --std take 1 or {array.shape[axis]} values for {value.name!r}'s channels")
+    shape = [1] * array.ndim
+    shape[axis] = -1
+    mean, std = (np.asarray(v, np.float32).reshape(shape) for v in (preprocess.mean, preprocess.std))
+    return (array.astype(np.float32) * np.float32(preprocess.scale) - mean) / std
 
 
 def _checked(value: onnx.ValueInfoProto, array: np.ndarray) -> np.ndarray:

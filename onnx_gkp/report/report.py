@@ -18,8 +18,9 @@ from typing import Any, Optional, Sequence
 
 from ..analyse.shapes import kept_macs
 from ..analyse.sites import ConvSite, Skip
-from ..check.metrics import model_score
+from ..check.metrics import model_score, samples_to_show, wilson
 from ..check.validate import Validation
+from ..io.samples import held_in
 from ..layer.planner import LayerPlan
 from ..plan.model import Plan
 
@@ -151,13 +152,8 @@ class Report:
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-        lines.extend(
-            f"skipped {s.node or f'#{s.node_index}'} ({s.op_type}): {s.reason}"
-            + (f"; still stops computing {len(s.dead_filters)} unread filters" if s.dead_filters else "")
-            for s in self.skipped
-        )
-        return "\n".join(lines)
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows] if self.layers else []
+        return "\n".join(lines + _skipped_lines(self.skipped))
 
     def summary(self) -> str:
         t = self.totals
@@ -259,7 +255,18 @@ class Report:
             "" if keep is None else f" (target: keep {keep:g}{', MISSED: ' + format(score, '.4g') if missed else ''})"
         )
         model = "" if self.quantization is None else " of the INT8 model"
-        return f"fidelity{model} on {held} held-out samples{goal}: {self.fidelity_figures()}"
+        return f"fidelity{model} on {held} held-out samples{goal}: {self.fidelity_figures()}{self._too_few(keep, held)}"
+
+    def _too_few(self, keep: Optional[float], held: Optional[int]) -> str:
+        """Where an agreement target asks more than the held-out samples can show, even all agreeing."""
+        rates = [f for f in (self.fidelity or {}).values() if f.get("metric") in ("top1", "top5")]
+        need = 0 if keep is None or not rates or held is None else samples_to_show(keep)
+        if need <= held:  # type: ignore[operator]
+            return ""
+        return (
+            f"; {held} held-out samples cannot show {keep:g} even when all agree "
+            f"(95% lower bound {wilson(held, held)[0]:.3f}): give at least {held_in(need)} calibration samples"
+        )
 
     def fidelity_figures(self) -> str:
         """Every output's figures on the held-out samples, its target metric first (empty when
@@ -282,7 +289,37 @@ def _figures(f: dict[str, Any]) -> str:
         f["kind"]
     ]
     shown = [f["metric"]] + [m for m in order if m != f["metric"]] if f["metric"] in order else list(order)
-    return ", ".join(f"{names[m]} {f[m]:.4g}" for m in shown)
+    interval = f.get("interval")
+    figures = [f"{names[m]} {f[m]:.4g}" for m in shown]
+    if interval and f["metric"] in order:
+        figures[0] += f" (95%: {interval[0]:.4g}-{interval[1]:.4g})"
+    return ", ".join(figures)
+
+
+GROUPED = 3  # Convs left whole for one reason from which the table gives them one line
+
+
+def _skipped_lines(skipped: Sequence[Skip]) -> list[str]:
+    """One line per Conv left whole, or one for each reason shared by ``GROUPED`` or more (the
+    measured figures in brackets set aside; the report keeps every Conv's own)."""
+    groups: dict[tuple[str, str], list[Skip]] = {}
+    for skip in skipped:
+        if not skip.dead_filters:
+            groups.setdefault((skip.op_type, skip.reason.split(" (")[0]), []).append(skip)
+    lines = []
+    for skip in skipped:
+        key = (skip.op_type, skip.reason.split(" (")[0])
+        group = [] if skip.dead_filters else groups[key]
+        if len(group) >= GROUPED:
+            if skip is group[0]:
+                names = ", ".join(s.node or f"#{s.node_index}" for s in group[:2])
+                lines.append(f"skipped {len(group)} {key[0]}: {key[1]}: {names} and {len(group) - 2} more")
+            continue
+        lines.append(
+            f"skipped {skip.node or f'#{skip.node_index}'} ({skip.op_type}): {skip.reason}"
+            + (f"; still stops computing {len(skip.dead_filters)} unread filters" if skip.dead_filters else "")
+        )
+    return lines
 
 
 def totals(
