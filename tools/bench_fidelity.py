@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from bench_common import ROOT, write_section
-from bench_quality import TASKS, load_model, outputs
+from bench_quality import TASKS, Task, load_model, outputs
 
 import onnx_gkp
 from onnx_gkp.errors import GkpError
@@ -31,7 +31,7 @@ from onnx_gkp.runtime.timing import median_latency_ms
 SAMPLES = 512
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(TASKS))
     parser.add_argument("--keep", type=float, nargs="*", default=[0.99, 0.98, 0.97])
@@ -53,14 +53,13 @@ def main() -> None:
     parser.add_argument(
         "--save", type=Path, metavar="DIR", help="also write each pruned model there, to time again on a quiet machine"
     )
-    args = parser.parse_args()
-    task = TASKS[args.model]
-    original, shapes = load_model(task.zoo or args.model)
-    name = original.graph.input[0].name
-    images = task.inputs()[task.reserved :]
-    metric = task.metric(slice(task.reserved, None))
-    dense = outputs(original, images, task.batch)
-    calibration = {name: task.calibration(args.samples)}
+    return parser.parse_args()
+
+
+def _run_methods(
+    original: onnx.ModelProto, shapes: dict, calibration: dict, args: argparse.Namespace
+) -> tuple[dict[str, tuple], dict[str, tuple[str, float]]]:
+    """Each method's pruned model, report and pass time by its row label; the refused targets' messages."""
     variants: dict[str, tuple] = {}
     start = time.perf_counter()
     pruned, report = onnx_gkp.prune(original, test_shapes=shapes or None)
@@ -84,12 +83,15 @@ def main() -> None:
             refused[f"--target-latency {budget:g} + calibration"] = (str(error), time.perf_counter() - start)
             continue
         variants[f"--target-latency {budget:g} + calibration"] = (pruned, report, time.perf_counter() - start)
-    if args.save is not None:
-        args.save.mkdir(parents=True, exist_ok=True)
-        for label, (pruned, _, _) in variants.items():
-            onnx.save(pruned, args.save / f"{args.model}_{label.strip('-').replace(' ', '_')}.onnx")
-    feeds = {name: images[:1].astype(np.float32)}  # batch 1, a real input
-    times = median_latency_ms({"original": original, **{k: v[0] for k, v in variants.items()}}, feeds, args.runs)
+    return variants, refused
+
+
+def _table(task: Task, original: onnx.ModelProto, images: np.ndarray, variants: dict, refused: dict, runs: int) -> str:
+    """The markdown table: each method's MACs, speed-up timed side by side, metric and pass time."""
+    metric = task.metric(slice(task.reserved, None))
+    dense = outputs(original, images, task.batch)
+    feeds = {original.graph.input[0].name: images[:1].astype(np.float32)}  # batch 1, a real input
+    times = median_latency_ms({"original": original, **{k: v[0] for k, v in variants.items()}}, feeds, runs)
     rows = [
         f"| method | Conv MACs kept | speed-up (1 thread, side by side) | {task.metric_name} | held-out fidelity in "
         "the pass | pass time |",
@@ -107,16 +109,34 @@ def main() -> None:
     rows += [
         f"| {label} | refused: {message} | | | | {seconds:.0f} s |" for label, (message, seconds) in refused.items()
     ]
-    table = "\n".join(rows)
+    return "\n".join(rows)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces the table, as docs/results.md quotes it."""
+    return (
+        f"python tools/bench_fidelity.py {args.model} --samples {args.samples} --keep "
+        f"{' '.join(f'{k:g}' for k in args.keep)} "
+        f"--ratios {' '.join(f'{r:g}' for r in args.ratios)}"
+        + (f" --latency {' '.join(f'{b:g}' for b in args.latency)}" if args.latency else "")
+    )
+
+
+def main() -> None:
+    args = _parse_args()
+    task = TASKS[args.model]
+    original, shapes = load_model(task.zoo or args.model)
+    images = task.inputs()[task.reserved :]
+    calibration = {original.graph.input[0].name: task.calibration(args.samples)}
+    variants, refused = _run_methods(original, shapes, calibration, args)
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for label, (pruned, _, _) in variants.items():
+            onnx.save(pruned, args.save / f"{args.model}_{label.strip('-').replace(' ', '_')}.onnx")
+    table = _table(task, original, images, variants, refused, args.runs)
     print(table)
     if args.write:
-        command = (
-            f"python tools/bench_fidelity.py {args.model} --samples {args.samples} --keep "
-            f"{' '.join(f'{k:g}' for k in args.keep)} "
-            f"--ratios {' '.join(f'{r:g}' for r in args.ratios)}"
-            + (f" --latency {' '.join(f'{b:g}' for b in args.latency)}" if args.latency else "")
-        )
-        write_section(ROOT / "docs" / "results.md", f"fidelity-{args.model}", f"`{command}`\n\n{table}")
+        write_section(ROOT / "docs" / "results.md", f"fidelity-{args.model}", f"`{_command(args)}`\n\n{table}")
 
 
 if __name__ == "__main__":

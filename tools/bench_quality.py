@@ -43,7 +43,7 @@ import argparse
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -147,6 +147,19 @@ class Task:
     zoo: str = ""  # the model, when the task's name is not the model's
 
 
+_PHOTO_SET_METRIC = "top-1 / top-5 agreement / KL, 202 held-out photos"
+# The photo set: scored on the centre crops of its 202 evaluation photos, calibrated on random
+# crops of its 100 others (split by photo).
+_PHOTO_SET = Task(
+    lambda: real_data.photo_set("evaluation"),
+    lambda part: agreement,
+    _PHOTO_SET_METRIC,
+    lambda count: real_data.calibration_crops(count, 224, True, pictures=real_data.photo_set_paths("calibration")),
+    24,
+    zoo="mobilenet_v2_imagenet",
+)
+
+
 def _fashion_calibration(count: int) -> np.ndarray:
     images = real_data.fashion_mnist("train")[0]
     return images[np.random.default_rng(0).choice(len(images), count, replace=False)]
@@ -156,7 +169,6 @@ _NOT_TEXT = tuple(
     name for name in (*real_data.PHOTOS, *real_data.CALIBRATION_PICTURES) if name not in real_data.TEXT_PICTURES
 )
 _PHOTO_METRIC = "top-1 / top-5 agreement, 168 photo crops"
-_PHOTO_SET_METRIC = "top-1 / top-5 agreement / KL, 202 held-out photos"
 _TEXT_MAP = "map cosine / IoU at 0.3, 56 crops of printed text at 320"
 TASKS = {
     "bundled": Task(
@@ -189,24 +201,8 @@ TASKS = {
         lambda count: real_data.calibration_crops(count, 224, True),
         24,
     ),
-    # The photo set: scored on the centre crops of its 202 evaluation photos, calibrated on random
-    # crops of its 100 others (split by photo).
-    "mobilenet_v2_photos": Task(
-        lambda: real_data.photo_set("evaluation"),
-        lambda part: agreement,
-        _PHOTO_SET_METRIC,
-        lambda count: real_data.calibration_crops(count, 224, True, pictures=real_data.photo_set_paths("calibration")),
-        24,
-        zoo="mobilenet_v2_imagenet",
-    ),
-    "mobilenet_v2_photos_folded": Task(
-        lambda: real_data.photo_set("evaluation"),
-        lambda part: agreement,
-        _PHOTO_SET_METRIC,
-        lambda count: real_data.calibration_crops(count, 224, True, pictures=real_data.photo_set_paths("calibration")),
-        24,
-        zoo="mobilenet_v2_imagenet_folded",
-    ),
+    "mobilenet_v2_photos": _PHOTO_SET,
+    "mobilenet_v2_photos_folded": replace(_PHOTO_SET, zoo="mobilenet_v2_imagenet_folded"),
     "yolov8n": Task(
         lambda: real_data.photo_crops(320),
         lambda part: cosine,

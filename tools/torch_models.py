@@ -14,21 +14,14 @@ Only ``tools/zoo.py`` imports this module, and only when an export is missing fr
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-# (expansion t, output channels c, repeats n, first stride s) of MobileNetV2's bottlenecks.
-MOBILENET_V2_BLOCKS = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/, the shapes this table also builds
+from models.shapes import MOBILENET_V2_BLOCKS  # noqa: E402
 
 
 def _conv_bn_relu6(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:

@@ -6,7 +6,7 @@ shortcuts. BatchNormalization is kept in the export (not folded into the Conv), 
 data-free compensation work needs its statistics.
 
 Needs the CPU torch (``pip install torch==2.13.0``) and Debian's ``dataset-fashion-mnist``
-(installed, or fetched as a pinned .deb by ``tools/zoo.py``).
+(installed, or fetched as a pinned .deb by ``tools/debian_data.py``).
 Usage: python tools/train_fashion_mnist.py --epochs 8 --out models/resnet20_fashion_mnist.onnx
 """
 
