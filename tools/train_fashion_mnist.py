@@ -13,6 +13,7 @@ Usage: python tools/train_fashion_mnist.py --epochs 8 --out models/resnet20_fash
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from debian_data import fetch_fashion_mnist
+from real_data import FASHION_MEAN, FASHION_STD
 from real_data import fashion_mnist as load_split
 from torch import nn
 
@@ -78,6 +81,15 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return correct / len(x)
 
 
+def write_calibration(path: Path, count: int = 512, seed: int = 0) -> None:
+    """The bundled calibration set: ``count`` training images drawn with ``seed``, as uint8 pixels
+    (the pass prepares them with ``--mean`` and ``--std``, as the model was trained)."""
+    with gzip.open(fetch_fashion_mnist() / "train-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    pick = np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))
+    np.savez_compressed(path, input=images[pick])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
@@ -128,8 +140,19 @@ def main() -> None:
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
     acc = evaluate(model, x_test, y_test)
-    meta = {"test_top1": acc, "epochs": args.epochs, "seed": args.seed, "torch": torch.__version__}
+    meta = {
+        "test_top1": acc,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "torch": torch.__version__,
+        "input": f"input: (N, 1, 28, 28) float32, Fashion-MNIST pixels as (x / 255 - {FASHION_MEAN}) / {FASHION_STD}",
+        "mean": FASHION_MEAN,
+        "std": FASHION_STD,
+        "calibration": f"fashion_mnist_calibration.npz: 512 training images (seed 0), uint8; give --mean "
+        f"{FASHION_MEAN} --std {FASHION_STD}",
+    }
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_calibration(args.out.parent / "fashion_mnist_calibration.npz")
     print(json.dumps(meta))
 
 
