@@ -81,6 +81,22 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return correct / len(x)
 
 
+def model_card(accuracy: float, epochs: int, seed: int) -> dict:
+    """What ``models/resnet20_fashion_mnist.json`` says of the model: how it was trained, how well
+    it does, and how its inputs are prepared."""
+    return {
+        "test_top1": accuracy,
+        "epochs": epochs,
+        "seed": seed,
+        "torch": torch.__version__,
+        "input": f"input: (N, 1, 28, 28) float32, Fashion-MNIST pixels as (x / 255 - {FASHION_MEAN}) / {FASHION_STD}",
+        "mean": FASHION_MEAN,
+        "std": FASHION_STD,
+        "calibration": f"fashion_mnist_calibration.npz: 512 training images (seed 0), uint8; give --mean "
+        f"{FASHION_MEAN} --std {FASHION_STD}",
+    }
+
+
 def write_calibration(path: Path, count: int = 512, seed: int = 0) -> None:
     """The bundled calibration set: ``count`` training images drawn with ``seed``, as uint8 pixels
     (the pass prepares them with ``--mean`` and ``--std``, as the model was trained)."""
@@ -140,17 +156,7 @@ def main() -> None:
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
     acc = evaluate(model, x_test, y_test)
-    meta = {
-        "test_top1": acc,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "torch": torch.__version__,
-        "input": f"input: (N, 1, 28, 28) float32, Fashion-MNIST pixels as (x / 255 - {FASHION_MEAN}) / {FASHION_STD}",
-        "mean": FASHION_MEAN,
-        "std": FASHION_STD,
-        "calibration": f"fashion_mnist_calibration.npz: 512 training images (seed 0), uint8; give --mean "
-        f"{FASHION_MEAN} --std {FASHION_STD}",
-    }
+    meta = model_card(acc, args.epochs, args.seed)
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     write_calibration(args.out.parent / "fashion_mnist_calibration.npz")
     print(json.dumps(meta))
