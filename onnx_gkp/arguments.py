@@ -180,6 +180,7 @@ def _data(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument("--channel-order", choices=("RGB", "BGR", "L"), default="RGB", help="images: channel order")
     g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="images: the input's layout")
+    g.add_argument("--strict", action="store_true", help="refuse calibration data that fails a check (exit 2)")
     value = _pair("--input-value", float)
     g.add_argument(
         "--input-value", type=value, metavar="NAME=V", help="without data: feed an integer input", **REPEATED

@@ -34,6 +34,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if args.plot and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise GkpError(f"--plot writes .html or .svg, not {args.plot.suffix or 'a file without suffix'}")
     model, report = prune(args.input, _options(args))
+    for check in report.calibration_checks or ():  # even with --quiet: the figures below may mean nothing
+        print(f"onnx-gkp: warning: calibration data: {check.message}", file=sys.stderr)
     if not args.quiet:
         print(report.table())
     print(report.summary())
@@ -64,6 +66,7 @@ def _options(args: argparse.Namespace) -> Options:
         runtime_aware=not args.quality_only,
         compensate=not args.no_compensation,
         calibration=args.calibration,
+        strict=args.strict,
         speed_slack=args.speed_slack,
         threads=args.threads,
         cost_cache=args.cost_cache,

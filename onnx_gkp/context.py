@@ -20,6 +20,7 @@ import onnx
 
 from .analyse.graph import count_params
 from .analyse.sites import Analysis, ConvSite, Skip, analyse
+from .check.calibration import CalibrationCheck, calibration_checks, strict_refusal
 from .check.metrics import fidelity, model_estimate
 from .check.reference import masked_reference, masked_stubs
 from .check.validate import Exposed, Inputs, Validation, validate
@@ -65,6 +66,7 @@ class Context:
     clock: Stopwatch = field(default_factory=Stopwatch)
     costs: Optional[CostTable] = None  # the layer timings, when layers are timed to choose
     int8: Optional[Int8] = None
+    checks: Optional[tuple[CalibrationCheck, ...]] = None  # what the calibration data failed (check/calibration.py)
 
     @classmethod
     def open(cls, model: ModelLike, options: Options, cache: object) -> "Context":
@@ -76,11 +78,8 @@ class Context:
         with clock("analyse"):
             analysis = analyse(full, options.include, options.exclude, options.test_shapes, options.min_in_channels)
             sites, skipped = prunable(analysis, options)
-        data = (
-            None
-            if options.calibration is None
-            else split(load_samples(options.calibration, full, options.preprocess), options.seed)
-        )
+        loaded = None if options.calibration is None else load_samples(options.calibration, full, options.preprocess)
+        data = None if loaded is None else split(loaded, options.seed)
         mode = options.mode(data is not None, {o.name for o in full.graph.output})
         keep = DEFAULT_KEEP if mode == "keep" and options.keep is None else options.keep
         options.check_quantize(data is not None)
@@ -94,6 +93,12 @@ class Context:
         if options.check:
             check_runs(full, feeds, data is not None)
         held = None if data is None else outputs_on(full, data.held, threads=options.threads)
+        checks = None
+        if loaded is not None:
+            with clock("check data"):
+                checks = tuple(calibration_checks(full, loaded, held))
+            if checks and options.strict:
+                raise GkpError(strict_refusal(checks))
         context = cls(
             options,
             original,
@@ -109,6 +114,7 @@ class Context:
             held,
             clock,
             table if options.timed else None,
+            checks=checks,
         )
         return context if options.quantize is None else context._with_int8(full, table)  # type: ignore[arg-type]
 
@@ -254,6 +260,7 @@ class Context:
             totals=totals(layers, skipped, count_params(self.original), count_params(result.model), result.gathers),
             timings=self.clock.seconds,
             plan=plan,
+            calibration_checks=None if self.checks is None else list(self.checks),
         )
         if check:
             with self.clock("validate"):

@@ -72,6 +72,7 @@ class Options:
     latency_runs: int = 20
     progress: bool = False
     plan: Optional[Plan] = field(default=None, repr=False)  # apply this plan instead of making one
+    strict: bool = False  # refuse calibration data that fails a check (check/calibration.py)
 
     @classmethod
     def applying(cls, plan: Plan, **overrides: Any) -> "Options":

@@ -41,6 +41,7 @@ def test_prune_writes_model_and_report(chain_path: Path, tmp_path: Path) -> None
         "search",
         "quantization",
         "plan",
+        "calibration_checks",
     }
     layer = data["layers"][0]
     for key in (

@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 from ..analyse.shapes import kept_macs
 from ..analyse.sites import ConvSite, Skip
+from ..check.calibration import CalibrationCheck
 from ..check.metrics import model_score, samples_to_show, wilson
 from ..check.validate import Validation
 from ..io.samples import held_in
@@ -113,6 +114,7 @@ class Report:
         None  # --quantize: the types, INT8 alone and the fp32 pruned model compared
     )
     plan: Optional[Plan] = None  # what was applied: ``apply(model, Plan.from_dict(report["plan"]))`` redoes it
+    calibration_checks: Optional[list[CalibrationCheck]] = None  # what the data failed; None without data
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +130,9 @@ class Report:
             "quantization": self.quantization,
             "validation": None if self.validation is None else dataclasses.asdict(self.validation),
             "plan": None if self.plan is None else self.plan.to_dict(),
+            "calibration_checks": None
+            if self.calibration_checks is None
+            else [dataclasses.asdict(c) for c in self.calibration_checks],
         }
 
     def to_json(self) -> str:
