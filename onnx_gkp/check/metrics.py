@@ -137,9 +137,10 @@ def score_interval(original: np.ndarray, pruned: np.ndarray, metric: str, score:
     if metric == "cosine":
         o = np.nan_to_num(original.reshape(count, -1).astype(np.float64))
         p = np.nan_to_num(pruned.reshape(count, -1).astype(np.float64))
-        dot, oo, pp = (np.sum(a * b, axis=1) for a, b in ((o, p), (o, o), (p, p)))
-        norms = np.sqrt((weights @ oo) * (weights @ pp))
-        values = np.divide(weights @ dot, norms, out=np.full(BOOTSTRAP, score), where=norms > 0)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowing outputs: the score stands in
+            dot, oo, pp = (np.sum(a * b, axis=1) for a, b in ((o, p), (o, o), (p, p)))
+            norms = np.sqrt((weights @ oo) * (weights @ pp))
+            values = np.divide(weights @ dot, norms, out=np.full(BOOTSTRAP, score), where=norms > 0)
     else:  # match: the share of equal elements, per sample
         values = weights @ np.mean((original == pruned).reshape(count, -1), axis=1) / count
     low, high = np.percentile(values, [2.5, 97.5])
