@@ -35,7 +35,7 @@ from ..analyse.graph import constant_lookup
 from ..errors import ValidationFailed
 from ..io.model_file import graph_inputs
 from ..runtime.sessions import batch_size, run, session, up_to
-from .metrics import _probabilities, kind_of
+from .metrics import kind_of, probabilities
 
 MEAN_Z = 3.0  # median over channels of |mean - running mean| / running standard deviation
 VARIANCE_RATIO = (1 / 50, 10.0)  # median over channels of variance / running variance
@@ -355,7 +355,7 @@ def output_checks(names: Sequence[str], outputs: Sequence[np.ndarray]) -> list[C
 
 
 def _class_checks(where: str, scores: np.ndarray) -> list[CalibrationCheck]:
-    p = _probabilities(scores.astype(np.float64))
+    p = probabilities(scores.astype(np.float64))
     n, classes = p.shape
     counts = np.bincount(p.argmax(axis=1), minlength=classes)
     found = []

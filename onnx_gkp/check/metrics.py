@@ -43,7 +43,7 @@ def _are_distributions(scores: np.ndarray) -> bool:
     return bool(np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
 
 
-def _probabilities(scores: np.ndarray) -> np.ndarray:
+def probabilities(scores: np.ndarray) -> np.ndarray:
     """Rows that already are distributions stay as they are; others go through a softmax."""
     return scores if _are_distributions(scores) else np.exp(_log_probabilities(scores))
 
@@ -67,7 +67,7 @@ def class_metrics(original: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
     o, p = _finite(original), _finite(pruned)
     top = o.argmax(axis=1)
     five = np.argsort(-p, axis=1, kind="stable")[:, :5]
-    po, pp = _probabilities(o), _probabilities(p)
+    po, pp = probabilities(o), probabilities(p)
     rows = np.arange(len(top))
     return {
         "top1": float(np.mean(p.argmax(axis=1) == top)),
